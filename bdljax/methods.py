@@ -1,0 +1,195 @@
+"""Methods by name: what experiment scripts use so that swapping a method is one word.
+
+The protocol (:mod:`bdljax.transform`) is what researchers compose. For
+experiments, every method also has a *recipe*: a function
+
+    recipe(problem: Problem, key, **hyperparameters) -> Fitted
+
+that builds the method on the problem's shared log posterior, trains it
+(:func:`bdljax.train.fit`, or the method's own sampler loop) and returns
+posterior samples with the function that evaluates them. Scripts call
+``bdljax.methods.run(name, problem, key, **hyperparameters)`` and never
+need to change when a method is added here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import jax
+import numpy as np
+import optax
+
+from bdljax import predictive
+from bdljax.likelihoods import Likelihood
+from bdljax.models import Apply, Model, check_input_shape
+from bdljax.posterior import LogPosterior, log_posterior
+from bdljax.priors import Prior
+from bdljax.train import check_finite, fit
+from bdljax.transform import Transform
+
+Params = Any
+
+# name -> "module:recipe". Modules are imported on first use.
+RECIPES: Dict[str, str] = {
+    "map": "bdljax.map:recipe",
+    "ensemble": "bdljax.ensemble:recipe",
+    "mfvi": "bdljax.mfvi:recipe",
+    "mcdropout": "bdljax.mcdropout:recipe",
+    "hmc": "bdljax.hmc:hmc_recipe",
+    "nuts": "bdljax.hmc:nuts_recipe",
+    "sgld": "bdljax.sgmcmc:sgld_recipe",
+    "sghmc": "bdljax.sgmcmc:sghmc_recipe",
+}
+
+
+class Problem(NamedTuple):
+    """A supervised Bayesian learning problem: network, likelihood, prior and training data.
+
+    ``x_train`` has N rows; every method's log posterior uses ``num_data = N``.
+    """
+
+    model: Model
+    likelihood: Likelihood
+    prior: Prior
+    x_train: Any
+    y_train: Any
+    temperature: float = 1.0
+
+    @property
+    def num_data(self) -> int:
+        return int(np.shape(self.x_train)[0])
+
+    def log_posterior(self, model: Optional[Model] = None) -> LogPosterior:
+        """The shared log posterior, for this problem's model or a variant of it (e.g. with dropout)."""
+        model = model or self.model
+        return log_posterior(model.apply, self.likelihood, self.prior, self.num_data, self.temperature)
+
+
+class Fitted(NamedTuple):
+    """What a recipe returns.
+
+    Attributes:
+      samples: stacked parameter pytree, leading axis S.
+      apply: ``apply(sample, x, rng=None, train=False)`` evaluating one sample.
+      history: training records (see :func:`bdljax.train.fit`).
+      diagnostics: method-specific figures (acceptance, R̂, non-finite steps, ...).
+      state: the method's final state.
+    """
+
+    samples: Params
+    apply: Apply
+    history: List[Dict[str, Any]]
+    diagnostics: Dict[str, Any]
+    state: Any
+
+
+def names() -> List[str]:
+    """Every method name a recipe exists for."""
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Callable[..., Fitted]:
+    """The recipe for ``name``; unknown names fail listing the known ones."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown method {name!r}; choose one of {names()}")
+    module_name, function_name = RECIPES[name].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def hyperparameters(name: str) -> Dict[str, Any]:
+    """The keyword hyperparameters of a method's recipe with their defaults."""
+    signature = inspect.signature(get_recipe(name))
+    return {p.name: p.default for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY}
+
+
+def run(name: str, problem: Problem, key: jax.Array, **config) -> Fitted:
+    """Fit method ``name`` on ``problem``; unknown hyperparameters fail naming the accepted ones."""
+    recipe = get_recipe(name)
+    accepted = hyperparameters(name)
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ValueError(f"method {name!r} does not take {unknown}; it accepts {sorted(accepted)}")
+    check_problem(problem)
+    return recipe(problem, key, **config)
+
+
+def check_problem(problem: Problem) -> None:
+    """Validate a problem's data against its model and likelihood before anything compiles."""
+    x, y = np.asarray(problem.x_train), np.asarray(problem.y_train)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x_train has {x.shape[0]} rows but y_train has {y.shape[0]}; they must match.")
+    check_finite("x_train", x)
+    check_finite("y_train", y)
+    params = jax.eval_shape(problem.model.init, jax.random.key(0))
+    output = check_input_shape(problem.model, params, x)
+    problem.likelihood.check_targets(y, output.shape)
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, clip_norm: Optional[float] = None):
+    """An optax optimiser by name: ``adam``, ``adamw``, ``sgd`` (momentum 0.9) or ``sgd_plain``.
+
+    The prior is the regulariser: ``weight_decay`` is for decoupled decay
+    (AdamW) only and is off by default.
+    """
+    optimizers = {
+        "adam": lambda: optax.adam(learning_rate),
+        "adamw": lambda: optax.adamw(learning_rate, weight_decay=weight_decay),
+        "sgd": lambda: optax.sgd(learning_rate, momentum=0.9),
+        "sgd_plain": lambda: optax.sgd(learning_rate),
+    }
+    if name not in optimizers:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(optimizers)}")
+    optimizer = optimizers[name]()
+    if clip_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+    return optimizer
+
+
+def fit_transform(
+    problem: Problem,
+    method: Transform,
+    key: jax.Array,
+    *,
+    init_params: Any,
+    num_epochs: int,
+    batch_size: Optional[int],
+    num_samples: int,
+    apply: Optional[Apply] = None,
+    eval_data: Optional[Tuple[Any, Any]] = None,
+    eval_every: int = 0,
+    logger=None,
+    log_fields: Optional[Dict[str, Any]] = None,
+    progress: bool = False,
+    description: str = "fit",
+) -> Fitted:
+    """Shared body of the recipes that train with :func:`bdljax.train.fit`.
+
+    Initialises ``method`` from ``init_params`` (a pytree or ``key -> pytree``),
+    trains it, optionally evaluates the predictive on ``eval_data`` every
+    ``eval_every`` epochs, and draws ``num_samples`` posterior samples.
+    """
+    apply = apply or problem.model.apply
+    init_key, fit_key, sample_key = jax.random.split(key, 3)
+    # One compiled init instead of dozens of eagerly dispatched (and separately compiled) ops.
+    state = jax.jit(lambda k: method.init(k, init_params))(init_key)
+    evaluate = None
+    if eval_data is not None and eval_every:
+        x_eval, y_eval = eval_data
+
+        def evaluate(state):
+            samples = method.sample(state, sample_key, num_samples)
+            outputs = predictive.predictive_outputs(apply, samples, x_eval)
+            return predictive.evaluate(problem.likelihood, outputs, y_eval)
+
+    result = fit(
+        method, state, (problem.x_train, problem.y_train), key=fit_key, num_epochs=num_epochs,
+        batch_size=batch_size, evaluate=evaluate, eval_every=eval_every, logger=logger,
+        log_fields=log_fields, progress=progress, description=description,
+    )
+    samples = method.sample(result.state, sample_key, num_samples)
+    nonfinite = getattr(result.state, "num_nonfinite", None)
+    diagnostics = {} if nonfinite is None else {"nonfinite_steps": int(np.sum(np.asarray(nonfinite)))}
+    return Fitted(samples, apply, result.history, diagnostics, result.state)

@@ -1,0 +1,96 @@
+"""The one log posterior every inference method uses.
+
+For parameters θ, a likelihood p(y|f(x;θ)), a prior p(θ), a training set of
+``num_data`` = N points and a temperature T, the tempered log posterior on a
+minibatch B is
+
+    log p_T(θ | D) ≈ (1/T) · [ log p(θ) + (N/|B|) Σ_{i∈B} log p(y_i | x_i, θ) ],
+
+an unbiased estimate of the full-batch (1/T)·[log p(θ) + Σ_i log p(y_i|x_i,θ)]
+when B is drawn uniformly (tested). With |B| = N it is exact. T = 1 is the
+Bayes posterior; T < 1 sharpens it (the "cold posterior" of Wenzel et al.
+2020, "How good is the Bayes posterior in deep neural networks really?").
+
+No method rescales the prior or a KL on its own: variational methods use
+``log_likelihood`` (already scaled by N/|B|) and subtract the KL once, which
+is the KL "counted once per epoch" — never divided by the batch size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from bdljax.likelihoods import Likelihood
+from bdljax.models import Apply
+from bdljax.priors import Prior
+
+Params = Any
+Batch = Tuple[jax.Array, jax.Array]
+
+
+class LogPosteriorTerms(NamedTuple):
+    """The parts of one evaluation, for logging: both already scaled to the full data set."""
+
+    log_likelihood: jax.Array
+    log_prior: jax.Array
+
+
+class LogPosterior(NamedTuple):
+    """Tempered log posterior of a network, likelihood and prior on N data points.
+
+    Attributes:
+      apply: the network, ``apply(params, x, rng=None, train=False)``.
+      likelihood: observation model on the network's outputs.
+      prior: prior over the parameter pytree.
+      num_data: N, the size of the whole training set (not of a batch).
+      temperature: T > 0.
+    """
+
+    apply: Apply
+    likelihood: Likelihood
+    prior: Prior
+    num_data: int
+    temperature: float = 1.0
+
+    def log_likelihood(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None, train: bool = True) -> jax.Array:
+        """(N/|B|) Σ_{i∈B} log p(y_i | x_i, θ): the full-data log-likelihood estimated on a batch.
+
+        ``rng`` feeds stochastic layers (dropout) in training mode.
+        """
+        x, y = batch
+        batch_size = x.shape[0]
+        if batch_size > self.num_data:
+            # Shapes are static, so this fires while tracing, before compilation.
+            raise ValueError(
+                f"batch of {batch_size} examples but num_data={self.num_data}; num_data must be the size of the "
+                "whole training set (at least the batch size)."
+            )
+        output = self.apply(params, x, rng=rng, train=train)
+        per_example = self.likelihood.log_prob(output, y)
+        return (self.num_data / batch_size) * jnp.sum(per_example)
+
+    def log_prior(self, params: Params) -> jax.Array:
+        """log p(θ)."""
+        return self.prior.log_prob(params)
+
+    def evaluate(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None) -> Tuple[jax.Array, LogPosteriorTerms]:
+        """``(log p_T(θ|D) estimate, LogPosteriorTerms)`` on one batch."""
+        log_likelihood = self.log_likelihood(params, batch, rng)
+        log_prior = self.log_prior(params)
+        return (log_prior + log_likelihood) / self.temperature, LogPosteriorTerms(log_likelihood, log_prior)
+
+    def __call__(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None) -> jax.Array:
+        """log p_T(θ|D) estimated on ``batch``."""
+        return self.evaluate(params, batch, rng)[0]
+
+
+def log_posterior(apply: Apply, likelihood: Likelihood, prior: Prior, num_data: int, temperature: float = 1.0) -> LogPosterior:
+    """Build a :class:`LogPosterior`, validating its scalars."""
+    if not isinstance(num_data, int) or num_data < 1:
+        raise ValueError(f"num_data must be a positive int (the training set size), got {num_data!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return LogPosterior(apply, likelihood, prior, num_data, float(temperature))

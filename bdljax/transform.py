@@ -1,0 +1,63 @@
+"""The inference-method protocol.
+
+Every inference method in bdljax is a builder function returning a
+:class:`Transform`, a NamedTuple of three pure functions, in the style of
+optax's ``GradientTransformation`` and BlackJAX's ``SamplingAlgorithm``::
+
+    method = bdljax.map.build(log_posterior, optax.adam(1e-3))   # or mfvi, ensemble, sgld, ...
+    state = method.init(key, params)                # params: a pytree, or init(key) -> pytree
+    state, info = method.update(state, batch, key)  # one step on batch = (x, y)
+    samples = method.sample(state, key, num_samples)  # pytree, leading axis = samples
+
+* ``init(key, params)``: ``params`` is an initial parameter pytree or a
+  function ``key -> pytree`` (methods with several members or chains draw
+  one initialisation per member from it).
+* ``update(state, batch, key) -> (state, info)``: one step. ``info`` is a
+  NamedTuple of arrays (losses, acceptance, ...) that the training driver
+  summarises per epoch; fields whose values are non-finite are counted, not
+  averaged in.
+* ``sample(state, key, num_samples)``: posterior samples as a stacked pytree
+  whose leaves have a leading axis of size ``num_samples`` (the predictive
+  evaluates them vmapped). Point estimates repeat themselves.
+
+States are pytrees (NamedTuples of arrays and optax states), so ``jax.vmap``
+over ``init`` and ``update`` runs independent copies, and ``lax.scan`` runs
+many steps in one compiled call. Nothing here calls ``jit``: the caller
+decides (see :func:`bdljax.train.fit`).
+
+``batch_streams``: 0 when ``update`` takes one batch ``(B, ...)``; K when it
+takes K independent batches stacked ``(K, B, ...)``, one per member or chain,
+so that each member sees its own data order (deep ensembles).
+``num_data``: the training-set size the log posterior was built for; the
+driver checks the data it is given against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+
+Params = Any
+State = Any
+Info = Any
+
+
+class Transform(NamedTuple):
+    """An inference method: ``init``, ``update`` and ``sample``, pure and un-jitted."""
+
+    init: Callable[[jax.Array, Any], State]
+    update: Callable[[State, Any, jax.Array], tuple]
+    sample: Callable[[State, jax.Array, int], Params]
+    batch_streams: int = 0
+    num_data: Optional[int] = None
+
+
+def initial_params(key: jax.Array, params: Any) -> Params:
+    """Resolve the ``params`` argument of ``init``: a pytree, or a function of a key."""
+    return params(key) if callable(params) else params
+
+
+def repeat_params(params: Params, num_samples: int) -> Params:
+    """Stack ``num_samples`` copies of a point estimate along a new leading axis."""
+    return jax.tree.map(lambda leaf: jax.numpy.broadcast_to(leaf, (num_samples, *leaf.shape)), params)

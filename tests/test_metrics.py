@@ -1,0 +1,577 @@
+"""Tests for bdljax.metrics against independent references.
+
+References: scipy.stats.norm (Gaussian densities, CDFs, quantiles),
+scipy.optimize.brentq (mixture quantiles), scipy.stats.entropy,
+sklearn.metrics (accuracy, log loss, ROC AUC, average precision), and plain
+NumPy loops / one-hot arithmetic for Brier, ECE, coverage and variation ratio.
+All random inputs come from a few fixed seeds.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.special
+import scipy.stats
+import sklearn.metrics
+
+from bdljax import metrics
+
+SEEDS = [0, 1, 2]
+NUM_SAMPLES, NUM_POINTS, NUM_OUTPUTS, NUM_CLASSES = 6, 301, 3, 5
+
+# float32 computation compared with float64 references.
+RTOL, ATOL = 2e-5, 2e-6
+
+
+def assert_close(actual, expected, rtol=RTOL, atol=ATOL):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------------------
+# Random inputs
+# ---------------------------------------------------------------------------
+
+
+def random_mixture(seed, point_shape, num_components=NUM_SAMPLES):
+    """Mixture parameters (float32) and targets drawn from that mixture."""
+    rng = np.random.default_rng(seed)
+    shape = (num_components,) + point_shape
+    means = rng.normal(0.0, 1.5, size=shape).astype(np.float32)
+    scales = rng.uniform(0.3, 2.0, size=shape).astype(np.float32)
+    component = rng.integers(num_components, size=point_shape)
+    chosen_mean = np.take_along_axis(means, component[None], axis=0)[0]
+    chosen_scale = np.take_along_axis(scales, component[None], axis=0)[0]
+    y = (chosen_mean + chosen_scale * rng.normal(size=point_shape)).astype(np.float32)
+    return means, scales, y
+
+
+POINT_SHAPES = [(NUM_POINTS,), (NUM_POINTS, NUM_OUTPUTS)]
+
+
+def random_sample_probs(seed, num_samples=NUM_SAMPLES, num_points=NUM_POINTS, num_classes=NUM_CLASSES):
+    """Per-sample softmax probabilities (float32) and uniform random labels."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.0, size=(num_samples, num_points, num_classes))
+    sample_probs = scipy.special.softmax(logits, axis=-1).astype(np.float32)
+    labels = rng.integers(num_classes, size=num_points).astype(np.int32)
+    return sample_probs, labels
+
+
+def random_mean_probs(seed, **kwargs):
+    sample_probs, labels = random_sample_probs(seed, **kwargs)
+    return sample_probs.mean(axis=0), labels
+
+
+# ---------------------------------------------------------------------------
+# NumPy / SciPy reference implementations
+# ---------------------------------------------------------------------------
+
+
+def reference_mixture_log_likelihood(means, scales, y):
+    log_pdf = scipy.stats.norm.logpdf(np.float64(y)[None], np.float64(means), np.float64(scales))
+    if log_pdf.ndim == 3:
+        log_pdf = log_pdf.sum(axis=-1)
+    return np.log(np.mean(np.exp(log_pdf), axis=0))
+
+
+def reference_mixture_quantile(means, scales, q):
+    """Quantile of each scalar mixture (one per point/dimension) by brentq."""
+    means = np.float64(means).reshape(means.shape[0], -1)
+    scales = np.float64(scales).reshape(scales.shape[0], -1)
+    quantiles = []
+    for mu, sigma in zip(means.T, scales.T):
+        def cdf_minus_q(x, mu=mu, sigma=sigma):
+            return scipy.stats.norm.cdf(x, mu, sigma).mean() - q
+
+        lower = np.min(mu - 10 * sigma)
+        upper = np.max(mu + 10 * sigma)
+        quantiles.append(scipy.optimize.brentq(cdf_minus_q, lower, upper, xtol=1e-12))
+    return np.array(quantiles)
+
+
+def reference_bins(probs, labels, num_bins, binning):
+    """Per-bin (count, mean confidence, accuracy) by explicit loops."""
+    confidence = np.float64(probs).max(axis=-1)
+    correct = (np.argmax(probs, axis=-1) == labels).astype(np.float64)
+    if binning == "equal_width":
+        edges = np.linspace(0.0, 1.0, num_bins + 1)
+        members = [
+            np.flatnonzero((confidence > lo) & (confidence <= hi))
+            for lo, hi in zip(edges[:-1], edges[1:])
+        ]
+    else:
+        members = np.array_split(np.argsort(confidence, kind="stable"), num_bins)
+    counts = np.array([len(m) for m in members])
+    bin_confidence = np.array([confidence[m].mean() if len(m) else np.nan for m in members])
+    bin_accuracy = np.array([correct[m].mean() if len(m) else np.nan for m in members])
+    return counts, bin_confidence, bin_accuracy
+
+
+def reference_ece(probs, labels, num_bins, binning):
+    counts, bin_confidence, bin_accuracy = reference_bins(probs, labels, num_bins, binning)
+    total = 0.0
+    for count, conf, acc in zip(counts, bin_confidence, bin_accuracy):
+        if count:
+            total += count / counts.sum() * abs(acc - conf)
+    return total
+
+
+def sklearn_ood_labels(scores_in, scores_out):
+    y_true = np.concatenate([np.zeros(len(scores_in)), np.ones(len(scores_out))])
+    return y_true, np.concatenate([scores_in, scores_out])
+
+
+# ---------------------------------------------------------------------------
+# Regression
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("point_shape", POINT_SHAPES)
+def test_rmse_matches_numpy(seed, point_shape):
+    means, _, y = random_mixture(seed, point_shape)
+    expected = np.sqrt(np.mean((np.float64(means[0]) - y) ** 2))
+    assert_close(metrics.rmse(means[0], y), expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("point_shape", POINT_SHAPES)
+def test_mixture_log_likelihood_matches_scipy(seed, point_shape):
+    means, scales, y = random_mixture(seed, point_shape)
+    expected = reference_mixture_log_likelihood(means, scales, y)
+    per_point = metrics.gaussian_mixture_log_likelihood(means, scales, y)
+    assert per_point.shape == (NUM_POINTS,)
+    assert_close(per_point, expected)
+    assert_close(metrics.mean_test_log_likelihood(means, scales, y), expected.mean())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_single_gaussian_log_likelihood_is_norm_logpdf(seed):
+    means, scales, y = random_mixture(seed, (NUM_POINTS,), num_components=1)
+    expected = scipy.stats.norm.logpdf(np.float64(y), np.float64(means[0]), np.float64(scales[0]))
+    assert_close(metrics.gaussian_mixture_log_likelihood(means, scales, y), expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("point_shape", POINT_SHAPES)
+def test_mixture_mean_variance_matches_scipy_moments(seed, point_shape):
+    means, scales, _ = random_mixture(seed, point_shape)
+    components = scipy.stats.norm(np.float64(means), np.float64(scales))
+    expected_mean = components.mean().mean(axis=0)
+    expected_second_moment = components.moment(2).mean(axis=0)
+    mean, var = metrics.mixture_mean_variance(means, scales)
+    assert_close(mean, expected_mean)
+    assert_close(var, expected_second_moment - expected_mean**2, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_unstandardise_gaussian_shifts_log_likelihood(seed):
+    rng = np.random.default_rng(seed)
+    y_mean, y_std = rng.normal(size=NUM_OUTPUTS), rng.uniform(0.5, 5.0, size=NUM_OUTPUTS)
+    mean_z = rng.normal(size=(NUM_POINTS, NUM_OUTPUTS))
+    var_z = rng.uniform(0.2, 2.0, size=(NUM_POINTS, NUM_OUTPUTS))
+    z = rng.normal(size=(NUM_POINTS, NUM_OUTPUTS))
+    y = y_mean + y_std * z
+
+    mean_y, var_y = metrics.unstandardise_gaussian(mean_z, var_z, y_mean, y_std)
+    original_ll = scipy.stats.norm.logpdf(y, np.asarray(mean_y), np.sqrt(np.asarray(var_y))).sum(-1)
+    standardised_ll = scipy.stats.norm.logpdf(z, mean_z, np.sqrt(var_z)).sum(-1)
+    assert_close(standardised_ll + metrics.log_likelihood_shift(y_std), original_ll, rtol=1e-5)
+    assert_close(metrics.log_likelihood_shift(2.0), -np.log(2.0))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_unstandardise_mixture_matches_shifted_log_likelihood(seed):
+    means, scales, z = random_mixture(seed, (NUM_POINTS,))
+    y_mean, y_std = 3.0, 4.0
+    means_y, scales_y = metrics.unstandardise_mixture(means, scales, y_mean, y_std)
+    y = y_mean + y_std * z
+    expected = reference_mixture_log_likelihood(means, scales, z) - np.log(y_std)
+    assert_close(metrics.gaussian_mixture_log_likelihood(means_y, scales_y, y), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("q", [0.025, 0.25, 0.5, 0.9, 0.975])
+def test_mixture_quantile_matches_brentq(seed, q):
+    means, scales, _ = random_mixture(seed, (40, 2))
+    expected = reference_mixture_quantile(means, scales, q).reshape(40, 2)
+    assert_close(metrics.mixture_quantile(means, scales, q), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_single_gaussian_quantile_is_norm_ppf(seed):
+    means, scales, _ = random_mixture(seed, (NUM_POINTS,), num_components=1)
+    q = np.array([0.05, 0.5, 0.95])
+    expected = scipy.stats.norm.ppf(q[:, None], np.float64(means[0]), np.float64(scales[0]))
+    assert_close(metrics.mixture_quantile(means, scales, q), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_components", [1, NUM_SAMPLES])
+def test_interval_coverage_matches_numpy_counts(seed, num_components):
+    means, scales, y = random_mixture(seed, (NUM_POINTS,), num_components=num_components)
+    levels = (0.5, 0.9, 0.95)
+    coverage = metrics.interval_coverage(means, scales, y, levels)
+    assert set(coverage) == set(levels)
+    for level in levels:
+        lower = reference_mixture_quantile(means, scales, (1 - level) / 2)
+        upper = reference_mixture_quantile(means, scales, (1 + level) / 2)
+        expected = np.mean((lower <= y) & (y <= upper))
+        assert float(coverage[level]) == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_interval_coverage_multioutput_counts_all_elements(seed):
+    means, scales, y = random_mixture(seed, (60, NUM_OUTPUTS))
+    level = 0.9
+    lower = reference_mixture_quantile(means, scales, 0.05).reshape(y.shape)
+    upper = reference_mixture_quantile(means, scales, 0.95).reshape(y.shape)
+    expected = np.mean((lower <= y) & (y <= upper))
+    coverage = metrics.interval_coverage(means, scales, y, (level,))
+    assert float(coverage[level]) == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_regression_metrics_dict(seed):
+    means, scales, y = random_mixture(seed, (NUM_POINTS,))
+    result = metrics.regression_metrics(means, scales, y)
+    assert set(result) == {"rmse", "test_ll", "coverage_50", "coverage_90", "coverage_95"}
+    mixture_mean = np.float64(means).mean(axis=0)
+    assert_close(result["rmse"], np.sqrt(np.mean((mixture_mean - y) ** 2)))
+    assert_close(result["test_ll"], reference_mixture_log_likelihood(means, scales, y).mean())
+    lower = reference_mixture_quantile(means, scales, 0.25)
+    upper = reference_mixture_quantile(means, scales, 0.75)
+    assert float(result["coverage_50"]) == pytest.approx(np.mean((lower <= y) & (y <= upper)), abs=1e-7)
+
+
+def test_regression_shape_and_level_errors():
+    means, scales, y = random_mixture(0, (10,))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.gaussian_mixture_log_likelihood(means, scales[:, :5], y)
+    with pytest.raises(ValueError, match="do not match"):
+        metrics.gaussian_mixture_log_likelihood(means, scales, y[:5])
+    with pytest.raises(ValueError, match=r"\(S, N\)"):
+        metrics.mixture_mean_variance(means[0], scales[0])
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        metrics.interval_coverage(means, scales, y, levels=(0.5, 1.0))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.rmse(y, y[:5])
+
+
+# ---------------------------------------------------------------------------
+# Classification: point metrics
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_accuracy_matches_sklearn(seed):
+    probs, labels = random_mean_probs(seed)
+    expected = sklearn.metrics.accuracy_score(labels, probs.argmax(-1))
+    assert_close(metrics.accuracy(probs, labels), expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_nll_matches_sklearn_log_loss(seed):
+    probs, labels = random_mean_probs(seed)
+    probs64 = np.float64(probs) / np.float64(probs).sum(-1, keepdims=True)
+    expected = sklearn.metrics.log_loss(labels, probs64, labels=np.arange(NUM_CLASSES))
+    assert_close(metrics.nll(probs, labels), expected, rtol=1e-5)
+
+
+def test_nll_clips_zero_probability_at_eps():
+    probs = jnp.array([[1.0, 0.0], [0.5, 0.5]])
+    labels = jnp.array([1, 0])
+    expected = (-np.log(metrics.PROB_EPS) - np.log(0.5)) / 2
+    assert_close(metrics.nll(probs, labels), expected, rtol=1e-6)
+    assert np.isfinite(metrics.nll(probs, labels))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_brier_matches_numpy_one_hot(seed):
+    probs, labels = random_mean_probs(seed)
+    one_hot = np.eye(NUM_CLASSES)[labels]
+    expected = np.mean(np.sum((np.float64(probs) - one_hot) ** 2, axis=-1))
+    assert_close(metrics.brier(probs, labels), expected)
+
+
+# ---------------------------------------------------------------------------
+# Classification: calibration
+# ---------------------------------------------------------------------------
+
+# Four points worked out by hand (top-label confidence, correct?):
+#   A [0.95, 0.05] y=0 -> 0.95, correct     B [0.15, 0.85] y=0 -> 0.85, wrong
+#   C [0.65, 0.35] y=0 -> 0.65, correct     D [0.45, 0.55] y=0 -> 0.55, wrong
+# equal_width, 5 bins (edges 0, .2, .4, .6, .8, 1; right-closed):
+#   (.8, 1]: A, B  conf .90 acc .5 -> 2/4 * .40 = .2000
+#   (.6,.8]: C     conf .65 acc 1  -> 1/4 * .35 = .0875
+#   (.4,.6]: D     conf .55 acc 0  -> 1/4 * .55 = .1375      ECE = .425
+# equal_mass, 2 bins (sorted D, C | B, A):
+#   {D, C} conf .60 acc .5 -> 1/2 * .1 = .05
+#   {B, A} conf .90 acc .5 -> 1/2 * .4 = .20                 ECE = .25
+HAND_PROBS = np.array([[0.95, 0.05], [0.15, 0.85], [0.65, 0.35], [0.45, 0.55]], np.float32)
+HAND_LABELS = np.array([0, 0, 0, 0], np.int32)
+
+
+def test_ece_hand_computed_equal_width():
+    assert_close(metrics.ece(HAND_PROBS, HAND_LABELS, num_bins=5, binning="equal_width"), 0.425)
+    bins = metrics.reliability_diagram_data(HAND_PROBS, HAND_LABELS, num_bins=5)
+    np.testing.assert_array_equal(bins.count, [0, 0, 1, 1, 2])
+    assert_close(bins.confidence, [np.nan, np.nan, 0.55, 0.65, 0.90])
+    assert_close(bins.accuracy, [np.nan, np.nan, 0.0, 1.0, 0.5])
+
+
+def test_ece_hand_computed_equal_mass():
+    assert_close(metrics.ece(HAND_PROBS, HAND_LABELS, num_bins=2, binning="equal_mass"), 0.25)
+    bins = metrics.reliability_diagram_data(HAND_PROBS, HAND_LABELS, num_bins=2, binning="equal_mass")
+    np.testing.assert_array_equal(bins.count, [2, 2])
+    assert_close(bins.confidence, [0.60, 0.90])
+    assert_close(bins.accuracy, [0.5, 0.5])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("binning", ["equal_width", "equal_mass"])
+@pytest.mark.parametrize("num_bins", [7, 15])
+def test_ece_matches_numpy_loop(seed, binning, num_bins):
+    probs, labels = random_mean_probs(seed)
+    expected = reference_ece(probs, labels, num_bins, binning)
+    assert_close(metrics.ece(probs, labels, num_bins, binning), expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("binning", ["equal_width", "equal_mass"])
+def test_reliability_diagram_matches_numpy_loop(seed, binning):
+    probs, labels = random_mean_probs(seed)
+    counts, confidence, accuracy_ = reference_bins(probs, labels, 10, binning)
+    bins = metrics.reliability_diagram_data(probs, labels, 10, binning)
+    np.testing.assert_array_equal(bins.count, counts)
+    assert_close(bins.confidence, confidence)
+    assert_close(bins.accuracy, accuracy_)
+
+
+def test_equal_mass_with_fewer_points_than_bins():
+    probs, labels = random_mean_probs(3, num_points=7)
+    bins = metrics.reliability_diagram_data(probs, labels, 10, "equal_mass")
+    np.testing.assert_array_equal(bins.count, [1] * 7 + [0] * 3)
+    assert_close(metrics.ece(probs, labels, 10, "equal_mass"), reference_ece(probs, labels, 10, "equal_mass"))
+
+
+def test_unknown_binning_names_allowed_values():
+    probs, labels = random_mean_probs(0, num_points=10)
+    for call in (metrics.ece, metrics.reliability_diagram_data, metrics.classification_metrics):
+        with pytest.raises(ValueError, match="equal_width.*equal_mass"):
+            call(probs, labels, 15, "quantile")
+    with pytest.raises(ValueError, match="equal_width.*equal_mass"):
+        metrics.ece_descriptor(15, "uniform")
+    with pytest.raises(ValueError, match="num_bins"):
+        metrics.ece(probs, labels, 0)
+
+
+def test_ece_descriptor():
+    assert metrics.ece_descriptor() == "equal_width-15"
+    assert metrics.ece_descriptor(10, "equal_mass") == "equal_mass-10"
+
+
+# ---------------------------------------------------------------------------
+# Classification: uncertainty decompositions
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_entropies_and_mutual_information_match_scipy(seed):
+    sample_probs, _ = random_sample_probs(seed)
+    samples64 = np.float64(sample_probs)
+    mean_probs = samples64.mean(axis=0)
+    expected_total = scipy.stats.entropy(mean_probs, axis=-1)
+    expected_aleatoric = scipy.stats.entropy(samples64, axis=-1).mean(axis=0)
+
+    assert_close(metrics.predictive_entropy(mean_probs.astype(np.float32)), expected_total, rtol=1e-5)
+    assert_close(metrics.expected_entropy(sample_probs), expected_aleatoric, rtol=1e-5)
+    assert_close(
+        metrics.mutual_information(sample_probs), expected_total - expected_aleatoric, atol=1e-5
+    )
+
+
+def test_entropy_of_one_hot_is_zero_and_uniform_is_log_c():
+    probs = jnp.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+    assert_close(metrics.predictive_entropy(probs), [0.0, np.log(3.0)])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_max_probability_and_variation_ratio(seed):
+    sample_probs, _ = random_sample_probs(seed)
+    assert_close(metrics.max_probability(sample_probs.mean(0)), sample_probs.mean(0).max(-1))
+
+    votes = sample_probs.argmax(-1)  # (S, N)
+    expected = np.array(
+        [1.0 - np.bincount(votes[:, n], minlength=NUM_CLASSES).max() / NUM_SAMPLES
+         for n in range(NUM_POINTS)]
+    )
+    assert_close(metrics.variation_ratio(sample_probs), expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_log_predictive_density_from_log_probs(seed):
+    rng = np.random.default_rng(seed)
+    sample_log_probs = rng.normal(-2.0, 1.0, size=(NUM_SAMPLES, NUM_POINTS))
+    expected = np.log(np.mean(np.exp(sample_log_probs), axis=0))
+    result = metrics.log_predictive_density_from_log_probs(sample_log_probs.astype(np.float32))
+    assert_close(result, expected, rtol=1e-5)
+    # Stable where exp underflows: a constant offset passes straight through.
+    offset = -1000.0
+    shifted = metrics.log_predictive_density_from_log_probs((sample_log_probs + offset).astype(np.float32))
+    assert_close(shifted, expected + offset, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_classification_metrics_dict(seed):
+    sample_probs, labels = random_sample_probs(seed)
+    mean_probs = np.float64(sample_probs).mean(0)
+    result = metrics.classification_metrics(sample_probs, labels, num_bins=10, binning="equal_mass")
+    assert set(result) == {"accuracy", "nll", "brier", "ece", "predictive_entropy", "mutual_information"}
+    assert_close(result["accuracy"], sklearn.metrics.accuracy_score(labels, mean_probs.argmax(-1)))
+    assert_close(result["nll"], sklearn.metrics.log_loss(labels, mean_probs, labels=np.arange(NUM_CLASSES)), rtol=1e-5)
+    assert_close(result["brier"], np.mean(np.sum((mean_probs - np.eye(NUM_CLASSES)[labels]) ** 2, -1)))
+    assert_close(result["ece"], reference_ece(mean_probs, labels, 10, "equal_mass"))
+    expected_total = scipy.stats.entropy(mean_probs, axis=-1)
+    expected_aleatoric = scipy.stats.entropy(np.float64(sample_probs), axis=-1).mean(0)
+    assert_close(result["predictive_entropy"], expected_total.mean(), rtol=1e-5)
+    assert_close(result["mutual_information"], (expected_total - expected_aleatoric).mean(), atol=1e-5)
+
+    mean_only = metrics.classification_metrics(sample_probs.mean(0), labels)
+    assert "mutual_information" not in mean_only
+    assert_close(mean_only["ece"], reference_ece(mean_probs, labels, 15, "equal_width"))
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([0, 1, 5, 2]), r"\[0, 5\)"),
+        (np.array([0, -1, 2, 2]), r"\[0, 5\)"),
+        (np.array([0, 1, 2]), "4 predictions"),
+        (np.array([[0, 1, 2, 3]]), "1-D"),
+        (np.array([0.0, 1.0, 2.0, 3.0]), "integer dtype"),
+    ],
+)
+def test_classification_metrics_rejects_bad_labels(labels, message):
+    probs, _ = random_mean_probs(0, num_points=4)
+    with pytest.raises(ValueError, match=message):
+        metrics.classification_metrics(probs, labels)
+    with pytest.raises(ValueError, match=message):
+        metrics.check_labels(labels, NUM_CLASSES, 4)
+
+
+def test_point_metrics_reject_mismatched_shapes():
+    probs, labels = random_mean_probs(0, num_points=10)
+    for metric in (metrics.accuracy, metrics.nll, metrics.brier, metrics.ece):
+        with pytest.raises(ValueError, match="labels must have shape"):
+            metric(probs, labels[:5])
+        with pytest.raises(ValueError, match=r"\(N, C\)"):
+            metric(probs[None], labels)
+    with pytest.raises(ValueError, match=r"\(S, N, C\)"):
+        metrics.mutual_information(probs)
+
+
+def test_check_labels_skipped_under_jit():
+    probs, labels = random_mean_probs(0, num_points=10)
+    out_of_range = labels.copy()
+    out_of_range[0] = NUM_CLASSES
+    # Values cannot be inspected while tracing; the jitted call must not raise.
+    jax.jit(metrics.classification_metrics)(probs, out_of_range)
+    with pytest.raises(ValueError):
+        metrics.classification_metrics(probs, out_of_range)
+
+
+# ---------------------------------------------------------------------------
+# OOD detection
+# ---------------------------------------------------------------------------
+
+
+def random_ood_scores(seed, with_ties):
+    rng = np.random.default_rng(seed)
+    scores_in = rng.normal(0.0, 1.0, size=200)
+    scores_out = rng.normal(0.8, 1.2, size=150)
+    if with_ties:  # coarse rounding creates many cross-class ties
+        scores_in, scores_out = np.round(scores_in * 2) / 2, np.round(scores_out * 2) / 2
+    return scores_in, scores_out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("with_ties", [False, True])
+def test_auroc_matches_sklearn(seed, with_ties):
+    scores_in, scores_out = random_ood_scores(seed, with_ties)
+    expected = sklearn.metrics.roc_auc_score(*sklearn_ood_labels(scores_in, scores_out))
+    assert metrics.auroc(scores_in, scores_out) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("with_ties", [False, True])
+def test_aupr_matches_sklearn(seed, with_ties):
+    scores_in, scores_out = random_ood_scores(seed, with_ties)
+    expected = sklearn.metrics.average_precision_score(*sklearn_ood_labels(scores_in, scores_out))
+    assert metrics.aupr(scores_in, scores_out) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ood_metrics_extremes_and_errors():
+    assert metrics.auroc([0.0, 1.0], [2.0, 3.0]) == 1.0
+    assert metrics.auroc([2.0, 3.0], [0.0, 1.0]) == 0.0
+    assert metrics.auroc([1.0, 1.0], [1.0]) == 0.5
+    assert metrics.aupr([0.0, 1.0], [2.0, 3.0]) == 1.0
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.auroc([], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        metrics.aupr([np.nan], [1.0])
+
+
+# ---------------------------------------------------------------------------
+# jit compatibility
+# ---------------------------------------------------------------------------
+
+
+def _jit_cases():
+    means, scales, y = random_mixture(0, (50,))
+    sample_probs, labels = random_sample_probs(0, num_points=50)
+    mean_probs = sample_probs.mean(0)
+    ece_width = functools.partial(metrics.ece, num_bins=10, binning="equal_width")
+    ece_mass = functools.partial(metrics.ece, num_bins=10, binning="equal_mass")
+    return {
+        "rmse": (metrics.rmse, (means[0], y)),
+        "mixture_ll": (metrics.gaussian_mixture_log_likelihood, (means, scales, y)),
+        "mean_test_ll": (metrics.mean_test_log_likelihood, (means, scales, y)),
+        "mixture_mean_variance": (metrics.mixture_mean_variance, (means, scales)),
+        "mixture_quantile": (metrics.mixture_quantile, (means, scales, np.array([0.1, 0.9]))),
+        "interval_coverage": (metrics.interval_coverage, (means, scales, y)),
+        "regression_metrics": (metrics.regression_metrics, (means, scales, y)),
+        "unstandardise_gaussian": (metrics.unstandardise_gaussian, (means[0], scales[0], 1.0, 2.0)),
+        "accuracy": (metrics.accuracy, (mean_probs, labels)),
+        "nll": (metrics.nll, (mean_probs, labels)),
+        "brier": (metrics.brier, (mean_probs, labels)),
+        "ece_equal_width": (ece_width, (mean_probs, labels)),
+        "ece_equal_mass": (ece_mass, (mean_probs, labels)),
+        "reliability": (metrics.reliability_diagram_data, (mean_probs, labels)),
+        "predictive_entropy": (metrics.predictive_entropy, (mean_probs,)),
+        "expected_entropy": (metrics.expected_entropy, (sample_probs,)),
+        "mutual_information": (metrics.mutual_information, (sample_probs,)),
+        "max_probability": (metrics.max_probability, (mean_probs,)),
+        "variation_ratio": (metrics.variation_ratio, (sample_probs,)),
+        "log_predictive_density": (
+            metrics.log_predictive_density_from_log_probs, (np.log(sample_probs[..., 0]),)
+        ),
+        "classification_metrics": (metrics.classification_metrics, (sample_probs, labels)),
+    }
+
+
+JIT_CASES = _jit_cases()
+
+
+@pytest.mark.parametrize("name", sorted(JIT_CASES))
+def test_jit_matches_eager(name):
+    function, args = JIT_CASES[name]
+    eager = function(*args)
+    jitted = jax.jit(function)(*args)
+    assert jax.tree_util.tree_structure(eager) == jax.tree_util.tree_structure(jitted)
+    for eager_leaf, jitted_leaf in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted)):
+        np.testing.assert_allclose(np.asarray(jitted_leaf), np.asarray(eager_leaf), rtol=1e-6, atol=1e-6)
