@@ -76,7 +76,7 @@ def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation) 
             select_tree(finite, opt_state, state.opt_state),
             state.num_nonfinite + jnp.where(finite, 0, 1).astype(jnp.int32),
         )
-        return new_state, MAPInfo(loss, terms.log_likelihood, terms.log_prior, optax.global_norm(grads))
+        return new_state, MAPInfo(loss, terms.log_likelihood, terms.log_prior, optax.tree.norm(grads))
 
     def sample(state: MAPState, key, num_samples: int = 1):
         del key

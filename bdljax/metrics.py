@@ -22,6 +22,14 @@ probabilities ``(S, N, C)``, integer labels ``(N,)``):
 Out-of-distribution detection (host-side NumPy, evaluated once at the end):
     auroc, aupr.
 
+Array functions are wrapped in ``jax.jit`` with their option arguments
+(``num_bins``, ``binning``, ``levels``, ``num_bisection_steps``) static, so
+eager calls compile once per input shape and they compose with an enclosing
+``jit``. ``classification_metrics`` (which validates concrete labels on the
+host), ``interval_coverage`` and ``regression_metrics`` (which normalise
+``levels`` to a hashable tuple) are plain Python around jitted kernels and
+are themselves traceable under ``jit``.
+
 Shape problems, unknown option names and (for concrete inputs) out-of-range
 labels raise ``ValueError``. Shape checks use static shapes, so they also run
 under ``jax.jit``; value checks on labels are skipped while tracing.
@@ -29,6 +37,7 @@ under ``jax.jit``; value checks on labels are skipped while tracing.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -54,6 +63,7 @@ DEFAULT_BISECTION_STEPS = 50
 # ---------------------------------------------------------------------------
 
 
+@jax.jit
 def unstandardise_gaussian(mean, var, y_mean, y_std):
     """Map a Gaussian predictive from standardised to original target units.
 
@@ -76,6 +86,7 @@ def unstandardise_gaussian(mean, var, y_mean, y_std):
     return y_mean + y_std * mean, jnp.square(y_std) * var
 
 
+@jax.jit
 def unstandardise_mixture(means, scales, y_mean, y_std):
     """Like ``unstandardise_gaussian`` for mixture means and standard deviations.
 
@@ -85,6 +96,7 @@ def unstandardise_mixture(means, scales, y_mean, y_std):
     return y_mean + y_std * means, y_std * scales
 
 
+@jax.jit
 def log_likelihood_shift(y_std):
     """Per-point log-likelihood shift from standardised to original units.
 
@@ -117,6 +129,7 @@ def _check_mixture_shapes(means, scales, y=None):
         )
 
 
+@jax.jit
 def rmse(pred_mean, y):
     """Root mean squared error ``sqrt(mean((pred_mean - y)**2))``.
 
@@ -138,6 +151,7 @@ def _gaussian_log_pdf(x, mean, scale):
     return -0.5 * jnp.square(z) - jnp.log(scale) - 0.5 * jnp.log(2.0 * jnp.pi)
 
 
+@jax.jit
 def gaussian_mixture_log_likelihood(means, scales, y):
     """Per-point log density of an equal-weight mixture of S Gaussians.
 
@@ -163,11 +177,13 @@ def gaussian_mixture_log_likelihood(means, scales, y):
     return logsumexp(component_log_pdf, axis=0) - jnp.log(num_components)
 
 
+@jax.jit
 def mean_test_log_likelihood(means, scales, y):
     """Mean over points of ``gaussian_mixture_log_likelihood`` (scalar)."""
     return jnp.mean(gaussian_mixture_log_likelihood(means, scales, y))
 
 
+@jax.jit
 def mixture_mean_variance(means, scales):
     """Mean and variance of an equal-weight Gaussian mixture.
 
@@ -190,6 +206,7 @@ def mixture_mean_variance(means, scales):
     return mean, var
 
 
+@jax.jit
 def mixture_cdf(means, scales, x):
     """CDF of the equal-weight mixture, per point and output dimension.
 
@@ -208,6 +225,7 @@ def mixture_cdf(means, scales, x):
     return jnp.mean(ndtr((x - means) / scales), axis=component_axis)
 
 
+@functools.partial(jax.jit, static_argnames=("num_bisection_steps",))
 def mixture_quantile(means, scales, q, num_bisection_steps=DEFAULT_BISECTION_STEPS):
     """Quantiles of the equal-weight Gaussian mixture, per point and dimension.
 
@@ -283,9 +301,15 @@ def interval_coverage(
     Returns:
         ``{level: coverage}`` with float keys and scalar-array values.
     """
+    # Levels become dict keys and jit static arguments, so they must be a
+    # hashable tuple of Python floats.
+    return _interval_coverage(means, scales, y, _check_levels(levels), num_bisection_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("levels", "num_bisection_steps"))
+def _interval_coverage(means, scales, y, levels, num_bisection_steps):
     means, scales, y = jnp.asarray(means), jnp.asarray(scales), jnp.asarray(y)
     _check_mixture_shapes(means, scales, y)
-    levels = _check_levels(levels)
     level_array = jnp.asarray(levels, dtype=means.dtype)
     tail_probs = jnp.stack([(1.0 - level_array) / 2.0, (1.0 + level_array) / 2.0])
     bounds = mixture_quantile(means, scales, tail_probs, num_bisection_steps)  # (2, L, *P)
@@ -377,6 +401,7 @@ def _check_probs_and_label_shapes(probs, labels):
         raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
 
 
+@jax.jit
 def accuracy(probs, labels):
     """Fraction of points whose arg-max class equals the label.
 
@@ -396,6 +421,7 @@ def _true_class_probs(probs, labels):
     return jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
 
 
+@jax.jit
 def nll(probs, labels, eps: float = PROB_EPS):
     """Mean negative log predictive probability of the true label.
 
@@ -417,6 +443,7 @@ def nll(probs, labels, eps: float = PROB_EPS):
     return -jnp.mean(jnp.log(jnp.maximum(_true_class_probs(probs, labels), eps)))
 
 
+@jax.jit
 def brier(probs, labels):
     """Multi-class Brier score (Brier, 1950), summed over classes.
 
@@ -501,6 +528,7 @@ def _top_label_bin_sums(probs, labels, num_bins, binning):
     return per_bin_sum(jnp.ones_like(confidence)), per_bin_sum(confidence), per_bin_sum(correct)
 
 
+@functools.partial(jax.jit, static_argnames=("num_bins", "binning"))
 def ece(probs, labels, num_bins: int = 15, binning: str = "equal_width"):
     """Expected calibration error of the top-label confidence.
 
@@ -530,6 +558,7 @@ def ece(probs, labels, num_bins: int = 15, binning: str = "equal_width"):
     return jnp.sum(jnp.abs(correct_sum - confidence_sum)) / jnp.sum(count)
 
 
+@functools.partial(jax.jit, static_argnames=("num_bins", "binning"))
 def reliability_diagram_data(probs, labels, num_bins: int = 15, binning: str = "equal_width"):
     """Per-bin mean confidence, accuracy and count behind ``ece`` (for figures).
 
@@ -557,6 +586,7 @@ def ece_descriptor(num_bins: int = 15, binning: str = "equal_width") -> str:
 # --- Uncertainty decompositions (per point) --------------------------------
 
 
+@jax.jit
 def predictive_entropy(mean_probs):
     """Entropy of the predictive mean, ``H[p̄] = -sum_c p̄_c log p̄_c`` (nats).
 
@@ -566,6 +596,7 @@ def predictive_entropy(mean_probs):
     return jnp.sum(entr(jnp.asarray(mean_probs)), axis=-1)
 
 
+@jax.jit
 def expected_entropy(sample_probs):
     """Mean over samples of the per-sample entropy, ``E_s H[p_s]`` (nats).
 
@@ -577,6 +608,7 @@ def expected_entropy(sample_probs):
     return jnp.mean(predictive_entropy(sample_probs), axis=0)
 
 
+@jax.jit
 def mutual_information(sample_probs):
     """BALD mutual information between label and parameters (Houlsby et al., 2011).
 
@@ -591,11 +623,13 @@ def mutual_information(sample_probs):
     return predictive_entropy(jnp.mean(sample_probs, axis=0)) - expected_entropy(sample_probs)
 
 
+@jax.jit
 def max_probability(mean_probs):
     """Top-class predictive probability ``max_c p̄_c``; ``(..., C) -> (...)``."""
     return jnp.max(jnp.asarray(mean_probs), axis=-1)
 
 
+@jax.jit
 def variation_ratio(sample_probs):
     """Variation ratio over posterior samples (Freeman, 1965; Gal, 2016).
 
@@ -611,6 +645,7 @@ def variation_ratio(sample_probs):
     return 1.0 - jnp.max(jnp.mean(votes, axis=0), axis=-1)
 
 
+@jax.jit
 def log_predictive_density_from_log_probs(sample_log_probs):
     """Log of the Monte Carlo predictive density from per-sample log densities.
 

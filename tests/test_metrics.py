@@ -79,13 +79,17 @@ def reference_mixture_log_likelihood(means, scales, y):
 
 
 def reference_mixture_quantile(means, scales, q):
-    """Quantile of each scalar mixture (one per point/dimension) by brentq."""
+    """Quantile of each scalar mixture (one per point/dimension) by brentq.
+
+    The mixture CDF uses scipy.special.ndtr, the standard normal CDF behind
+    scipy.stats.norm.cdf, without the latter's per-call overhead.
+    """
     means = np.float64(means).reshape(means.shape[0], -1)
     scales = np.float64(scales).reshape(scales.shape[0], -1)
     quantiles = []
     for mu, sigma in zip(means.T, scales.T):
         def cdf_minus_q(x, mu=mu, sigma=sigma):
-            return scipy.stats.norm.cdf(x, mu, sigma).mean() - q
+            return scipy.special.ndtr((x - mu) / sigma).mean() - q
 
         lower = np.min(mu - 10 * sigma)
         upper = np.max(mu + 10 * sigma)
@@ -569,9 +573,11 @@ JIT_CASES = _jit_cases()
 
 @pytest.mark.parametrize("name", sorted(JIT_CASES))
 def test_jit_matches_eager(name):
+    """The library jits its functions; compare with op-by-op execution."""
     function, args = JIT_CASES[name]
-    eager = function(*args)
+    with jax.disable_jit():
+        eager = function(*args)
     jitted = jax.jit(function)(*args)
     assert jax.tree_util.tree_structure(eager) == jax.tree_util.tree_structure(jitted)
     for eager_leaf, jitted_leaf in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted)):
-        np.testing.assert_allclose(np.asarray(jitted_leaf), np.asarray(eager_leaf), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(jitted_leaf), np.asarray(eager_leaf), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,815 @@
+"""Contextual bandits solved by Thompson sampling with bdljax posteriors.
+
+Riquelme, Tucker & Snoek (2018), "Deep Bayesian Bandits Showdown: An
+Empirical Comparison of Bayesian Deep Networks for Thompson Sampling" (ICLR).
+
+At step t an agent sees a context x_t, draws *one* sample θ̃_t from its
+current posterior p(θ | D_{t−1}), plays
+
+    a_t = argmax_a  f_a(x_t; θ̃_t),
+
+observes the reward r_t of that arm only, and appends (x_t, a_t, r_t) to its
+data D_t (Thompson 1933). Neural agents retrain on all of D_t every k steps
+(a fixed number of minibatch steps, warm-started from the previous state);
+the linear posteriors are updated exactly after every step. The measure is
+the cumulative (pseudo-)regret Σ_t [max_a E r(x_t, a) − E r(x_t, a_t)].
+
+The module has four parts.
+
+* **Environments** as pure JAX functions: :func:`wheel_bandit` (the wheel of
+  Riquelme et al. §4) and :func:`mushroom_bandit` (Blundell et al. 2015).
+  ``bandit.sample(tables, key, horizon)`` draws a whole
+  :class:`BanditData` (contexts, every arm's reward, expected rewards) up
+  front, as the reference implementation does.
+* **Bayesian linear regression** with the Normal–Inverse-Gamma prior of
+  Riquelme et al. (their ``LinearFullPosteriorSampling``): exact sufficient
+  statistics per arm (:class:`LinearStats`), the closed-form posterior
+  (:func:`nig_posterior`) and one joint draw of (σ², β) per arm
+  (:func:`nig_sample`). Used by linear Thompson sampling on the raw context
+  and by NeuralLinear on the network's last hidden layer.
+* **Agents** (:class:`Agent`): ``init``, ``act`` (one Thompson draw),
+  ``observe`` (after every step) and ``retrain`` (every k steps).
+  :func:`transform_agent` turns *any* :class:`~bdljax.transform.Transform`
+  (MAP, MFVI, MC dropout, ensembles, SGLD, SGHMC, ...) into an agent: the
+  network has one output per arm, and its log posterior is the shared
+  :class:`~bdljax.posterior.LogPosterior` of the rewards of the arms that
+  were played (:func:`bandit_log_posterior`).
+* **The run as one compiled program** (:func:`simulate`): a fixed-capacity
+  buffer (capacity = horizon; entries at or past the step count are masked),
+  an outer ``lax.scan`` over blocks of k steps whose body retrains (a
+  ``lax.cond`` on the block index, which is the same for every seed so the
+  branch stays a real branch under ``vmap``) and then scans k acting steps;
+  the whole run is ``vmap``-ed over seeds and jitted once per configuration.
+  :func:`simulate_python_loop` runs the same pieces step by step from Python,
+  the baseline it is benchmarked against (``scripts/bench_bandits.py``).
+
+A growing data set and the static ``num_data``: the shared log posterior
+scales a minibatch B by N/|B| with N static. A bandit's data set grows, so
+the log posterior is built with N = capacity and every observation carries a
+weight n_t/capacity (times its bootstrap inclusion, see below) inside the
+target array, which :func:`observed_reward_likelihood` multiplies into the
+per-example log-likelihood: the estimate is then (n_t/|B|) Σ_B w_i log p(r_i |
+x_i, a_i, θ), unbiased for the log-likelihood of the n_t points seen so far
+when B is drawn uniformly from them. The prior is counted once, unscaled.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bdljax import models, posterior
+from bdljax.likelihoods import LOG_2PI, Likelihood
+from bdljax.priors import Prior
+from bdljax.transform import Transform
+
+Params = Any
+State = Any
+
+
+# =============================================================================
+# Environments
+# =============================================================================
+
+
+class BanditData(NamedTuple):
+    """One bandit episode drawn up front.
+
+    Attributes:
+      contexts: ``(T, d)`` the context of every step.
+      rewards: ``(T, A)`` the reward every arm *would* pay at that step; an
+        agent only sees the entry of the arm it plays.
+      expected_rewards: ``(T, A)`` E[r | x_t, a], for the regret.
+    """
+
+    contexts: jax.Array
+    rewards: jax.Array
+    expected_rewards: jax.Array
+
+
+class Bandit(NamedTuple):
+    """A contextual bandit as pure functions.
+
+    Attributes:
+      name: for logs.
+      num_arms: A.
+      context_dim: d.
+      sample: ``sample(tables, key, horizon) -> BanditData``, pure and jittable.
+      tables: the arrays ``sample`` reads (the mushroom table, the wheel's δ).
+        They are arguments of the compiled run, not constants in it, so a new
+        δ or data table does not recompile.
+    """
+
+    name: str
+    num_arms: int
+    context_dim: int
+    sample: Callable[[Any, jax.Array, int], BanditData]
+    tables: Any
+
+
+# ----------------------------------------------------------------------------- wheel
+
+WHEEL_MEANS = (1.0, 1.0, 1.0, 1.0, 1.2)  # arm 4 is the safe arm
+WHEEL_LARGE_MEAN = 50.0
+WHEEL_STD = 0.01
+WHEEL_LARGE_STD = 0.01
+WHEEL_SAFE_ARM = 4
+WHEEL_DELTAS = (0.5, 0.7, 0.9, 0.95, 0.99)
+
+
+def wheel_contexts(key: jax.Array, num: int) -> jax.Array:
+    """``num`` contexts uniform on the unit disc, ``(num, 2)``.
+
+    Radius √U and angle 2πV (U, V uniform) give the uniform density on the
+    disc exactly, with no rejection, so the shape is static.
+    """
+    radius_key, angle_key = jax.random.split(key)
+    radius = jnp.sqrt(jax.random.uniform(radius_key, (num,)))
+    angle = 2.0 * jnp.pi * jax.random.uniform(angle_key, (num,))
+    return jnp.stack([radius * jnp.cos(angle), radius * jnp.sin(angle)], axis=-1)
+
+
+def wheel_quadrant_arm(contexts: jax.Array) -> jax.Array:
+    """The arm that owns the quadrant of each context, ``(n,)`` int32.
+
+    As in Riquelme et al.'s reference code: x₀ > 0, x₁ > 0 → 0; x₀ > 0, x₁ ≤ 0
+    → 1; x₀ ≤ 0, x₁ > 0 → 2; x₀ ≤ 0, x₁ ≤ 0 → 3.
+    """
+    right, up = contexts[..., 0] > 0, contexts[..., 1] > 0
+    return jnp.where(right, jnp.where(up, 0, 1), jnp.where(up, 2, 3)).astype(jnp.int32)
+
+
+def wheel_outside(contexts: jax.Array, delta) -> jax.Array:
+    """‖x‖ > δ: the context lies in the outer ring, where its quadrant's arm pays the large reward."""
+    return jnp.linalg.norm(contexts, axis=-1) > delta
+
+
+def wheel_expected_rewards(contexts: jax.Array, delta) -> jax.Array:
+    """E[r | x, a], ``(n, 5)``: μ = (1, 1, 1, 1, 1.2); in the outer ring (‖x‖ > δ) the
+    quadrant's arm pays 50 instead."""
+    large = jax.nn.one_hot(wheel_quadrant_arm(contexts), 5, dtype=bool) & wheel_outside(contexts, delta)[..., None]
+    return jnp.where(large, WHEEL_LARGE_MEAN, jnp.asarray(WHEEL_MEANS, jnp.float32))
+
+
+def wheel_rewards(key: jax.Array, contexts: jax.Array, delta) -> jax.Array:
+    """Sampled rewards of every arm, ``(n, 5)``: N(μ_a, 0.01²), the quadrant arm N(50, 0.01²) outside δ."""
+    large = jax.nn.one_hot(wheel_quadrant_arm(contexts), 5, dtype=bool) & wheel_outside(contexts, delta)[..., None]
+    std = jnp.where(large, WHEEL_LARGE_STD, WHEEL_STD)
+    return wheel_expected_rewards(contexts, delta) + std * jax.random.normal(key, large.shape)
+
+
+def wheel_optimal_arm(contexts: jax.Array, delta) -> jax.Array:
+    """The optimal arm: the quadrant's arm outside δ, the safe arm 4 inside."""
+    return jnp.where(wheel_outside(contexts, delta), wheel_quadrant_arm(contexts), WHEEL_SAFE_ARM).astype(jnp.int32)
+
+
+def _sample_wheel(tables, key, horizon: int) -> BanditData:
+    context_key, reward_key = jax.random.split(key)
+    contexts = wheel_contexts(context_key, horizon)
+    delta = tables["delta"]
+    return BanditData(contexts, wheel_rewards(reward_key, contexts, delta), wheel_expected_rewards(contexts, delta))
+
+
+def wheel_bandit(delta: float) -> Bandit:
+    """The wheel bandit (Riquelme et al. 2018, §4) with exploration parameter δ ∈ (0, 1).
+
+    Contexts uniform on the unit disc; 5 arms. Inside radius δ arm a pays
+    N(μ_a, 0.01²) with μ = (1, 1, 1, 1, 1.2), so the safe arm 4 is optimal;
+    outside, the arm of x's quadrant pays N(50, 0.01²). The outer ring has
+    probability 1 − δ², so a large δ hides the big rewards and punishes
+    agents that stop exploring.
+    """
+    if not 0.0 < float(delta) < 1.0:
+        raise ValueError(f"wheel bandit: delta must lie in (0, 1), got {delta}; the paper uses {WHEEL_DELTAS}.")
+    return Bandit(f"wheel(delta={float(delta)})", 5, 2, _sample_wheel, {"delta": jnp.asarray(delta, jnp.float32)})
+
+
+# ----------------------------------------------------------------------------- mushroom
+
+MUSHROOM_LEAVE, MUSHROOM_EAT = 0, 1
+MUSHROOM_REWARD_LEAVE = 0.0
+MUSHROOM_REWARD_EDIBLE = 5.0
+MUSHROOM_REWARD_POISON_GOOD = 5.0
+MUSHROOM_REWARD_POISON_BAD = -35.0
+MUSHROOM_PROB_POISON_BAD = 0.5
+
+
+def mushroom_expected_rewards(edible: jax.Array) -> jax.Array:
+    """E[r | mushroom, a], ``(n, 2)``: leaving pays 0; eating pays 5 if edible, else
+    ½·5 + ½·(−35) = −15."""
+    poison = MUSHROOM_PROB_POISON_BAD * MUSHROOM_REWARD_POISON_BAD + (1 - MUSHROOM_PROB_POISON_BAD) * MUSHROOM_REWARD_POISON_GOOD
+    eat = jnp.where(edible, MUSHROOM_REWARD_EDIBLE, poison)
+    return jnp.stack([jnp.full_like(eat, MUSHROOM_REWARD_LEAVE), eat], axis=-1)
+
+
+def mushroom_rewards(key: jax.Array, edible: jax.Array) -> jax.Array:
+    """Sampled rewards, ``(n, 2)``: leave → 0; eat → +5 if edible, else +5 or −35 with probability ½ each."""
+    bad = jax.random.bernoulli(key, MUSHROOM_PROB_POISON_BAD, edible.shape)
+    poison = jnp.where(bad, MUSHROOM_REWARD_POISON_BAD, MUSHROOM_REWARD_POISON_GOOD)
+    eat = jnp.where(edible, MUSHROOM_REWARD_EDIBLE, poison)
+    return jnp.stack([jnp.full_like(eat, MUSHROOM_REWARD_LEAVE), eat], axis=-1)
+
+
+def _sample_mushroom(tables, key, horizon: int) -> BanditData:
+    index_key, reward_key = jax.random.split(key)
+    # Mushrooms are drawn with replacement, as in Riquelme et al.'s sample_mushroom_data.
+    index = jax.random.randint(index_key, (horizon,), 0, tables["contexts"].shape[0])
+    edible = tables["edible"][index]
+    return BanditData(tables["contexts"][index], mushroom_rewards(reward_key, edible), mushroom_expected_rewards(edible))
+
+
+def mushroom_bandit(contexts, edible) -> Bandit:
+    """The mushroom bandit (Blundell et al. 2015; Riquelme et al. 2018): eat (arm 1) or leave (arm 0).
+
+    Args:
+      contexts: ``(N, F)`` one-hot features (:func:`bdljax.data.load_mushroom`).
+      edible: ``(N,)`` bool.
+    """
+    contexts, edible = np.asarray(contexts, np.float32), np.asarray(edible)
+    if contexts.ndim != 2 or edible.shape != (contexts.shape[0],):
+        raise ValueError(f"mushroom bandit: need contexts (N, F) and edible (N,), got {contexts.shape} and {edible.shape}.")
+    if edible.dtype != bool:
+        raise ValueError(f"mushroom bandit: edible must be a bool array, got dtype {edible.dtype}.")
+    if not np.all(np.isfinite(contexts)):
+        raise ValueError("mushroom bandit: contexts contain NaN/inf.")
+    return Bandit("mushroom", 2, contexts.shape[1], _sample_mushroom,
+                  {"contexts": jnp.asarray(contexts), "edible": jnp.asarray(edible)})
+
+
+# =============================================================================
+# Bayesian linear regression (Normal–Inverse-Gamma), one model per arm
+# =============================================================================
+
+
+class NIGPrior(NamedTuple):
+    """σ² ~ InvGamma(a₀, b₀), β | σ² ~ N(0, (σ²/λ) I): Riquelme et al.'s defaults a₀ = b₀ = 6, λ = 0.25."""
+
+    a0: float = 6.0
+    b0: float = 6.0
+    precision: float = 0.25
+
+
+class LinearStats(NamedTuple):
+    """Sufficient statistics of each arm's data, ``(A, ...)``: Σφφᵀ, Σφr, Σr², n."""
+
+    gram: jax.Array  # (A, p, p)
+    moment: jax.Array  # (A, p)
+    sum_sq: jax.Array  # (A,)
+    count: jax.Array  # (A,)
+
+
+class NIGPosterior(NamedTuple):
+    """The Normal–Inverse-Gamma posterior of each arm, ``(A, ...)``."""
+
+    mean: jax.Array  # μ_n (A, p)
+    precision_cholesky: jax.Array  # L with L Lᵀ = Λ_n (A, p, p)
+    a: jax.Array  # a_n (A,)
+    b: jax.Array  # b_n (A,)
+
+
+def linear_stats_init(num_arms: int, dim: int) -> LinearStats:
+    """Statistics of no data."""
+    return LinearStats(jnp.zeros((num_arms, dim, dim)), jnp.zeros((num_arms, dim)), jnp.zeros(num_arms), jnp.zeros(num_arms))
+
+
+def linear_stats_add(stats: LinearStats, arm: jax.Array, phi: jax.Array, reward: jax.Array) -> LinearStats:
+    """Add one observation (features ``phi (p,)``, ``reward``) to arm ``arm``: a rank-one update."""
+    one_hot = jax.nn.one_hot(arm, stats.count.shape[0], dtype=stats.gram.dtype)
+    return LinearStats(
+        stats.gram + one_hot[:, None, None] * jnp.outer(phi, phi),
+        stats.moment + one_hot[:, None] * (reward * phi),
+        stats.sum_sq + one_hot * jnp.square(reward),
+        stats.count + one_hot,
+    )
+
+
+def linear_stats_from_data(features: jax.Array, actions: jax.Array, rewards: jax.Array, mask: jax.Array,
+                           num_arms: int) -> LinearStats:
+    """Statistics of the rows of ``features (T, p)`` where ``mask`` holds, split by ``actions``."""
+    weights = jax.nn.one_hot(actions, num_arms, dtype=features.dtype) * mask[:, None]  # (T, A)
+    return LinearStats(
+        jnp.einsum("ta,ti,tj->aij", weights, features, features),
+        jnp.einsum("ta,ti,t->ai", weights, features, rewards),
+        jnp.einsum("ta,t->a", weights, jnp.square(rewards)),
+        jnp.sum(weights, axis=0),
+    )
+
+
+def nig_posterior(stats: LinearStats, prior: NIGPrior) -> NIGPosterior:
+    """Closed-form posterior of each arm's Bayesian linear regression r = φᵀβ + ε, ε ~ N(0, σ²):
+
+        Λ_n = Σφφᵀ + λI,   μ_n = Λ_n⁻¹ Σφr,
+        a_n = a₀ + n/2,    b_n = b₀ + ½ (Σr² − μ_nᵀ Λ_n μ_n),
+
+    so that β | σ², D ~ N(μ_n, σ² Λ_n⁻¹) and σ² | D ~ InvGamma(a_n, b_n)
+    (Riquelme et al. 2018, eqs. 1–2). Σr² − μ_nᵀΛ_nμ_n = min_β ‖r − Φβ‖² + λ‖β‖²
+    is non-negative; it is clipped at 0 against float32 cancellation.
+    """
+    dim = stats.gram.shape[-1]
+    precision = stats.gram + prior.precision * jnp.eye(dim, dtype=stats.gram.dtype)
+    cholesky = jnp.linalg.cholesky(precision)
+    mean = jax.vmap(lambda c, m: jax.scipy.linalg.cho_solve((c, True), m))(cholesky, stats.moment)
+    residual = jnp.maximum(stats.sum_sq - jnp.sum(mean * stats.moment, axis=-1), 0.0)
+    return NIGPosterior(mean, cholesky, prior.a0 + 0.5 * stats.count, prior.b0 + 0.5 * residual)
+
+
+def nig_sample(key: jax.Array, post: NIGPosterior):
+    """One joint draw per arm: σ² ~ InvGamma(a_n, b_n), then β ~ N(μ_n, σ² Λ_n⁻¹). Returns ``(β (A, p), σ² (A,))``.
+
+    With Λ_n = L Lᵀ, β = μ_n + σ L⁻ᵀ z has covariance σ² L⁻ᵀL⁻¹ = σ² Λ_n⁻¹.
+    """
+    gamma_key, normal_key = jax.random.split(key)
+    variance = post.b / jax.random.gamma(gamma_key, post.a)
+    noise = jax.random.normal(normal_key, post.mean.shape)
+    whitened = jax.vmap(lambda c, z: jax.scipy.linalg.solve_triangular(c, z, lower=True, trans="T"))(post.precision_cholesky, noise)
+    return post.mean + jnp.sqrt(variance)[:, None] * whitened, variance
+
+
+def with_intercept(x: jax.Array) -> jax.Array:
+    """Append a constant feature 1 (the regression's bias)."""
+    return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1), x.dtype)], axis=-1)
+
+
+# =============================================================================
+# Agents
+# =============================================================================
+
+
+class Buffer(NamedTuple):
+    """Everything observed, in fixed-size arrays of capacity T (the horizon).
+
+    Rows at or past the step count n are not observed yet and are masked out
+    by everything that reads the buffer. Contexts are the episode's contexts
+    (all known in advance to the environment, revealed one per step); only
+    actions and rewards depend on the agent.
+    """
+
+    contexts: jax.Array  # (T, d)
+    actions: jax.Array  # (T,) int32
+    rewards: jax.Array  # (T,)
+
+
+class Agent(NamedTuple):
+    """A Thompson-sampling agent as pure functions (its state is a pytree, so seeds vmap).
+
+    Attributes:
+      name: for logs.
+      init: ``init(key) -> state``.
+      act: ``act(state, context (d,), key) -> arm`` (int32 scalar): one
+        posterior draw, then the arm it values most.
+      observe: ``observe(state, index, context, action, reward, key) -> state``,
+        after every step (exact linear updates, bootstrap inclusion draws).
+      retrain: ``retrain(state, buffer, num_filled, key) -> state``, every k
+        steps, on the first ``num_filled`` rows of the buffer.
+    """
+
+    name: str
+    init: Callable[[jax.Array], State]
+    act: Callable[[State, jax.Array, jax.Array], jax.Array]
+    observe: Callable[..., State]
+    retrain: Callable[[State, Buffer, jax.Array, jax.Array], State]
+
+
+def _observe_nothing(state, index, context, action, reward, key):
+    del index, context, action, reward, key
+    return state
+
+
+def _retrain_nothing(state, buffer, num_filled, key):
+    del buffer, num_filled, key
+    return state
+
+
+def uniform_agent(num_arms: int) -> Agent:
+    """Plays an arm uniformly at random: the reference every regret is normalised by."""
+
+    def init(key):
+        del key
+        return jnp.zeros(())
+
+    def act(state, context, key):
+        del state, context
+        return jax.random.randint(key, (), 0, num_arms, dtype=jnp.int32)
+
+    return Agent("uniform", init, act, _observe_nothing, _retrain_nothing)
+
+
+def _thompson_linear_values(key, stats: LinearStats, prior: NIGPrior, phi: jax.Array) -> jax.Array:
+    beta, _ = nig_sample(key, nig_posterior(stats, prior))
+    return beta @ phi
+
+
+def linear_thompson_agent(num_arms: int, context_dim: int, prior: NIGPrior = NIGPrior(), name: str = "lints") -> Agent:
+    """Linear Thompson sampling with the exact NIG posterior per arm on φ(x) = [x, 1]
+    (Riquelme et al.'s ``LinFullPost``). Updated exactly after every step."""
+
+    def init(key):
+        del key
+        return linear_stats_init(num_arms, context_dim + 1)
+
+    def act(stats, context, key):
+        return jnp.argmax(_thompson_linear_values(key, stats, prior, with_intercept(context))).astype(jnp.int32)
+
+    def observe(stats, index, context, action, reward, key):
+        del index, key
+        return linear_stats_add(stats, action, with_intercept(context), reward)
+
+    return Agent(name, init, act, observe, _retrain_nothing)
+
+
+# ----------------------------------------------------------------------------- neural agents
+
+
+def bandit_model(context_dim: int, num_arms: int, hidden: Sequence[int] = (50,), activation: str = "relu",
+                 dropout_rate: float = 0.0) -> models.Model:
+    """An MLP context → one predicted reward per arm (no dropout on the raw context, which may be 2-D)."""
+    if not hidden:
+        raise ValueError("bandit_model needs at least one hidden layer (NeuralLinear regresses on the last one).")
+    return models.mlp((context_dim,), hidden, num_arms, activation, dropout_rate, dropout_input=False)
+
+
+def mlp_features(params: Params, x: jax.Array, num_hidden: int, activation: str = "relu") -> jax.Array:
+    """The last hidden layer of a :func:`bandit_model` network (``Dense_0 … Dense_{L−1}``), ``(B, h)``.
+
+    Dropout layers are off here (they are identities at prediction time), so
+    this is the deterministic representation NeuralLinear regresses on.
+    """
+    act = models.get_activation(activation)
+    layers = params["params"]
+    h = x
+    for i in range(num_hidden):
+        h = act(h @ layers[f"Dense_{i}"]["kernel"] + layers[f"Dense_{i}"]["bias"])
+    return h
+
+
+def observed_reward_likelihood(noise_scale: float) -> Likelihood:
+    """Gaussian on the played arm's reward, r ~ N(f_a(x; θ), σ²), with a per-observation weight.
+
+    Targets are ``y = [reward, weight]`` of shape ``(B, 2)``; the weight
+    multiplies the log-density (see the module docstring: it carries the
+    growing data-set size n_t/capacity and the bootstrap inclusion).
+    """
+    if not noise_scale > 0:
+        raise ValueError(f"observed_reward_likelihood: noise_scale must be positive, got {noise_scale}")
+
+    def log_prob(output, y):
+        reward, weight = y[..., 0], y[..., 1]
+        return weight * (-0.5 * jnp.square((reward - output) / noise_scale) - math.log(noise_scale) - 0.5 * LOG_2PI)
+
+    def check_targets(y, output_shape):
+        y = np.asarray(y)
+        if y.ndim != 2 or y.shape[1] != 2 or not np.all(np.isfinite(y)):
+            raise ValueError(f"bandit likelihood: targets must be finite [reward, weight] rows (B, 2), got shape {y.shape}.")
+
+    def mean_and_scale(output):
+        return output, jnp.full_like(output, noise_scale)
+
+    return Likelihood("bandit_gaussian", "regression", log_prob, check_targets, mean_and_scale)
+
+
+def played_arm_apply(apply: models.Apply, context_dim: int) -> models.Apply:
+    """The network's prediction for the arm that was played.
+
+    Inputs are ``[context, one_hot(arm)]`` rows, ``(B, d + A)``, so that the
+    log posterior's batch stays the usual ``(x, y)`` pair.
+    """
+
+    def apply_played(params, x, rng=None, train=False):
+        contexts, played = x[:, :context_dim], x[:, context_dim:]
+        return jnp.sum(apply(params, contexts, rng=rng, train=train) * played, axis=-1)
+
+    return apply_played
+
+
+def bandit_log_posterior(model: models.Model, context_dim: int, noise_scale: float, prior: Prior,
+                         capacity: int, temperature: float = 1.0) -> posterior.LogPosterior:
+    """The shared log posterior of a bandit network on up to ``capacity`` observations.
+
+    log p(θ | D_t) = log p(θ) + Σ_{i ≤ n_t} log N(r_i | f_{a_i}(x_i; θ), σ²) + const,
+    with N = capacity and the n_t/capacity weights in the targets (module docstring).
+    """
+    return posterior.log_posterior(played_arm_apply(model.apply, context_dim), observed_reward_likelihood(noise_scale),
+                                   prior, capacity, temperature)
+
+
+class TransformAgentState(NamedTuple):
+    method: State  # the transform's state
+    inclusion: Optional[jax.Array]  # (T, K) bootstrap inclusion of every observation per member; None without bootstrap
+
+
+def _streams(method: Transform) -> int:
+    return max(method.batch_streams, 1)
+
+
+def _train_on_buffer(method: Transform, method_state, inclusion, buffer: Buffer, num_filled, key, *,
+                     num_arms: int, capacity: int, batch_size: int, train_steps: int):
+    """``train_steps`` updates of ``method`` on minibatches drawn uniformly (with replacement) from the
+    first ``num_filled`` buffer rows; one batch per member for multi-stream methods."""
+    streams = method.batch_streams
+    shape = (streams, batch_size) if streams else (batch_size,)
+    scale = num_filled.astype(jnp.float32) / capacity  # n_t / N: see the module docstring
+
+    def step(state, step_key):
+        index_key, update_key = jax.random.split(step_key)
+        index = jax.random.randint(index_key, shape, 0, num_filled)
+        x = jnp.concatenate([buffer.contexts[index], jax.nn.one_hot(buffer.actions[index], num_arms)], axis=-1)
+        weight = jnp.broadcast_to(scale, shape)
+        if inclusion is not None:
+            member = jnp.arange(streams)[:, None] if streams else 0
+            weight = weight * inclusion[index, member]
+        y = jnp.stack([buffer.rewards[index], weight], axis=-1)
+        state, _ = method.update(state, (x, y), update_key)
+        return state, None
+
+    state, _ = jax.lax.scan(step, method_state, jax.random.split(key, train_steps))
+    return state
+
+
+def transform_agent(name: str, method: Transform, model: models.Model, *, num_arms: int, horizon: int,
+                    samples_per_draw: int = 1, stochastic_forward: bool = False, batch_size: int = 64,
+                    train_steps: int = 100, bootstrap_probability: Optional[float] = None) -> Agent:
+    """Thompson sampling with any bdljax transform.
+
+    ``act`` draws ``samples_per_draw`` samples with ``method.sample`` (the
+    member count for ensembles, 1 otherwise) and keeps one uniformly at random
+    — one posterior sample per decision — then plays the arm with the largest
+    predicted reward. ``retrain`` runs ``train_steps`` minibatch updates on the
+    data so far, continuing from the current state.
+
+    Args:
+      method: a transform built on :func:`bandit_log_posterior` with capacity ``horizon``.
+      model: the network (``bandit_model``); ``model.apply`` evaluates one sample.
+      stochastic_forward: predict with ``train=True`` and a fresh key (MC
+        dropout: the dropout mask is the posterior sample).
+      bootstrap_probability: when set, observation i enters member k's data
+        with this probability (independently per member; Riquelme et al.'s
+        ``BootRMS``, p = 0.95); needs a multi-stream method (an ensemble).
+    """
+    if samples_per_draw < 1:
+        raise ValueError(f"samples_per_draw must be at least 1, got {samples_per_draw}")
+    if bootstrap_probability is not None:
+        if not method.batch_streams:
+            raise ValueError("bootstrap_probability needs an ensemble (a method with batch_streams = K members).")
+        if not 0.0 < bootstrap_probability <= 1.0:
+            raise ValueError(f"bootstrap_probability must lie in (0, 1], got {bootstrap_probability}")
+    if method.num_data is not None and method.num_data != horizon:
+        raise ValueError(f"the log posterior was built for {method.num_data} points but the horizon is {horizon}; "
+                         "build it with bandit_log_posterior(..., capacity=horizon).")
+    batch_size = min(batch_size, horizon)
+
+    def init(key):
+        method_state = method.init(key, model.init)
+        inclusion = None if bootstrap_probability is None else jnp.zeros((horizon, _streams(method)))
+        return TransformAgentState(method_state, inclusion)
+
+    def act(state, context, key):
+        sample_key, pick_key, forward_key = jax.random.split(key, 3)
+        samples = method.sample(state.method, sample_key, samples_per_draw)
+        pick = jax.random.randint(pick_key, (), 0, samples_per_draw)
+        params = jax.tree.map(lambda leaf: leaf[pick], samples)
+        values = model.apply(params, context[None], rng=forward_key if stochastic_forward else None,
+                             train=stochastic_forward)[0]
+        return jnp.argmax(values).astype(jnp.int32)
+
+    def observe(state, index, context, action, reward, key):
+        if bootstrap_probability is None:
+            return state
+        included = jax.random.bernoulli(key, bootstrap_probability, (_streams(method),)).astype(jnp.float32)
+        return state._replace(inclusion=state.inclusion.at[index].set(included))
+
+    def retrain(state, buffer, num_filled, key):
+        method_state = _train_on_buffer(method, state.method, state.inclusion, buffer, num_filled, key,
+                                        num_arms=num_arms, capacity=horizon, batch_size=batch_size,
+                                        train_steps=train_steps)
+        return state._replace(method=method_state)
+
+    return Agent(name, init, act, observe, retrain)
+
+
+class NeuralLinearState(NamedTuple):
+    method: State  # the network's transform state (MAP)
+    stats: LinearStats  # per-arm statistics of the last-layer features [φ(x), 1]
+
+
+def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int, horizon: int, num_hidden: int,
+                        activation: str = "relu", prior: NIGPrior = NIGPrior(), batch_size: int = 64,
+                        train_steps: int = 100, name: str = "neural_linear") -> Agent:
+    """NeuralLinear (Riquelme et al. 2018, §3): exact Bayesian linear regression on a network's last layer.
+
+    The network (all heads) is fitted by ``method`` (MAP) every k steps; its
+    last hidden layer φ(x) (plus a constant) is the representation on which
+    each arm's NIG posterior is exact. After each retraining the statistics
+    are recomputed on the whole buffer with the new features; between
+    retrainings each observation is added as a rank-one update with the
+    current features. Thompson draws (σ²_a, β_a) per arm and plays
+    argmax_a β_aᵀ[φ(x), 1].
+    """
+    batch_size = min(batch_size, horizon)
+    if method.num_data is not None and method.num_data != horizon:
+        raise ValueError(f"the log posterior was built for {method.num_data} points but the horizon is {horizon}.")
+
+    def network(state, key):
+        return jax.tree.map(lambda leaf: leaf[0], method.sample(state, key, 1))
+
+    def features(params, contexts):
+        return with_intercept(mlp_features(params, contexts, num_hidden, activation))
+
+    def init(key):
+        method_state = method.init(key, model.init)
+        last_hidden = network(method_state, key)["params"][f"Dense_{num_hidden - 1}"]["bias"]
+        return NeuralLinearState(method_state, linear_stats_init(num_arms, last_hidden.shape[-1] + 1))
+
+    def act(state, context, key):
+        sample_key, thompson_key = jax.random.split(key)
+        phi = features(network(state.method, sample_key), context[None])[0]
+        return jnp.argmax(_thompson_linear_values(thompson_key, state.stats, prior, phi)).astype(jnp.int32)
+
+    def observe(state, index, context, action, reward, key):
+        del index
+        phi = features(network(state.method, key), context[None])[0]
+        return state._replace(stats=linear_stats_add(state.stats, action, phi, reward))
+
+    def retrain(state, buffer, num_filled, key):
+        train_key, sample_key = jax.random.split(key)
+        method_state = _train_on_buffer(method, state.method, None, buffer, num_filled, train_key, num_arms=num_arms,
+                                        capacity=horizon, batch_size=batch_size, train_steps=train_steps)
+        phi = features(network(method_state, sample_key), buffer.contexts)
+        mask = (jnp.arange(horizon) < num_filled).astype(phi.dtype)
+        return NeuralLinearState(method_state, linear_stats_from_data(phi, buffer.actions, buffer.rewards, mask, num_arms))
+
+    return Agent(name, init, act, observe, retrain)
+
+
+# =============================================================================
+# The run
+# =============================================================================
+
+
+class Trajectory(NamedTuple):
+    """What a run returns, per seed (leading axis S when vmapped), per step ``(T,)``."""
+
+    actions: jax.Array
+    rewards: jax.Array  # the reward the agent received
+    regret: jax.Array  # max_a E r(x_t, a) − E r(x_t, a_t)
+    uniform_regret: jax.Array  # max_a E r(x_t, a) − mean_a E r(x_t, a): the uniform policy's expected regret
+    optimal: jax.Array  # bool: a_t was an optimal arm
+
+
+class RunConfig(NamedTuple):
+    horizon: int
+    retrain_every: int
+    initial_pulls: int = 2
+
+
+def check_run_config(config: RunConfig, num_arms: int) -> None:
+    """Fail before anything compiles when the schedule does not fit."""
+    if config.horizon < 1 or config.retrain_every < 1:
+        raise ValueError(f"horizon and retrain_every must be positive, got {config.horizon} and {config.retrain_every}.")
+    if config.horizon % config.retrain_every:
+        raise ValueError(f"horizon={config.horizon} must be a multiple of retrain_every={config.retrain_every} "
+                         f"(the run scans whole blocks of retrain_every steps); e.g. use horizon="
+                         f"{config.retrain_every * max(1, round(config.horizon / config.retrain_every))}.")
+    if config.initial_pulls < 0 or config.initial_pulls * num_arms > config.horizon:
+        raise ValueError(f"initial_pulls={config.initial_pulls} round-robin pulls of {num_arms} arms do not fit in "
+                         f"horizon={config.horizon}.")
+
+
+def _keys(key):
+    env_key, agent_key = jax.random.split(key)
+    init_key, act_key, retrain_key = jax.random.split(agent_key, 3)
+    return env_key, init_key, act_key, retrain_key
+
+
+def _start(bandit: Bandit, agent: Agent, config: RunConfig, tables, key):
+    env_key, init_key, act_key, retrain_key = _keys(key)
+    data = bandit.sample(tables, env_key, config.horizon)
+    buffer = Buffer(data.contexts, jnp.zeros(config.horizon, jnp.int32), jnp.zeros(config.horizon, data.rewards.dtype))
+    return data, agent.init(init_key), buffer, act_key, retrain_key
+
+
+def _act_and_observe(agent: Agent, num_arms: int, config: RunConfig, data: BanditData, state, buffer: Buffer,
+                     act_key, t):
+    """Step t: act (round-robin for the first initial_pulls·A steps, as Riquelme et al.), receive, record."""
+    step_key = jax.random.fold_in(act_key, t)
+    decide_key, observe_key = jax.random.split(step_key)
+    context = data.contexts[t]
+    thompson = agent.act(state, context, decide_key)
+    action = jnp.where(t < config.initial_pulls * num_arms, t % num_arms, thompson).astype(jnp.int32)
+    reward = data.rewards[t, action]
+    buffer = buffer._replace(actions=buffer.actions.at[t].set(action), rewards=buffer.rewards.at[t].set(reward))
+    return agent.observe(state, t, context, action, reward, observe_key), buffer
+
+
+def _retrain(agent: Agent, config: RunConfig, state, buffer: Buffer, retrain_key, block):
+    """Retraining at the start of block b ≥ 1, on the b·k rows seen so far."""
+    return agent.retrain(state, buffer, block * config.retrain_every, jax.random.fold_in(retrain_key, block))
+
+
+def _trajectory(data: BanditData, buffer: Buffer) -> Trajectory:
+    expected = data.expected_rewards
+    best = jnp.max(expected, axis=-1)
+    chosen = jnp.take_along_axis(expected, buffer.actions[:, None], axis=-1)[:, 0]
+    return Trajectory(buffer.actions, buffer.rewards, best - chosen, best - jnp.mean(expected, axis=-1), chosen >= best)
+
+
+def run(bandit: Bandit, agent: Agent, config: RunConfig, tables, key) -> Trajectory:
+    """One bandit episode of ``agent``, as scans (jit and vmap it; :func:`simulate` does).
+
+    An outer ``lax.scan`` over the T/k blocks: retrain (skipped by
+    ``lax.cond`` in block 0, which has no data), then an inner ``lax.scan``
+    over the block's k steps. The predicate depends only on the block index,
+    which is not batched by a ``vmap`` over seeds, so ``cond`` stays a branch
+    instead of becoming a select that would retrain at every block anyway.
+    """
+    data, state, buffer, act_key, retrain_key = _start(bandit, agent, config, tables, key)
+    num_blocks = config.horizon // config.retrain_every
+
+    def block(carry, b):
+        state, buffer = carry
+        state = jax.lax.cond(b > 0, lambda s: _retrain(agent, config, s, buffer, retrain_key, b), lambda s: s, state)
+
+        def step(carry, t):
+            state, buffer = carry
+            return _act_and_observe(agent, bandit.num_arms, config, data, state, buffer, act_key, t), None
+
+        steps = b * config.retrain_every + jnp.arange(config.retrain_every)
+        (state, buffer), _ = jax.lax.scan(step, (state, buffer), steps)
+        return (state, buffer), None
+
+    (state, buffer), _ = jax.lax.scan(block, (state, buffer), jnp.arange(num_blocks))
+    return _trajectory(data, buffer)
+
+
+@functools.lru_cache(maxsize=64)
+def build_simulation(bandit_sample: Callable, num_arms: int, context_dim: int, agent: Agent, config: RunConfig) -> Callable:
+    """The jitted, seed-vmapped run ``(tables, keys (S,)) -> Trajectory``; cached, so compiled once per configuration."""
+    bandit = Bandit("", num_arms, context_dim, bandit_sample, None)
+    return jax.jit(jax.vmap(lambda tables, key: run(bandit, agent, config, tables, key), in_axes=(None, 0)))
+
+
+def simulate(bandit: Bandit, agent: Agent, keys: jax.Array, *, horizon: int, retrain_every: int,
+             initial_pulls: int = 2) -> Trajectory:
+    """Run ``agent`` on ``bandit`` for every seed key in ``keys (S,)`` as one compiled program.
+
+    Returns a :class:`Trajectory` with leading axes ``(S, T)``. Each seed's
+    key fixes its episode (contexts and rewards) and, separately, the agent's
+    randomness, so every agent run with the same keys faces the same episodes.
+    """
+    config = RunConfig(int(horizon), int(retrain_every), int(initial_pulls))
+    check_run_config(config, bandit.num_arms)
+    keys = _check_keys(keys)
+    program = build_simulation(bandit.sample, bandit.num_arms, bandit.context_dim, agent, config)
+    return program(bandit.tables, keys)
+
+
+def _check_keys(keys):
+    keys = jnp.asarray(keys)
+    if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) or keys.ndim != 1:
+        raise ValueError(f"keys must be a 1-D array of typed PRNG keys (jax.random.split(jax.random.key(seed), S)), "
+                         f"got dtype {keys.dtype} and shape {keys.shape}.")
+    return keys
+
+
+@functools.lru_cache(maxsize=64)
+def _loop_pieces(bandit_sample: Callable, num_arms: int, context_dim: int, agent: Agent, config: RunConfig):
+    bandit = Bandit("", num_arms, context_dim, bandit_sample, None)
+    start = jax.jit(jax.vmap(lambda tables, key: _start(bandit, agent, config, tables, key), in_axes=(None, 0)))
+    step = jax.jit(jax.vmap(lambda data, state, buffer, act_key, t: _act_and_observe(
+        agent, num_arms, config, data, state, buffer, act_key, t), in_axes=(0, 0, 0, 0, None)))
+    retrain = jax.jit(jax.vmap(lambda state, buffer, retrain_key, b: _retrain(agent, config, state, buffer, retrain_key, b),
+                               in_axes=(0, 0, 0, None)))
+    finish = jax.jit(jax.vmap(_trajectory))
+    return start, step, retrain, finish
+
+
+def simulate_python_loop(bandit: Bandit, agent: Agent, keys: jax.Array, *, horizon: int, retrain_every: int,
+                         initial_pulls: int = 2) -> Trajectory:
+    """The same run as :func:`simulate`, driven step by step from Python (the baseline of the benchmark).
+
+    Each step is one jitted, seed-vmapped call and each retraining another;
+    the time step is passed as an array so nothing retraces. Same keys, same
+    arithmetic per step: the trajectories agree with :func:`simulate` up to
+    floating-point differences between the two compiled programs.
+    """
+    config = RunConfig(int(horizon), int(retrain_every), int(initial_pulls))
+    check_run_config(config, bandit.num_arms)
+    keys = _check_keys(keys)
+    start, step, retrain, finish = _loop_pieces(bandit.sample, bandit.num_arms, bandit.context_dim, agent, config)
+    data, state, buffer, act_key, retrain_key = start(bandit.tables, keys)
+    for t in range(config.horizon):
+        if t and t % config.retrain_every == 0:
+            state = retrain(state, buffer, retrain_key, jnp.asarray(t // config.retrain_every, jnp.int32))
+        state, buffer = step(data, state, buffer, act_key, jnp.asarray(t, jnp.int32))
+    return finish(data, buffer)
+
+
+def normalised_regret(trajectory: Trajectory) -> np.ndarray:
+    """Cumulative regret per seed as a percentage of the uniform policy's expected cumulative regret (uniform = 100)."""
+    regret = np.asarray(trajectory.regret, np.float64).sum(axis=-1)
+    uniform = np.asarray(trajectory.uniform_regret, np.float64).sum(axis=-1)
+    return 100.0 * regret / uniform

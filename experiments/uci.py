@@ -1,0 +1,810 @@
+"""The UCI regression benchmark: every bdljax method on every split, as the papers ran it.
+
+Data (Hernández-Lobato & Adams 2015, "Probabilistic Backpropagation"): any folder
+``<data dir>/uci/<name>/`` in the standard layout (data.txt, index files, the 20
+train/test splits — 5 for protein — and the protocol files n_hidden.txt,
+n_epochs.txt, dropout_rates.txt, tau_values.txt). For every split:
+
+1. **Validation.** A random 20% of the training split is held out (the same part
+   for every method; numpy generator seeded with ``(seed, split)``). Inputs and
+   targets are standardised with the statistics of the remaining 80%
+   (:func:`bdljax.data.standardise`). Every point of the method's hyperparameter
+   grid is trained on the 80% and scored by its validation log-likelihood in
+   original units; the best one is kept (Gal & Ghahramani's protocol, their
+   ``experiment.py``).
+2. **Retraining** with the chosen hyperparameters on the whole training split,
+   standardised with its own statistics.
+3. **Test**: RMSE, the test log-likelihood of the predictive mixture
+   (1/S) Σ_s N(y | μ_s, σ_s²) and the coverage of its central 50/90/95% intervals,
+   all in original units (:func:`bdljax.predictive.evaluate`), plus the method's
+   diagnostics (non-finite steps, MCMC acceptance / R̂ / ESS where it reports them).
+
+Model for every method: an MLP with one hidden layer of n_hidden.txt units (50;
+100 for protein), ReLU, on standardised inputs and targets.
+
+Protocols (``PROTOCOLS``; a method without an entry gets ``DEFAULT_PROTOCOL``, so
+a new method runs unchanged). "Epochs" is n_epochs.txt (40; 20 for protein) times
+``--epochs-multiplier``.
+
+* ``map``: Gaussian likelihood with a learned homoscedastic noise
+  (:func:`bdljax.models.with_learned_noise`), isotropic Gaussian prior N(0, s²)
+  on all weights with s validated on {0.3, 1, 3}; Adam (lr 1e-2), batch 100.
+* ``ensemble``: Lakshminarayanan, Pritzel & Blundell (2017), "Simple and
+  Scalable Predictive Uncertainty Estimation using Deep Ensembles": 5 networks
+  with a heteroscedastic Gaussian output [μ, σ] trained on its negative
+  log-likelihood, Adam, batch 100, the same epochs; predictions are the uniform
+  mixture of the 5 Gaussians. The paper states a fixed Adam learning rate of 0.1
+  and no regulariser; with 50 ReLU units and standardised data 0.1 is unstable
+  here, so the learning rate (1e-2) is fixed and the prior scale (bdljax always
+  trains the posterior, so the "weight decay" is a prior) is validated like MAP's.
+  Adversarial training (their optional extra) is not used.
+* ``mcdropout``: Gal & Ghahramani (2016), "Dropout as a Bayesian Approximation",
+  exactly as their code (github.com/yaringal/DropoutUncertaintyExps, net/net.py):
+  dropout before every dense layer (input included), Adam (Keras defaults:
+  lr 1e-3), batch 128, grid over dropout_rates.txt × tau_values.txt, prior length
+  scale l = 1e-2. Their training loss is mean squared error on standardised
+  targets plus weight decay λ = l²(1 − p)/(2Nτ) on the kernels (biases free);
+  the same objective, up to a constant factor, is the log posterior with a
+  Gaussian likelihood of precision τ on the standardised targets and a
+  N(0, 2/(l²(1 − p))) prior on kernels (``prior="dropout_length_scale"``). The
+  test log-likelihood, as theirs, uses precision τ in *original* units:
+  log (1/T) Σ_t N(y | ŷ_t, τ⁻¹).
+* ``mfvi``, ``sgld``, ``sghmc``: the same network and learned noise as MAP, prior
+  scale validated on {0.3, 1, 3}, batch 100; the recipes' own defaults for the rest.
+* ``hmc``, ``nuts``: the same network and learned noise, full-batch; the prior
+  scale is fixed at 1 (validating it would triple the cost of the most expensive
+  method; ``--grid hmc.prior_scale=0.3,1,3`` turns validation on).
+
+Hyperparameters: ``--set METHOD.KEY=VALUE`` fixes a value (a recipe
+hyperparameter such as ``ensemble.num_members=10``, or a problem-level key:
+``prior_scale``, ``tau``, ``prior_length_scale``, ``n_hidden``); a fixed value is
+taken out of the validation grid. ``--grid METHOD.KEY=v1,v2`` replaces a grid.
+
+Splits as a batch dimension: all splits of a dataset have the same sizes, so
+for every method whose recipe trains through :func:`bdljax.methods.fit_transform`
+(map, ensemble and the other fit-based methods) the splits are trained as ONE
+compiled program, the method's ``update`` vmapped over a leading split axis
+(splits × members for ensembles). The script learns what a recipe would train
+(its transform, initialiser, epochs, batch size, number of samples, key) by
+running it once with ``fit_transform`` intercepted (:func:`capture_fit_plan`);
+a recipe that trains otherwise (HMC/NUTS with their own sampler loops) or
+post-processes its fit is run split by split through
+:func:`bdljax.methods.run`. ``--split-mode loop`` (or ``--split-loop``) runs the
+same compiled program split after split, ``--split-mode recipe`` calls
+``methods.run`` per split; the three give the same numbers (tested), only the
+wall time differs.
+
+Outputs in the run directory (``--out``): config.json; metrics.jsonl with one
+record per (split, grid point) of validation, per epoch of the final training
+and per split of the test; ``summary_<method>.json`` per method in the shape
+``{"dataset", "method", "splits", "rmse": {"mean", "stderr"}, "test_ll": {...},
+"coverage_95": {...}, ...}``; and ``summary.json``, the JSON list of those
+per-method summaries (what ``scripts/uci_table.py`` reads). stderr is the
+standard error over splits, std(ddof=1)/√n.
+
+    python experiments/uci.py --dataset concrete --method map,ensemble
+    python experiments/uci.py --dataset wine-quality-red --method mcdropout --splits 0-4 --epochs-multiplier 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+import time
+import zlib
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bdljax import data, likelihoods, methods, models, predictive, priors, train
+from bdljax.logging import RunLogger, default_run_dir, to_json
+
+# ----------------------------------------------------------------------------- protocols
+
+# Keys the script consumes to build the problem; every other key goes to the recipe.
+PROBLEM_KEYS = ("prior_scale", "tau", "prior_length_scale", "n_hidden")
+# Grid values given as a file name are read from the dataset folder.
+FOLDER_GRIDS = {"dropout_rates.txt": "dropout_rates", "tau_values.txt": "tau_values"}
+# Biases are not regularised in Gal's code; a N(0, 1e4²) prior is flat for standardised data.
+UNREGULARISED_SCALE = 1e4
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How the benchmark runs one method.
+
+    Attributes:
+      likelihood: ``"learned_noise"`` (homoscedastic Gaussian, noise learned with
+        the weights), ``"heteroscedastic"`` (network outputs [μ, σ]) or ``"tau"``
+        (Gaussian of fixed precision τ, Gal's protocol; see the module docstring).
+      prior: ``"isotropic"`` (N(0, prior_scale²) on every parameter) or
+        ``"dropout_length_scale"`` (Gal's weight decay as a prior on kernels).
+      grid: hyperparameter -> candidate values, validated per split; a value
+        that is a file name (``"dropout_rates.txt"``) reads the dataset folder.
+      fixed: hyperparameter -> value for every run. Recipe hyperparameters in
+        ``fixed`` apply where the method's recipe takes them.
+      reference: the paper the protocol follows.
+    """
+
+    likelihood: str = "learned_noise"
+    prior: str = "isotropic"
+    grid: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reference: str = ""
+
+
+PRIOR_SCALE_GRID = (0.3, 1.0, 3.0)
+
+DEFAULT_PROTOCOL = Protocol(
+    likelihood="learned_noise", prior="isotropic", grid={"prior_scale": PRIOR_SCALE_GRID},
+    fixed={"batch_size": 100},
+    reference="bdljax default: the MAP network, learned noise, validated prior scale",
+)
+
+PROTOCOLS: Dict[str, Protocol] = {
+    "map": Protocol(
+        likelihood="learned_noise", prior="isotropic", grid={"prior_scale": PRIOR_SCALE_GRID},
+        fixed={"batch_size": 100, "learning_rate": 1e-2, "optimizer": "adam"},
+        reference="MAP baseline on the Hernández-Lobato & Adams (2015) network",
+    ),
+    "ensemble": Protocol(
+        likelihood="heteroscedastic", prior="isotropic", grid={"prior_scale": PRIOR_SCALE_GRID},
+        fixed={"num_members": 5, "batch_size": 100, "learning_rate": 1e-2, "optimizer": "adam"},
+        reference="Lakshminarayanan, Pritzel & Blundell (2017), deep ensembles",
+    ),
+    "mcdropout": Protocol(
+        likelihood="tau", prior="dropout_length_scale",
+        grid={"dropout_rate": "dropout_rates.txt", "tau": "tau_values.txt"},
+        fixed={"batch_size": 128, "learning_rate": 1e-3, "optimizer": "adam", "prior_length_scale": 1e-2},
+        reference="Gal & Ghahramani (2016), MC dropout, DropoutUncertaintyExps protocol",
+    ),
+    "mfvi": Protocol(
+        likelihood="learned_noise", prior="isotropic", grid={"prior_scale": PRIOR_SCALE_GRID},
+        fixed={"batch_size": 100},
+        reference="mean-field VI (Blundell et al. 2015) on the same network, validated prior scale",
+    ),
+    "sgld": Protocol(
+        likelihood="learned_noise", prior="isotropic", grid={"prior_scale": PRIOR_SCALE_GRID},
+        fixed={"batch_size": 100},
+        reference="SGLD (Welling & Teh 2011) on the same network, validated prior scale",
+    ),
+    "sghmc": Protocol(
+        likelihood="learned_noise", prior="isotropic", grid={"prior_scale": PRIOR_SCALE_GRID},
+        fixed={"batch_size": 100},
+        reference="SGHMC (Chen et al. 2014) on the same network, validated prior scale",
+    ),
+    "hmc": Protocol(
+        likelihood="learned_noise", prior="isotropic", grid={}, fixed={"prior_scale": 1.0},
+        reference="full-batch HMC (Neal 1996; Izmailov et al. 2021) on the same network",
+    ),
+    "nuts": Protocol(
+        likelihood="learned_noise", prior="isotropic", grid={}, fixed={"prior_scale": 1.0},
+        reference="NUTS (Hoffman & Gelman 2014) on the same network",
+    ),
+}
+
+LIKELIHOODS = ("learned_noise", "heteroscedastic", "tau")
+PRIORS = ("isotropic", "dropout_length_scale")
+
+
+def protocol_for(name: str) -> Protocol:
+    """The protocol of ``name``: its entry in ``PROTOCOLS``, else ``DEFAULT_PROTOCOL``."""
+    return PROTOCOLS.get(name, DEFAULT_PROTOCOL)
+
+
+class ResolvedProtocol(NamedTuple):
+    """A protocol made concrete for one method and dataset."""
+
+    protocol: Protocol
+    grid: Dict[str, Tuple[Any, ...]]  # validated per split; empty: no validation
+    fixed: Dict[str, Any]  # values used by every run (problem keys and recipe hyperparameters)
+    not_taken: List[str]  # protocol hyperparameters this method's recipe does not accept
+
+
+def resolve_protocol(name: str, dataset: data.UCIDataset, *, overrides: Mapping[str, Any] = (),
+                     grids: Mapping[str, Sequence[Any]] = (), epochs_multiplier: float = 1.0) -> ResolvedProtocol:
+    """Concrete grid and fixed values for method ``name`` on ``dataset``.
+
+    ``overrides`` (from ``--set``) fix values and take them out of the grid;
+    ``grids`` (from ``--grid``) replace grids. Epochs are n_epochs.txt (or the
+    protocol's ``num_epochs``) times ``epochs_multiplier`` when the recipe takes
+    ``num_epochs``; an explicit ``--set num_epochs`` is used as given.
+
+    Raises:
+      ValueError: a ``--set``/``--grid`` key or a grid key is neither a problem key
+        nor a hyperparameter of the recipe (naming the accepted ones), or a grid is empty.
+    """
+    protocol = protocol_for(name)
+    accepted = methods.hyperparameters(name)
+    overrides, grids = dict(overrides), {k: tuple(v) for k, v in dict(grids).items()}
+
+    def known(key):
+        return key in PROBLEM_KEYS or key in accepted
+
+    for origin, keys in (("--set", overrides), ("--grid", grids), ("the protocol's grid", protocol.grid)):
+        unknown = sorted(k for k in keys if not known(k))
+        if unknown:
+            raise ValueError(
+                f"{origin} for method {name!r} names {unknown}, which is neither a problem key {list(PROBLEM_KEYS)} "
+                f"nor a hyperparameter of its recipe {sorted(accepted)}"
+            )
+    grid: Dict[str, Tuple[Any, ...]] = {}
+    for key, values in {**protocol.grid, **grids}.items():
+        if isinstance(values, str):
+            if values not in FOLDER_GRIDS:
+                raise ValueError(f"grid {key}={values!r}: a file grid must be one of {sorted(FOLDER_GRIDS)}")
+            values = getattr(dataset, FOLDER_GRIDS[values])
+        values = tuple(values)
+        if not values:
+            raise ValueError(f"the grid of {name}.{key} is empty")
+        grid[key] = values
+    fixed = {}
+    not_taken = []
+    for key, value in protocol.fixed.items():
+        if known(key):
+            fixed[key] = value
+        else:
+            not_taken.append(key)
+    if "num_epochs" in accepted and "num_epochs" not in overrides:
+        base = fixed.get("num_epochs", dataset.n_epochs)
+        fixed["num_epochs"] = max(1, int(round(base * epochs_multiplier)))
+    fixed.update(overrides)
+    for key in overrides:
+        grid.pop(key, None)
+    for key in grid:
+        fixed.pop(key, None)
+    return ResolvedProtocol(protocol, grid, fixed, not_taken)
+
+
+def grid_points(resolved: ResolvedProtocol) -> List[Dict[str, Any]]:
+    """Every combination of the grid, in the grid's key order (one empty point when there is no grid)."""
+    keys = list(resolved.grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(resolved.grid[k] for k in keys))]
+
+
+# ----------------------------------------------------------------------------- problem
+
+
+def build_model(protocol: Protocol, input_dim: int, n_hidden: int) -> models.Model:
+    """The MLP D → n_hidden → output (ReLU) with the protocol's output head."""
+    if protocol.likelihood == "learned_noise":
+        return models.with_learned_noise(models.mlp((input_dim,), (n_hidden,), 1))
+    if protocol.likelihood == "heteroscedastic":
+        return models.mlp((input_dim,), (n_hidden,), 2)
+    if protocol.likelihood == "tau":
+        return models.mlp((input_dim,), (n_hidden,), 1)
+    raise ValueError(f"unknown protocol likelihood {protocol.likelihood!r}; choose one of {LIKELIHOODS}")
+
+
+def training_likelihood(protocol: Protocol, config: Mapping[str, Any]) -> likelihoods.Likelihood:
+    """The likelihood the method trains with, on standardised targets.
+
+    For ``"tau"`` this is precision τ on the standardised targets: Gal's training
+    objective (see the module docstring). It depends on no split statistic, so
+    one compiled program serves every split.
+    """
+    if protocol.likelihood in ("learned_noise", "heteroscedastic"):
+        return likelihoods.heteroscedastic_gaussian()
+    return likelihoods.gaussian(1.0 / math.sqrt(_positive(config, "tau")))
+
+
+def evaluation_likelihood(protocol: Protocol, config: Mapping[str, Any], y_std: float) -> likelihoods.Likelihood:
+    """The likelihood the predictive is scored with, on standardised targets.
+
+    Identical to the training likelihood except for ``"tau"``, where, as in Gal's
+    ``net.predict``, τ is the precision in original units: σ = 1/(√τ · y_std)
+    standardised, i.e. τ^{-1/2} once mapped back.
+    """
+    if protocol.likelihood == "tau":
+        return likelihoods.gaussian(1.0 / (math.sqrt(_positive(config, "tau")) * y_std))
+    return training_likelihood(protocol, config)
+
+
+def build_prior(protocol: Protocol, config: Mapping[str, Any]) -> priors.Prior:
+    """``"isotropic"``: N(0, prior_scale²). ``"dropout_length_scale"``: Gal's weight decay
+    λ = l²(1 − p)/(2Nτ) on the mean loss is the prior N(0, 2/(l²(1 − p))) on kernels
+    for a likelihood of precision τ (biases unregularised)."""
+    if protocol.prior == "isotropic":
+        return priors.gaussian(_positive(config, "prior_scale"))
+    if protocol.prior == "dropout_length_scale":
+        length_scale = _positive(config, "prior_length_scale")
+        keep = 1.0 - float(config.get("dropout_rate", 0.0))
+        kernel_scale = math.sqrt(2.0 / (length_scale**2 * keep))
+        return priors.gaussian(lambda path, leaf: kernel_scale if path.endswith("kernel") else UNREGULARISED_SCALE)
+    raise ValueError(f"unknown protocol prior {protocol.prior!r}; choose one of {PRIORS}")
+
+
+def _positive(config: Mapping[str, Any], key: str) -> float:
+    if key not in config:
+        raise ValueError(f"the protocol needs a value for {key!r}; give it with --set METHOD.{key}=VALUE")
+    value = float(config[key])
+    if not value > 0:
+        raise ValueError(f"{key} must be positive, got {value}")
+    return value
+
+
+def build_problem(protocol: Protocol, config: Mapping[str, Any], dataset: data.UCIDataset, x, y) -> methods.Problem:
+    """The problem on standardised training data ``(x, y)``: nothing in it depends on the split
+    except the data, which is what lets one compiled program train every split."""
+    n_hidden = int(config.get("n_hidden", dataset.n_hidden))
+    model = build_model(protocol, x.shape[1], n_hidden)
+    return methods.Problem(model, training_likelihood(protocol, config), build_prior(protocol, config), x, y)
+
+
+def recipe_hyperparameters(name: str, config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The part of ``config`` that goes to the method's recipe."""
+    accepted = methods.hyperparameters(name)
+    return {k: v for k, v in config.items() if k in accepted}
+
+
+# ----------------------------------------------------------------------------- splits as a batch axis
+
+
+class FitPlan(NamedTuple):
+    """What a fit-based recipe would train: the arguments it passes to ``methods.fit_transform``."""
+
+    method: Any  # Transform
+    init_params: Any
+    num_epochs: int
+    batch_size: Optional[int]
+    num_samples: int
+    apply: Callable
+    key: jax.Array
+    x: Any
+    y: Any
+
+
+@contextlib.contextmanager
+def _intercepted_fit_transform(replacement):
+    """Temporarily route every bdljax module's ``fit_transform`` to ``replacement``."""
+    original = methods.fit_transform
+    patched = [module for module_name, module in list(sys.modules.items())
+               if module_name.startswith("bdljax") and getattr(module, "fit_transform", None) is original]
+    for module in patched:
+        module.fit_transform = replacement
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.fit_transform = original
+
+
+def capture_fit_plan(name: str, problem: methods.Problem, key: jax.Array, hyperparameters: Mapping[str, Any]):
+    """Run the recipe with ``fit_transform`` intercepted.
+
+    Returns ``(plan, fitted, reason)``: ``plan`` when the recipe's whole work is one
+    ``fit_transform`` call whose result it returns unchanged (then the splits can be
+    trained as a batch); otherwise ``plan`` is None, ``fitted`` is the recipe's own
+    result when it ran to the end without ``fit_transform`` (a sampler loop: the run
+    is not wasted), and ``reason`` says why the split axis cannot be batched.
+    """
+    methods.get_recipe(name)  # import the recipe's module before patching it
+    plans: List[FitPlan] = []
+    placeholder = methods.Fitted(None, None, [], {}, None)
+
+    def capture(problem, method, key, *, init_params, num_epochs, batch_size, num_samples, apply=None, **unused):
+        plans.append(FitPlan(method, init_params, int(num_epochs), batch_size, int(num_samples),
+                             apply or problem.model.apply, key, problem.x_train, problem.y_train))
+        return placeholder
+
+    with _intercepted_fit_transform(capture):
+        try:
+            result = methods.run(name, problem, key, **hyperparameters)
+        except Exception as error:  # the recipe used the placeholder: it post-processes its fit
+            if not plans:
+                raise
+            return None, None, f"the recipe post-processes its fit ({type(error).__name__}: {error})"
+    if len(plans) == 1 and result is placeholder:
+        return plans[0], None, None
+    if not plans:
+        return None, result, "the recipe does not train through methods.fit_transform"
+    return None, None, "the recipe calls fit_transform more than once or changes its result"
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def fit_plans_batched(plans: Sequence[FitPlan], chunk: int = 0) -> List[methods.Fitted]:
+    """Train the splits' plans as one vmapped program (``chunk`` splits per call; 0 = all).
+
+    The transform of the first plan serves every split: the problems differ only in
+    their data, which reach ``update`` through the batch. Keys are exactly those
+    ``fit_transform`` would use (init, fit, sample = split(key, 3); epoch e uses
+    fold_in(fit key, e)), so the result equals running the recipe split by split
+    (tested). ``chunk = 1`` is a Python loop over splits through the same compiled program.
+    """
+    first = plans[0]
+    method = first.method
+    num_points = int(np.shape(first.x)[0])
+    batch_size = num_points if first.batch_size is None else int(first.batch_size)
+    for plan in plans:
+        same = (plan.num_epochs, plan.batch_size, plan.num_samples, np.shape(plan.x), np.shape(plan.y)) == (
+            first.num_epochs, first.batch_size, first.num_samples, np.shape(first.x), np.shape(first.y))
+        if not same:
+            raise ValueError("splits to be batched must share epochs, batch size, samples and data shapes")
+        train.check_training_data(method, plan.x, plan.y, batch_size)
+    chunk = len(plans) if chunk <= 0 else min(chunk, len(plans))
+
+    keys = jnp.stack([jax.random.split(plan.key, 3) for plan in plans])  # (splits, 3)
+    init_keys, fit_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
+    if all(callable(plan.init_params) for plan in plans):
+        init_params = first.init_params
+        init = jax.jit(jax.vmap(lambda k: method.init(k, init_params)))
+        init_args = lambda s: (init_keys[s],)  # noqa: E731
+    else:
+        stacked_params = _stack([plan.init_params for plan in plans])
+        init = jax.jit(jax.vmap(method.init))
+        init_args = lambda s: (init_keys[s], _take(stacked_params, s))  # noqa: E731
+    epoch = jax.jit(jax.vmap(train.build_epoch(method, batch_size, num_points)))
+    sample = jax.jit(jax.vmap(lambda state, key: method.sample(state, key, first.num_samples)))
+    xs = jnp.stack([jnp.asarray(plan.x) for plan in plans])
+    ys = jnp.stack([jnp.asarray(plan.y) for plan in plans])
+
+    fitted: List[methods.Fitted] = []
+    for start in range(0, len(plans), chunk):
+        part = slice(start, start + chunk)
+        states = init(*init_args(part))
+        infos = []
+        for e in range(1, first.num_epochs + 1):
+            epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(fit_keys[part], e)
+            states, info = epoch(states, xs[part], ys[part], epoch_keys)
+            infos.append(info)  # stays on the device: no host round trip per epoch
+        samples = sample(states, sample_keys[part])
+        infos = jax.device_get(infos)
+        for i in range(min(chunk, len(plans) - start)):
+            history = [{"epoch": e + 1, "split": "train", **train.summarise_infos(_take(info, i))}
+                       for e, info in enumerate(infos)]
+            state = _take(states, i)
+            nonfinite = getattr(state, "num_nonfinite", None)
+            diagnostics = {} if nonfinite is None else {"nonfinite_steps": int(np.sum(np.asarray(nonfinite)))}
+            fitted.append(methods.Fitted(_take(samples, i), first.apply, history, diagnostics, state))
+    return fitted
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+_evaluate = jax.jit(predictive.evaluate, static_argnums=0)
+
+
+def evaluate(fitted: methods.Fitted, likelihood: likelihoods.Likelihood, x, y, y_mean: float, y_std: float,
+             sample_chunk: int = 256) -> Dict[str, float]:
+    """RMSE, test log-likelihood and coverage in original units, plus the fit's scalar diagnostics."""
+    outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, jnp.asarray(x), sample_chunk=sample_chunk)
+    scores = {k: float(v) for k, v in _evaluate(likelihood, outputs, jnp.asarray(y), y_mean=y_mean, y_std=y_std).items()}
+    scores["num_samples"] = int(outputs.shape[0])
+    scores.update(scalar_diagnostics(fitted.diagnostics))
+    return scores
+
+
+def scalar_diagnostics(diagnostics: Mapping[str, Any]) -> Dict[str, float]:
+    """Scalars as they are; arrays (per-parameter R̂, ESS, per-chain acceptance) as their mean, min and max."""
+    out: Dict[str, float] = {}
+    for key, value in diagnostics.items():
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if array.size == 0:
+            continue
+        if array.ndim == 0:
+            out[key] = float(array)
+        else:
+            finite = array[np.isfinite(array)]
+            if finite.size:
+                out[f"{key}_mean"], out[f"{key}_min"], out[f"{key}_max"] = (
+                    float(finite.mean()), float(finite.min()), float(finite.max()))
+    return out
+
+
+def mean_and_stderr(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """Mean and standard error std(ddof=1)/√n over splits (stderr None for one split)."""
+    values = np.asarray(values, dtype=np.float64)
+    stderr = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None
+    return {"mean": float(values.mean()), "stderr": stderr}
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+class SplitData(NamedTuple):
+    index: int
+    train: data.StandardisedSplit  # whole training split vs test split
+    validation: data.StandardisedSplit  # 80% of the training split vs the other 20%
+
+
+def prepare_splits(dataset: data.UCIDataset, split_indices: Sequence[int], seed: int,
+                   validation_fraction: float) -> List[SplitData]:
+    prepared = []
+    for index in split_indices:
+        raw = data.uci_split(dataset, index)
+        held_out = data.validation_split(raw.x_train, raw.y_train, validation_fraction,
+                                         key_or_seed=np.random.default_rng([seed, index]))
+        prepared.append(SplitData(index, data.standardise(raw), data.standardise(held_out)))
+    return prepared
+
+
+def method_key(seed: int, name: str) -> jax.Array:
+    """A key per method that does not depend on which other methods run."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+class Runner:
+    """Fits one method on a set of splits, batched over the split axis when the recipe allows."""
+
+    def __init__(self, name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, mode: str, chunk: int,
+                 log: Callable[[str], None]):
+        self.name, self.resolved, self.dataset = name, resolved, dataset
+        self.mode, self.chunk, self.log = mode, chunk, log
+        self.batched = mode != "recipe"
+        self.reason = "--split-mode recipe" if mode == "recipe" else None
+
+    def fit(self, config: Mapping[str, Any], parts: Sequence[Tuple[Any, Any]], keys: Sequence[jax.Array]):
+        """Fit ``config`` on each ``(x, y)`` of ``parts``; returns one Fitted per part."""
+        protocol = self.resolved.protocol
+        problems = [build_problem(protocol, config, self.dataset, x, y) for x, y in parts]
+        hyper = recipe_hyperparameters(self.name, config)
+        fitted: List[Optional[methods.Fitted]] = [None] * len(parts)
+        if self.batched:
+            plans = []
+            for i, (problem, key) in enumerate(zip(problems, keys)):
+                plan, result, reason = capture_fit_plan(self.name, problem, key, hyper)
+                if plan is None:
+                    self.batched, self.reason = False, reason
+                    self.log(f"  {self.name}: splits run one by one: {reason}")
+                    fitted[i] = result
+                    break
+                plans.append(plan)
+            if self.batched:
+                return fit_plans_batched(plans, 1 if self.mode == "loop" else self.chunk)
+        for i, (problem, key) in enumerate(zip(problems, keys)):
+            if fitted[i] is None:
+                fitted[i] = methods.run(self.name, problem, key, **hyper)
+        return fitted
+
+
+def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, splits: Sequence[SplitData],
+               args, logger: RunLogger, log: Callable[[str], None]) -> Dict[str, Any]:
+    """Validation, retraining and test of one method on every split; returns its summary."""
+    start = time.perf_counter()
+    runner = Runner(name, resolved, dataset, args.split_mode, args.split_chunk, log)
+    keys = [jax.random.fold_in(method_key(args.seed, name), split.index) for split in splits]
+    points = grid_points(resolved)
+    chosen: List[Dict[str, Any]] = [dict() for _ in splits]
+    train_seconds = 0.0
+    if len(points) > 1:
+        best = [(-math.inf, None)] * len(splits)
+        for c, point in enumerate(points):
+            config = {**resolved.fixed, **point}
+            tic = time.perf_counter()
+            fits = runner.fit(config, [(s.validation.x_train, s.validation.y_train) for s in splits],
+                              [jax.random.fold_in(jax.random.fold_in(k, 1), c) for k in keys])
+            train_seconds += time.perf_counter() - tic
+            for i, (split, fitted) in enumerate(zip(splits, fits)):
+                v = split.validation
+                scores = evaluate(fitted, evaluation_likelihood(resolved.protocol, config, v.y_std),
+                                  v.x_test, v.y_test, v.y_mean, v.y_std)
+                logger.log({"dataset": dataset.name, "method": name, "uci_split": split.index, "split": "validation",
+                            "grid_point": c, **point, **scores})
+                if scores["test_ll"] > best[i][0]:  # NaN never wins
+                    best[i] = (scores["test_ll"], point)
+            log(f"  {name} validation {c + 1}/{len(points)} {point}: {time.perf_counter() - tic:.1f}s")
+        for i, (value, point) in enumerate(best):
+            if point is None:
+                raise RuntimeError(f"{name}: no grid point gave a finite validation log-likelihood on split "
+                                   f"{splits[i].index}; see metrics.jsonl")
+            chosen[i] = point
+    elif points:
+        chosen = [dict(points[0]) for _ in splits]
+
+    # Retrain on the whole training split, grouping splits that chose the same grid point.
+    groups: Dict[str, List[int]] = {}
+    for i, point in enumerate(chosen):
+        groups.setdefault(json.dumps(to_json(point), sort_keys=True), []).append(i)
+    results: List[Optional[Dict[str, Any]]] = [None] * len(splits)
+    for members in groups.values():
+        config = {**resolved.fixed, **chosen[members[0]]}
+        tic = time.perf_counter()
+        fits = runner.fit(config, [(splits[i].train.x_train, splits[i].train.y_train) for i in members],
+                          [jax.random.fold_in(keys[i], 2) for i in members])
+        train_seconds += time.perf_counter() - tic
+        for i, fitted in zip(members, fits):
+            t = splits[i].train
+            for record in fitted.history:
+                logger.log({"dataset": dataset.name, "method": name, "uci_split": splits[i].index, **record})
+            scores = evaluate(fitted, evaluation_likelihood(resolved.protocol, config, t.y_std),
+                              t.x_test, t.y_test, t.y_mean, t.y_std)
+            logger.log({"dataset": dataset.name, "method": name, "uci_split": splits[i].index, "split": "test",
+                        "selected": chosen[i], **scores})
+            results[i] = scores
+    seconds = time.perf_counter() - start
+
+    metric_names = [k for k in results[0] if all(isinstance(r.get(k), float) for r in results)]
+    summary: Dict[str, Any] = {"dataset": dataset.name, "method": name, "splits": [s.index for s in splits],
+                               "num_splits": len(splits)}
+    for metric in ("rmse", "test_ll", "coverage_50", "coverage_90", "coverage_95"):
+        summary[metric] = mean_and_stderr([r[metric] for r in results])
+    summary["per_split"] = {m: [r[m] for r in results] for m in metric_names}
+    summary["selected"] = chosen
+    summary["protocol"] = {"likelihood": resolved.protocol.likelihood, "prior": resolved.protocol.prior,
+                           "grid": resolved.grid, "fixed": resolved.fixed, "reference": resolved.protocol.reference,
+                           "not_taken_by_recipe": resolved.not_taken}
+    summary["split_mode"] = "vmap" if runner.batched and args.split_mode == "vmap" else (
+        "loop" if runner.batched else "recipe")
+    if runner.reason:
+        summary["split_mode_reason"] = runner.reason
+    summary["train_seconds"] = train_seconds
+    summary["seconds"] = seconds
+    return summary
+
+
+def parse_splits(text: str, num_splits: int) -> List[int]:
+    """``"all"`` or a list of indices and ranges, ``"0-4,7"``; every index must exist."""
+    if text.strip().lower() == "all":
+        return list(range(num_splits))
+    indices: List[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                low, high = (int(v) for v in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                indices.extend(range(low, high + 1))
+            else:
+                indices.append(int(part))
+        except ValueError:
+            raise ValueError(f"--splits: cannot read {part!r}; use 'all' or indices and ranges like 0-4,7") from None
+    if not indices:
+        raise ValueError("--splits selects no split")
+    bad = sorted({i for i in indices if not 0 <= i < num_splits})
+    if bad:
+        raise ValueError(f"--splits: split(s) {bad} out of range; this dataset has splits 0..{num_splits - 1}")
+    return sorted(set(indices))
+
+
+def parse_methods(values: Sequence[str]) -> List[str]:
+    names = [n.strip() for value in values for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in methods.RECIPES]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {methods.names()}")
+    return list(dict.fromkeys(names))
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_assignments(values: Sequence[str], flag: str, as_list: bool) -> Dict[str, Dict[str, Any]]:
+    """``METHOD.KEY=VALUE`` (``as_list``: ``VALUE`` is a comma list) → ``{method: {key: value}}``."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for item in values:
+        try:
+            target, value = item.split("=", 1)
+            method, key = target.split(".", 1)
+        except ValueError:
+            raise ValueError(f"{flag} expects METHOD.KEY=VALUE, got {item!r}") from None
+        parsed = tuple(_literal(v.strip()) for v in value.split(",") if v.strip()) if as_list else _literal(value)
+        out.setdefault(method.strip(), {})[key.strip()] = parsed
+    return out
+
+
+def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
+    def pm(entry):
+        stderr = entry["stderr"]
+        return f"{entry['mean']:.3f} ± {stderr:.3f}" if stderr is not None else f"{entry['mean']:.3f}"
+
+    lines = ["| dataset | method | splits | RMSE | test LL | coverage 95% | mode | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s['dataset']} | {s['method']} | {s['num_splits']} | {pm(s['rmse'])} | {pm(s['test_ll'])} | "
+                     f"{pm(s['coverage_95'])} | {s['split_mode']} | {s['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="folder name under <data dir>/uci, e.g. concrete")
+    parser.add_argument("--method", action="append", default=None,
+                        help=f"method(s), repeatable or comma-separated, from {methods.names()} (default map,ensemble)")
+    parser.add_argument("--splits", default="all", help="'all' (default) or indices and ranges, e.g. 0-4,7")
+    parser.add_argument("--data-dir", default=None,
+                        help=f"data root holding uci/ (default ${data.DATA_DIR_ENV_VAR}, else ../shared/data)")
+    parser.add_argument("--out", default=None, help="run directory (default runs/uci-<dataset>-<time>)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the validation parts and every method (default 0)")
+    parser.add_argument("--epochs-multiplier", type=float, default=1.0,
+                        help="multiply the epochs of n_epochs.txt (Gal's follow-up used 10); default 1")
+    parser.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="fix a hyperparameter, e.g. --set ensemble.num_members=10 or --set map.prior_scale=1")
+    parser.add_argument("--grid", action="append", default=[], metavar="METHOD.KEY=V1,V2",
+                        help="replace a validation grid, e.g. --grid map.prior_scale=0.1,1")
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="share of each training split held out for validation (default 0.2)")
+    parser.add_argument("--split-mode", choices=("vmap", "loop", "recipe"), default="vmap",
+                        help="vmap: splits as a batch axis of one compiled program (default); loop: the same program "
+                             "split after split; recipe: bdljax.methods.run per split")
+    parser.add_argument("--split-loop", action="store_true", help="alias of --split-mode loop")
+    parser.add_argument("--split-chunk", type=int, default=0,
+                        help="at most this many splits per vmapped program, to bound memory (default 0: all)")
+    args = parser.parse_args(argv)
+    if args.split_loop:
+        args.split_mode = "loop"
+    try:  # bad flags and bad data fail here, before anything compiles, with the message alone
+        setup = prepare(args)
+    except (ValueError, data.DataNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")
+    return run(args, *setup)
+
+
+def prepare(args):
+    """Validate flags, load the dataset and its splits, resolve the protocols."""
+    method_names = parse_methods(args.method or ["map,ensemble"])
+    overrides = parse_assignments(args.set, "--set", as_list=False)
+    grids = parse_assignments(args.grid, "--grid", as_list=True)
+    for name in list(overrides) + list(grids):
+        if name not in method_names:
+            raise ValueError(f"--set/--grid names method {name!r}, which is not among --method {method_names}")
+    dataset = data.load_uci(args.dataset, args.data_dir)
+    split_indices = parse_splits(args.splits, dataset.num_splits)
+    resolved = {name: resolve_protocol(name, dataset, overrides=overrides.get(name, {}), grids=grids.get(name, {}),
+                                       epochs_multiplier=args.epochs_multiplier) for name in method_names}
+    splits = prepare_splits(dataset, split_indices, args.seed, args.validation_fraction)
+    if len({s.train.x_train.shape for s in splits}) > 1 and args.split_mode == "vmap":
+        args.split_mode = "loop"  # splits of unequal sizes cannot share a batch axis
+    return method_names, dataset, splits, resolved
+
+
+def run(args, method_names, dataset, splits, resolved) -> List[Dict[str, Any]]:
+    """Run every method on every split and write the run directory."""
+    config = {
+        "experiment": "uci", "dataset": dataset.name, "data_directory": str(dataset.directory), "methods": method_names,
+        "splits": [s.index for s in splits], "seed": args.seed, "epochs_multiplier": args.epochs_multiplier,
+        "validation_fraction": args.validation_fraction, "split_mode": args.split_mode,
+        "split_chunk": args.split_chunk, "n_hidden": dataset.n_hidden, "n_epochs": dataset.n_epochs,
+        "model": f"mlp {dataset.x.shape[1]}-{dataset.n_hidden}-out relu",
+        "protocols": {name: {"likelihood": r.protocol.likelihood, "prior": r.protocol.prior, "grid": r.grid,
+                             "fixed": r.fixed, "not_taken_by_recipe": r.not_taken, "reference": r.protocol.reference}
+                      for name, r in resolved.items()},
+    }
+    out = args.out or default_run_dir(f"uci-{dataset.name}")
+    logger = RunLogger(out, config)
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    log(f"[uci] {dataset.name}: {len(splits)} split(s), methods {method_names}, run directory {logger.directory}")
+    summaries = []
+    for name in method_names:
+        summary = run_method(name, resolved[name], dataset, splits, args, logger, log)
+        (logger.directory / f"summary_{name}.json").write_text(json.dumps(to_json(summary), indent=2))
+        summaries.append(summary)
+        log(f"[uci] {dataset.name} {name}: test LL {summary['test_ll']['mean']:.3f}, RMSE {summary['rmse']['mean']:.3f} "
+            f"({summary['seconds']:.1f}s, {summary['split_mode']})")
+    logger.write_summary(summaries)  # a list: one summary per method
+    print(format_table(summaries))
+    print(f"run directory: {logger.directory}")
+    print(json.dumps(to_json([{k: s[k] for k in ("dataset", "method", "num_splits", "rmse", "test_ll", "coverage_95",
+                                                  "split_mode", "train_seconds", "seconds")} for s in summaries])))
+    return summaries
+
+
+if __name__ == "__main__":
+    main()
