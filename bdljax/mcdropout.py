@@ -404,9 +404,14 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
     if per_point_masks:
         return DropoutStructure(**base, form="per_point", reason="per_point_masks=True")
     if not dropouts:
-        # No Flax Dropout: deterministic network (p = 0), or dropout written by hand (bdljax.recurrent).
-        return DropoutStructure(**base, form="per_point", reason="no nn.Dropout layer; the network's own dropout "
-                                "(if any) runs in training mode with one key per pass")
+        # No Flax Dropout: a deterministic network (p = 0), whose one "sample" is its parameters, or dropout
+        # written by hand (bdljax.recurrent), which only the network itself can draw: tell them apart by running
+        # the training mode with two keys.
+        first, second = (apply(params, example, rng=jax.random.key(seed), train=True) for seed in (1, 2))
+        if bool(jnp.all(first == second)):
+            return DropoutStructure(**base, form="weight_sample")
+        return DropoutStructure(**base, form="per_point", reason="no nn.Dropout layer but a stochastic training "
+                                "mode: the network's own dropout runs with one key per pass")
     unfolded = sorted(set(range(len(dropouts))) - {d for _, d in folded})
     if unfolded:
         return DropoutStructure(**base, form="shared_mask",

@@ -195,8 +195,10 @@ def predict(fitted: methods.Fitted, x, key) -> jax.Array:
                                          sample_chunk=min(num_samples, 10), data_chunk=2000)
 
 
-def scalars(values: Dict[str, Any]) -> Dict[str, float]:
-    return {str(k): float(np.asarray(v)) for k, v in values.items()}
+def scalars(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Arrays to Python floats (scalars) or lists of floats, in one host transfer."""
+    values = jax.device_get(values)
+    return {str(k): float(v) if np.ndim(v) == 0 else np.asarray(v, dtype=float).tolist() for k, v in values.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -373,19 +375,19 @@ def run_co2(args, key, logger) -> Dict[str, Any]:
             fitted.apply, likelihood, fitted.samples, jnp.asarray(series.windows(multi_origins)), multi_key,
             horizon=horizon, paths_per_sample=args.paths_per_sample)
         means, scales = level_forecast(forecast, levels[multi_origins], series.mean, series.std)
-        per_horizon = [scalars(metrics.regression_metrics(means[..., h], scales[..., h], jnp.asarray(multi_truth[:, h]),
-                                                          COVERAGE_LEVELS)) for h in range(horizon)]
+        per_horizon = scalars(score_per_step(means, scales, jnp.asarray(multi_truth)))  # each (H,)
+        per_horizon = {h: {k: v[h] for k, v in per_horizon.items()} for h in range(horizon)}
         free = recurrent.autoregressive_forecast(
             fitted.apply, likelihood, fitted.samples, jnp.asarray(series.windows(free_origin)), free_key,
             horizon=len(free_truth), paths_per_sample=args.paths_per_sample)
         free_means, free_scales = level_forecast(free, levels[free_origin], series.mean, series.std)
-        free_means, free_scales = free_means[:, 0, :], free_scales[:, 0, :]  # (P, months)
-        free_metrics = scalars(metrics.regression_metrics(free_means, free_scales, jnp.asarray(free_truth), COVERAGE_LEVELS))
+        free_means, free_scales = free_means[:, 0, :], free_scales[:, 0, :]  # (P, months): one origin, every month
+        free_metrics = scalars(score_points(free_means, free_scales, jnp.asarray(free_truth)))
 
         result = {
             "one_step": one_step,
             "multi_step": {f"h{h + 1}": per_horizon[h] for h in range(horizon)},
-            "multi_step_mean_over_horizons": {k: float(np.mean([m[k] for m in per_horizon])) for k in per_horizon[0]},
+            "multi_step_mean_over_horizons": {k: float(np.mean([m[k] for m in per_horizon.values()])) for k in per_horizon[0]},
             "free_running": free_metrics,
             "num_samples": int(outputs.shape[0]),
             "num_paths": int(forecast.means.shape[0]),
@@ -410,10 +412,27 @@ def run_co2(args, key, logger) -> Dict[str, Any]:
     }
 
 
+@jax.jit
+def score_points(means, scales, y):
+    """:func:`bdljax.metrics.regression_metrics` of the mixtures ``(P, N)`` against ``y`` ``(N,)``, compiled once."""
+    return metrics.regression_metrics(means, scales, y, COVERAGE_LEVELS)
+
+
+@jax.jit
+def score_per_step(means, scales, y):
+    """Regression metrics per forecast step: mixtures ``(P, N, H)``, truth ``(N, H)`` -> dict of ``(H,)``."""
+    return jax.vmap(score_points, in_axes=(2, 2, 1))(means, scales, y)
+
+
+@jax.jit
+def _band_quantiles(means, scales):
+    return metrics.mixture_quantile(means, scales, jnp.asarray([0.025, 0.25, 0.5, 0.75, 0.975]))
+
+
 def interval_bands(means, scales) -> Dict[str, np.ndarray]:
     """Mixture median and central 50% / 95% intervals per point, for plotting."""
-    quantiles = metrics.mixture_quantile(means, scales, jnp.asarray([0.025, 0.25, 0.5, 0.75, 0.975]))
-    return {name: np.asarray(quantiles[i]) for i, name in enumerate(("q025", "q25", "median", "q75", "q975"))}
+    quantiles = np.asarray(_band_quantiles(means, scales))
+    return {name: quantiles[i] for i, name in enumerate(("q025", "q25", "median", "q75", "q975"))}
 
 
 def plot_co2(bands, months, levels, test_months, path) -> None:

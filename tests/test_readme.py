@@ -1,0 +1,26 @@
+"""The README's example is code that runs, not prose that rots."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README.md has no python example"
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    scores = namespace["scores"]
+    assert set(scores) >= {"rmse", "test_ll", "coverage_90"}
+    assert all(np.isfinite(float(v)) for v in scores.values())
+    assert "rmse" in capsys.readouterr().out
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = README.read_text()
+    ci = (README.parent / ".ci" / "run").read_text()
+    command = re.search(r'pip install -e "\.\[test\]" && (python -m pytest[^\n`]*)', readme).group(1).strip()
+    assert command in ci

@@ -1,0 +1,277 @@
+"""Tests of bdljax.recurrent: LSTM/GRU shapes, variational (time-tied) dropout, every method, forecasting."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bdljax import likelihoods, methods, models, predictive, priors, recurrent
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + jnp.exp(-x))
+
+
+# --------------------------------------------------------------------------
+# Shapes and input handling
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", recurrent.CELLS)
+def test_shapes_for_series_sequences_and_images(cell):
+    gates = {"lstm": 4, "gru": 3}[cell]
+    model = recurrent.rnn(cell, (28, 28, 1), hidden=(6, 5), output_dim=10)
+    params = model.init(jax.random.key(0))
+    layers = params["params"]
+    assert layers[f"{cell}_0"]["input_kernel"].shape == (28, gates * 6)
+    assert layers[f"{cell}_0"]["recurrent_kernel"].shape == (6, gates * 6)
+    assert layers[f"{cell}_1"]["input_kernel"].shape == (6, gates * 5)
+    assert layers["head"]["kernel"].shape == (5, 10)
+    images = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+    assert model.apply(params, images).shape == (3, 10)
+    # Images are read row by row: (B, 28, 28, 1) and (B, 28, 28) give the same logits.
+    np.testing.assert_allclose(model.apply(params, images), model.apply(params, images[..., 0]), rtol=1e-6, atol=1e-6)
+
+    series = recurrent.rnn(cell, (7,), hidden=(4,), output_dim=2, head="sequence")
+    series_params = series.init(jax.random.key(2))
+    assert series.apply(series_params, jnp.ones((5, 7))).shape == (5, 7, 2)
+    assert series.apply(series_params, jnp.ones((5, 7, 1))).shape == (5, 7, 2)
+
+
+def test_lstm_starts_with_forget_bias_and_gru_has_recurrent_bias():
+    lstm_params = recurrent.lstm((5, 2), hidden=(3,), forget_bias=1.0).init(jax.random.key(0))["params"]["lstm_0"]
+    np.testing.assert_array_equal(lstm_params["bias"], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    gru_params = recurrent.gru((5, 2), hidden=(3,)).init(jax.random.key(0))["params"]["gru_0"]
+    assert gru_params["recurrent_bias"].shape == (3,)
+
+
+def test_bad_configurations_and_inputs_fail_loudly():
+    with pytest.raises(ValueError, match="unknown recurrent cell"):
+        recurrent.rnn("rnn", (5, 2))
+    with pytest.raises(ValueError, match="unknown head"):
+        recurrent.lstm((5, 2), head="first")
+    with pytest.raises(ValueError, match="hidden"):
+        recurrent.lstm((5, 2), hidden=())
+    with pytest.raises(ValueError, match="dropout_rate"):
+        recurrent.lstm((5, 2), hidden=(3,)).with_dropout(1.0)
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        recurrent.as_sequences(jnp.ones((2, 3, 4, 5, 6)))
+    model = recurrent.lstm((5, 2), hidden=(3,))
+    with pytest.raises(ValueError, match="do not fit the model"):
+        models.check_input_shape(model, model.init(jax.random.key(0)), np.ones((4, 5, 3)))
+
+
+def reference_lstm(params, x, input_mask, recurrent_mask, fresh_masks_after_step0=None):
+    """Hochreiter & Schmidhuber's LSTM written out step by step in plain jnp, as an independent reference.
+
+    ``fresh_masks_after_step0``: optional key; steps t ≥ 1 then use new masks
+    (naive per-step dropout), the negative control.
+    """
+    layer = params["params"]["lstm_0"]
+    width = layer["recurrent_kernel"].shape[0]
+    h = jnp.zeros((x.shape[0], width))
+    c = jnp.zeros((x.shape[0], width))
+    m_x, m_h = input_mask, recurrent_mask
+    for t in range(x.shape[1]):
+        if fresh_masks_after_step0 is not None and t > 0:
+            key_x, key_h = jax.random.split(jax.random.fold_in(fresh_masks_after_step0, t))
+            m_x = recurrent.variational_mask(key_x, input_mask.shape, 0.5)
+            m_h = recurrent.variational_mask(key_h, recurrent_mask.shape, 0.5)
+        gates = (x[:, t] * m_x) @ layer["input_kernel"] + (h * m_h) @ layer["recurrent_kernel"] + layer["bias"]
+        i, f, g, o = (gates[:, k * width:(k + 1) * width] for k in range(4))
+        c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
+        h = sigmoid(o) * jnp.tanh(c)
+    return h
+
+
+def test_one_mask_per_sequence_applied_at_every_step():
+    """The masks sown by the module, applied at every step by a hand-written LSTM, reproduce its output exactly."""
+    rate, batch, steps, features, width = 0.5, 6, 5, 4, 3
+    module = recurrent.RecurrentNetwork("lstm", (width,), output_dim=2, dropout_rate=rate)
+    x = jax.random.normal(jax.random.key(0), (batch, steps, features))
+    params = module.init(jax.random.key(1), x)
+    out, state = module.apply(params, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["intermediates"])
+    masks = state["intermediates"]
+    (input_mask,), (recurrent_mask,), (output_mask,) = masks["input_mask_0"], masks["recurrent_mask_0"], masks["output_mask"]
+    # No time axis: one mask per example, values 0 or 1/(1 − p).
+    assert input_mask.shape == (batch, features) and recurrent_mask.shape == (batch, width) and output_mask.shape == (batch, width)
+    for mask in (input_mask, recurrent_mask, output_mask):
+        assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, 1.0 / (1.0 - rate)}
+    # Different examples get different masks.
+    assert len({tuple(row) for row in np.asarray(input_mask)}) > 1
+    assert len({tuple(row) for row in np.asarray(recurrent_mask)}) > 1
+
+    head = params["params"]["head"]
+    expected = (reference_lstm(params, x, input_mask, recurrent_mask) * output_mask) @ head["kernel"] + head["bias"]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # Negative control: fresh masks at each step (naive dropout) give another output, so the check can fail.
+    naive = (reference_lstm(params, x, input_mask, recurrent_mask, jax.random.key(9)) * output_mask) @ head["kernel"] + head["bias"]
+    assert np.max(np.abs(np.asarray(naive - out))) > 1e-3
+
+    # Another rng: other masks; evaluation mode: no masks at all.
+    _, other = module.apply(params, x, train=True, rngs={"dropout": jax.random.key(3)}, mutable=["intermediates"])
+    assert not np.array_equal(other["intermediates"]["input_mask_0"][0], input_mask)
+    _, deterministic = module.apply(params, x, train=False, mutable=["intermediates"])
+    assert "intermediates" not in deterministic or not deterministic["intermediates"]
+
+
+@pytest.mark.parametrize("cell", recurrent.CELLS)
+def test_carry_free_network_sees_the_same_mask_at_every_step(cell):
+    """With the recurrence cut (U = 0 and the state-keeping gate closed), step t's output depends only on
+    x_t ∘ m_x. A constant input then gives the same output at every step if and only if the mask is tied
+    over time, while dropout visibly changes the output and differs between examples."""
+    width, steps, features, batch = 5, 6, 3, 8
+    model = recurrent.rnn(cell, (steps, features), hidden=(width,), output_dim=4, head="sequence", dropout_rate=0.5)
+    params = model.init(jax.random.key(0))
+    layer = dict(params["params"][f"{cell}_0"])
+    layer["recurrent_kernel"] = jnp.zeros_like(layer["recurrent_kernel"])
+    closed_gate = slice(width, 2 * width)  # LSTM forget gate f, GRU update gate z: both second
+    layer["bias"] = layer["bias"].at[closed_gate].set(-1e4)
+    params = {"params": {**params["params"], f"{cell}_0": layer}}
+
+    one_step = jax.random.normal(jax.random.key(1), (1, 1, features))
+    x = jnp.broadcast_to(one_step, (batch, steps, features))  # every example, every step: the same input
+    out = model.apply(params, x, rng=jax.random.key(2), train=True)
+    np.testing.assert_allclose(out, jnp.broadcast_to(out[:, :1], out.shape), rtol=1e-5, atol=1e-6)
+    assert np.ptp(np.asarray(out[:, 0]), axis=0).max() > 1e-3  # examples got different masks
+    assert np.max(np.abs(np.asarray(out - model.apply(params, x)))) > 1e-3  # dropout is on
+    # Each MC sample (another rng) draws new masks.
+    again = model.apply(params, x, rng=jax.random.key(3), train=True)
+    assert np.max(np.abs(np.asarray(again - out))) > 1e-3
+
+
+def test_mc_dropout_predictive_draws_fresh_masks_per_sample():
+    model = recurrent.gru((5, 2), hidden=(4,), output_dim=3).with_dropout(0.3)
+    params = model.init(jax.random.key(0))
+    samples = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (4, *leaf.shape)), params)
+    x = jax.random.normal(jax.random.key(1), (7, 5, 2))
+    outputs = predictive.predictive_outputs(model.apply, samples, x, jax.random.key(2), train=True)
+    assert outputs.shape == (4, 7, 3)
+    assert np.ptp(np.asarray(outputs), axis=0).max() > 1e-3
+    deterministic = predictive.predictive_outputs(model.apply, samples, x)
+    np.testing.assert_allclose(deterministic[0], deterministic[3])
+
+
+# --------------------------------------------------------------------------
+# Every registered method on a tiny sequence problem
+# --------------------------------------------------------------------------
+
+# Short settings under the names recipes use; each recipe receives only those it accepts.
+TINY_SETTINGS = {
+    "num_epochs": 2, "batch_size": 16, "num_members": 2, "num_samples": 4, "num_warmup": 4, "num_steps": 4,
+    "num_burnin": 4, "num_chains": 2, "num_burnin_epochs": 1, "thinning": 1, "learning_rate": 1e-2,
+    "dropout_rate": 0.2,
+}
+FULL_BATCH_SAMPLERS = {"hmc", "nuts"}
+
+
+def available_methods():
+    """Registered methods whose module exists yet; others are skipped by name, not silently dropped."""
+    params = []
+    for name in methods.names():
+        module_name = methods.RECIPES[name].split(":")[0]
+        try:
+            importlib.import_module(module_name)
+            marks = [pytest.mark.slow] if name in FULL_BATCH_SAMPLERS else []
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            marks = [pytest.mark.skip(reason=f"{module_name} is not written yet")]
+        params.append(pytest.param(name, marks=marks))
+    return params
+
+
+@pytest.fixture(scope="module")
+def tiny_sequence_problem():
+    """Label = sign of the first feature summed over time: a signal only a recurrence can collect."""
+    x = jax.random.normal(jax.random.key(0), (48, 5, 2)).astype(jnp.float32)
+    y = (jnp.sum(x[:, :, 0], axis=1) > 0).astype(jnp.int32)
+    model = recurrent.lstm((5, 2), hidden=(4,), output_dim=2)
+    return methods.Problem(model, likelihoods.categorical(), priors.gaussian(priors.fan_in_scales(1.0)), np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_every_method_fits_a_recurrent_network(name, tiny_sequence_problem):
+    accepted = methods.hyperparameters(name)
+    settings = {key: value for key, value in TINY_SETTINGS.items() if key in accepted}
+    fitted = methods.run(name, tiny_sequence_problem, jax.random.key(1), **settings)
+    outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, tiny_sequence_problem.x_train[:10], jax.random.key(2))
+    assert outputs.shape[1:] == (10, 2)
+    assert np.all(np.isfinite(np.asarray(outputs)))
+    assert fitted.history, "the recipe returned no training history"
+
+
+# --------------------------------------------------------------------------
+# Autoregressive multi-step forecasts against a closed form
+# --------------------------------------------------------------------------
+
+
+def ar1_model(trace_counter=None):
+    """z_{t+1} ~ N(φ z_t, σ²) as a bdljax model on (N, T) windows; counts traces when asked."""
+
+    def apply(params, windows, rng=None, train=False):
+        if trace_counter is not None:
+            trace_counter.append(1)
+        return params["phi"] * windows[:, -1:]
+
+    return apply
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_autoregressive_forecast_matches_the_ar1_closed_form(seed):
+    """For z_{t+h} | z_t under AR(1): mean φ^h z_t, variance σ² Σ_{k<h} φ^{2k}; one law per posterior sample."""
+    sigma, horizon, paths = 0.5, 4, 4000
+    phis = jnp.asarray([0.9, -0.5])
+    windows = jnp.asarray([[0.3, 2.0], [1.0, -1.0]])  # the last value, z_t = 2 and -1, is what AR(1) reads
+    forecast = recurrent.autoregressive_forecast(
+        ar1_model(), likelihoods.gaussian(sigma), {"phi": phis}, windows, jax.random.key(seed),
+        horizon=horizon, paths_per_sample=paths)
+    assert forecast.draws.shape == (2 * paths, 2, horizon)
+    draws = np.asarray(forecast.draws).reshape(2, paths, 2, horizon)  # sample-major
+    for s, phi in enumerate(np.asarray(phis)):
+        for h in range(1, horizon + 1):
+            mean = phi**h * np.asarray(windows[:, -1])
+            var = sigma**2 * sum(phi ** (2 * k) for k in range(h))
+            sample = draws[s, :, :, h - 1]
+            # 5 Monte Carlo standard errors: the mean's √(var/M), the variance's var·√(2/(M−1)).
+            np.testing.assert_array_less(np.abs(sample.mean(axis=0) - mean), 5 * np.sqrt(var / paths))
+            np.testing.assert_array_less(np.abs(sample.var(axis=0, ddof=1) - var), 5 * var * np.sqrt(2 / (paths - 1)))
+    # Each step's Gaussian is the model's on the fed-back window (Rao–Blackwellised means).
+    means = np.asarray(forecast.means).reshape(2, paths, 2, horizon)
+    np.testing.assert_allclose(means[..., 1:], np.asarray(phis)[:, None, None, None] * draws[..., :-1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(forecast.scales, sigma)
+
+
+def test_forecast_keeps_one_weight_draw_per_trajectory_and_compiles_once():
+    """A stochastic forward pass (MC dropout) gets the same rng at every step of a trajectory."""
+    traces = []
+
+    def apply(params, windows, rng=None, train=False):
+        traces.append(1)
+        offset = jax.random.normal(rng, ())  # stands in for a dropout mask: a function of the rng only
+        return (params["phi"] * windows[:, -1] + offset)[:, None]
+
+    likelihood = likelihoods.gaussian(0.1)
+    windows = jnp.asarray([[0.0, 1.0]])
+    run = lambda phi, key: recurrent.autoregressive_forecast(  # noqa: E731
+        apply, likelihood, {"phi": phi}, windows, key, horizon=5, paths_per_sample=3, train=True)
+    forecast = run(jnp.asarray([0.5, 0.5, 0.5]), jax.random.key(0))
+    offsets = np.asarray(forecast.means[..., 1:] - 0.5 * forecast.draws[..., :-1])  # (P, 1, 4)
+    np.testing.assert_allclose(offsets, offsets[..., :1] * np.ones_like(offsets), atol=1e-5)  # constant along a path
+    per_sample = offsets[:, 0, 0].reshape(3, 3)
+    np.testing.assert_allclose(per_sample, per_sample[:, :1] * np.ones_like(per_sample), atol=1e-5)  # shared by its paths
+    assert np.ptp(per_sample[:, 0]) > 1e-3  # and different between posterior samples
+    traced = len(traces)
+    run(jnp.asarray([0.1, 0.2, 0.3]), jax.random.key(1))  # new values, same configuration: no new trace
+    assert len(traces) == traced
+
+
+def test_forecast_rejects_classification_likelihoods_and_multivariate_windows():
+    with pytest.raises(ValueError, match="regression likelihood"):
+        recurrent.autoregressive_forecast(ar1_model(), likelihoods.categorical(), {"phi": jnp.ones(1)},
+                                          jnp.ones((2, 3)), jax.random.key(0), horizon=2)
+    with pytest.raises(ValueError, match="univariate"):
+        recurrent.autoregressive_forecast(ar1_model(), likelihoods.gaussian(1.0), {"phi": jnp.ones(1)},
+                                          jnp.ones((2, 3, 1)), jax.random.key(0), horizon=2)
