@@ -33,9 +33,10 @@ into the draws silently), step size and trajectory length;
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import blackjax.diagnostics as bjd
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -56,14 +57,28 @@ def _traces(draws) -> jnp.ndarray:
     return draws
 
 
+@jax.jit
+def _rhat_and_ess_bulk(draws):
+    # One compiled program per trace shape: BlackJAX's diagnostics run op by op otherwise, and their
+    # sorting-based rank normalisation then costs seconds of dispatch per call.
+    return bjd.rhat(draws, chain_axis=0, sample_axis=1), bjd.ess_bulk(draws, chain_axis=0, sample_axis=1)
+
+
+@jax.jit
+def _split_ess(draws):
+    half = draws.shape[1] // 2
+    split = jnp.concatenate([draws[:, :half], draws[:, half:2 * half]], axis=0)
+    return bjd.effective_sample_size(split, chain_axis=0, sample_axis=1)
+
+
 def rhat(draws) -> np.ndarray:
     """Rank-normalised split-R̂ (Vehtari et al. 2021) of ``draws`` ``(C, S, ...)``: shape ``(...)``."""
-    return np.asarray(bjd.rhat(_traces(draws), chain_axis=0, sample_axis=1))
+    return np.asarray(_rhat_and_ess_bulk(_traces(draws))[0])
 
 
 def ess_bulk(draws) -> np.ndarray:
     """Bulk effective sample size (Vehtari et al. 2021) of ``draws`` ``(C, S, ...)``: shape ``(...)``."""
-    return np.asarray(bjd.ess_bulk(_traces(draws), chain_axis=0, sample_axis=1))
+    return np.asarray(_rhat_and_ess_bulk(_traces(draws))[1])
 
 
 def effective_sample_size(draws) -> np.ndarray:
@@ -72,10 +87,7 @@ def effective_sample_size(draws) -> np.ndarray:
     Chains are split in half first (Gelman et al., BDA3 §11.5), so a slow
     drift within one chain lowers the ESS as a between-chain difference would.
     """
-    draws = _traces(draws)
-    half = draws.shape[1] // 2
-    split = jnp.concatenate([draws[:, :half], draws[:, half:2 * half]], axis=0)
-    return np.asarray(bjd.effective_sample_size(split, chain_axis=0, sample_axis=1))
+    return np.asarray(_split_ess(_traces(draws)))
 
 
 def monte_carlo_standard_error(draws) -> np.ndarray:
@@ -98,24 +110,47 @@ def summarise(traces: Mapping[str, Any]) -> Dict[str, float]:
       constant over every draw (an ESS of 0 and an undefined R̂) are skipped:
       they carry no information about mixing.
     """
+    groups = {name: np.asarray(values, dtype=np.float32) for name, values in traces.items()}
+    groups = {name: values.reshape(values.shape[:2] + (-1,)) for name, values in groups.items()}
+    # All groups in one array: one compiled diagnostic per run instead of one per group.
+    joined = np.concatenate(list(groups.values()), axis=-1)
+    all_rhat, all_ess = (np.asarray(v) for v in _rhat_and_ess_bulk(_traces(joined)))
+    varies = np.ptp(joined.reshape(-1, joined.shape[-1]), axis=0) > 0
     summary: Dict[str, float] = {}
-    worst_rhat, least_ess = [], []
-    for name, values in traces.items():
-        values = np.asarray(values, dtype=np.float64)
-        values = values.reshape(values.shape[:2] + (-1,))
-        varies = np.ptp(values.reshape(-1, values.shape[-1]), axis=0) > 0
-        if not varies.any():
+    offset = 0
+    for name, values in groups.items():
+        columns = slice(offset, offset + values.shape[-1])
+        offset += values.shape[-1]
+        mask = varies[columns]
+        if not mask.any():
             summary[f"rhat_{name}"], summary[f"ess_{name}"] = float("nan"), 0.0
             continue
-        group_rhat = rhat(values[..., varies])
-        group_ess = ess_bulk(values[..., varies])
-        summary[f"rhat_{name}"] = float(np.max(group_rhat))
-        summary[f"ess_{name}"] = float(np.min(group_ess))
-        worst_rhat.append(summary[f"rhat_{name}"])
-        least_ess.append(summary[f"ess_{name}"])
-    summary["rhat_max"] = float(max(worst_rhat)) if worst_rhat else float("nan")
-    summary["ess_min"] = float(min(least_ess)) if least_ess else 0.0
+        summary[f"rhat_{name}"] = float(np.max(all_rhat[columns][mask]))
+        summary[f"ess_{name}"] = float(np.min(all_ess[columns][mask]))
+    informative = varies.any() and np.isfinite(all_rhat[varies]).any()
+    summary["rhat_max"] = float(np.nanmax(all_rhat[varies])) if informative else float("nan")
+    summary["ess_min"] = float(np.min(all_ess[varies])) if varies.any() else 0.0
     return summary
+
+
+def draw_summaries(apply: Optional[Callable], likelihood, params, points) -> Dict[str, jax.Array]:
+    """Permutation-invariant quantities of one draw, for R̂ and ESS (jit-able).
+
+    ``param_norms``: the L2 norm of every parameter leaf (unchanged when hidden
+    units are permuted). ``predictions`` (when ``points`` is given): the
+    predictive mean at each point for regression, class probabilities for
+    classification, the raw output otherwise — flattened.
+    """
+    norms = jnp.stack([jnp.sqrt(jnp.sum(jnp.square(leaf.astype(jnp.float32)))) for leaf in jax.tree.leaves(params)])
+    summaries = {"param_norms": norms}
+    if points is not None:
+        output = apply(params, points)
+        if likelihood is not None and likelihood.kind == "regression":
+            output = likelihood.mean_and_scale(output)[0]
+        elif likelihood is not None:
+            output = likelihood.probabilities(output)
+        summaries["predictions"] = output.reshape(-1)
+    return summaries
 
 
 def sampler_summary(acceptance_rate, is_divergent, step_size, num_integration_steps,

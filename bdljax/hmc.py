@@ -76,7 +76,7 @@ Params = Any
 
 ALGORITHMS = ("hmc", "nuts")
 
-# (phase, chunk length) -> number of times a chunk function was traced; the
+# (transform, phase, chunk length) -> number of times a chunk function was traced; the
 # tests assert one trace per chunk size for a whole run.
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
@@ -246,8 +246,11 @@ def sampler(
         draws = None
         if num_kept:
             draws = jax.tree.map(lambda p: jnp.broadcast_to(p, (num_kept, *p.shape)), params)
-        return HMCState(chain, jnp.asarray(eps, dtype), inverse_mass_matrix, warmup, jnp.zeros((), jnp.int32), draws,
-                        jnp.zeros((), jnp.int32))
+        state = HMCState(chain, jnp.asarray(eps, dtype), inverse_mass_matrix, warmup, jnp.zeros((), jnp.int32), draws,
+                         jnp.zeros((), jnp.int32))
+        # Strong dtypes throughout: a weakly typed leaf (dual averaging starts from Python floats) would turn
+        # strong after one update and make every chunk after the first retrace.
+        return jax.tree.map(_strongly_typed, state)
 
     def adapted(state: HMCState, chain, acceptance_rate):
         """Stan's window adaptation after transition ``state.step`` (a no-op after warm-up)."""
@@ -330,6 +333,11 @@ def build(log_posterior: LogPosterior, data: Tuple[Any, Any], **settings) -> Tra
     return sampler(log_posterior, data, **settings).transform
 
 
+def _strongly_typed(leaf):
+    leaf = jnp.asarray(leaf)
+    return jnp.asarray(leaf, leaf.dtype)
+
+
 def _select(condition, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
@@ -387,25 +395,11 @@ def _warmup_chunk_fn(transform: Transform, length: int):
     step_chains = jax.vmap(transform.update, in_axes=(0, None, 0))
 
     def chunk(states, run_keys, start):
-        TRACE_COUNTS[("warmup", length)] += 1
+        TRACE_COUNTS[(transform, "warmup", length)] += 1
         keys = _transition_keys(run_keys, start, length)
         return jax.lax.scan(lambda s, k: step_chains(s, None, k), states, keys)
 
     return jax.jit(chunk)
-
-
-def _summaries(apply, likelihood, position, points):
-    """Permutation-invariant quantities traced per draw: leaf norms and predictions at a few points."""
-    norms = jnp.stack([jnp.sqrt(jnp.sum(jnp.square(leaf.astype(jnp.float32)))) for leaf in jax.tree.leaves(position)])
-    out = {"param_norms": norms}
-    if points is not None:
-        output = apply(position, points)
-        if likelihood is not None and likelihood.kind == "regression":
-            output = likelihood.mean_and_scale(output)[0]
-        elif likelihood is not None:
-            output = likelihood.probabilities(output)
-        out["predictions"] = output.reshape(-1)
-    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -414,7 +408,7 @@ def _draws_chunk_fn(transform: Transform, length: int, thinning: int, keep_sampl
     step_chains = jax.vmap(transform.update, in_axes=(0, None, 0))
 
     def chunk(states, run_keys, start, running, points, x_pred, y_pred):
-        TRACE_COUNTS[("draws", length)] += 1
+        TRACE_COUNTS[(transform, "draws", length)] += 1
         keys = _transition_keys(run_keys, start, length, thinning)
 
         def one_draw(carry, draw_keys):
@@ -425,10 +419,7 @@ def _draws_chunk_fn(transform: Transform, length: int, thinning: int, keep_sampl
                 states, infos = step_chains(states, None, draw_keys)
             position = jax.tree.map(lambda p: p.astype(sample_dtype), states.chain.position)
             emitted = {"log_density": states.chain.logdensity}
-            if apply is not None:
-                emitted.update(jax.vmap(lambda p: _summaries(apply, likelihood, p, points))(position))
-            else:
-                emitted.update(jax.vmap(lambda p: _summaries(None, None, p, None))(position))
+            emitted.update(jax.vmap(lambda p: diag.draw_summaries(apply, likelihood, p, points))(position))
             if keep_samples:
                 emitted["position"] = position
             if running is not None:

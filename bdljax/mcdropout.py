@@ -407,7 +407,8 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
         # No Flax Dropout: a deterministic network (p = 0), whose one "sample" is its parameters, or dropout
         # written by hand (bdljax.recurrent), which only the network itself can draw: tell them apart by running
         # the training mode with two keys.
-        first, second = (apply(params, example, rng=jax.random.key(seed), train=True) for seed in (1, 2))
+        training_mode = jax.jit(lambda p, x, key: apply(p, x, rng=key, train=True))
+        first, second = (training_mode(params, example, jax.random.key(seed)) for seed in (1, 2))
         if bool(jnp.all(first == second)):
             return DropoutStructure(**base, form="weight_sample")
         return DropoutStructure(**base, form="per_point", reason="no nn.Dropout layer but a stochastic training "
@@ -418,9 +419,13 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
                                 reason=f"Dropout call(s) {unfolded} do not feed a Dense layer with (B, D) inputs")
     structure = DropoutStructure(**base, form="weight_sample")
     key = jax.random.key(0) if check_key is None else check_key
-    sample = MCDropoutSample(params, key)
-    folded_output = apply(weight_sample(params, key, structure, rate=0.5), example)
-    masked_output = shared_mask_apply(apply, structure, rate=0.5)(sample, example)
+
+    @jax.jit
+    def both_forms(p, x, key):
+        folded = apply(weight_sample(p, key, structure, rate=0.5), x)
+        return folded, shared_mask_apply(apply, structure, rate=0.5)(MCDropoutSample(p, key), x)
+
+    folded_output, masked_output = both_forms(params, example, key)
     scale = float(jnp.max(jnp.abs(masked_output))) + 1e-6
     if not float(jnp.max(jnp.abs(folded_output - masked_output))) <= 1e-4 * scale:
         return structure._replace(form="shared_mask", reason="the folded kernels do not reproduce the shared-mask "

@@ -150,10 +150,20 @@ def variational_scales(state: MFVIState, scale_transform: str = "softplus") -> P
 
 
 def gaussian_noise(key: jax.Array, like: Params) -> Params:
-    """Independent standard normal draws shaped like every leaf of ``like``."""
+    """Independent standard normal draws shaped like every leaf of ``like``.
+
+    One draw of the total size, cut into leaves: a single random-number
+    kernel however many leaves the network has (per-leaf draws multiply
+    compile time).
+    """
     leaves, treedef = jax.tree.flatten(like)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(treedef, [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)])
+    dtype = jnp.result_type(*leaves)
+    flat = jax.random.normal(key, (sum(leaf.size for leaf in leaves),), dtype)
+    noise, start = [], 0
+    for leaf in leaves:
+        noise.append(flat[start:start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
+        start += leaf.size
+    return jax.tree.unflatten(treedef, noise)
 
 
 def reparameterize(key: jax.Array, mean: Params, scale: Params) -> Params:
@@ -328,7 +338,7 @@ def build(
             select_tree(finite, opt_state, state.opt_state),
             state.num_nonfinite + jnp.where(finite, 0, 1).astype(jnp.int32),
         )
-        return new_state, MFVIInfo(elbo, terms.expected_log_likelihood, terms.kl, optax.global_norm(grads))
+        return new_state, MFVIInfo(elbo, terms.expected_log_likelihood, terms.kl, optax.tree.norm(grads))
 
     def sample(state: MFVIState, key, num_samples: int = 1):
         scale = jax.tree.map(forward, state.raw_scale)

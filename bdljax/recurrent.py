@@ -52,6 +52,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bdljax import predictive
 from bdljax.likelihoods import Likelihood
 from bdljax.models import Apply, Model, from_flax
 
@@ -318,7 +319,7 @@ def autoregressive_forecast(apply: Apply, likelihood: Likelihood, samples: Param
         raise ValueError(f"autoregressive_forecast needs a regression likelihood, got {likelihood.name!r}")
     if windows.ndim != 2:
         raise ValueError(f"windows must be (N, T) values of a univariate series, got shape {windows.shape}")
-    num_samples = jax.tree.leaves(samples)[0].shape[0]
+    num_samples = predictive.num_samples_of(samples)
     sample_keys = jax.random.split(key, num_samples)
 
     def one_path(params, apply_key, noise_key):

@@ -92,6 +92,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -105,7 +106,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import data, likelihoods, methods, models, predictive, priors, train
+from bdljax import data, likelihoods, methods, metrics, models, predictive, priors, train
 from bdljax.logging import RunLogger, default_run_dir, to_json
 
 # ----------------------------------------------------------------------------- protocols
@@ -275,14 +276,23 @@ def grid_points(resolved: ResolvedProtocol) -> List[Dict[str, Any]]:
 
 
 def build_model(protocol: Protocol, input_dim: int, n_hidden: int) -> models.Model:
-    """The MLP D → n_hidden → output (ReLU) with the protocol's output head."""
-    if protocol.likelihood == "learned_noise":
+    """The MLP D → n_hidden → output (ReLU) with the protocol's output head.
+
+    Cached: every grid point and split shares one model object, hence one ``apply``
+    (a static argument of the compiled predictive) and no model built inside a trace.
+    """
+    return _build_model(protocol.likelihood, int(input_dim), int(n_hidden))
+
+
+@functools.lru_cache(maxsize=None)
+def _build_model(likelihood: str, input_dim: int, n_hidden: int) -> models.Model:
+    if likelihood == "learned_noise":
         return models.with_learned_noise(models.mlp((input_dim,), (n_hidden,), 1))
-    if protocol.likelihood == "heteroscedastic":
+    if likelihood == "heteroscedastic":
         return models.mlp((input_dim,), (n_hidden,), 2)
-    if protocol.likelihood == "tau":
+    if likelihood == "tau":
         return models.mlp((input_dim,), (n_hidden,), 1)
-    raise ValueError(f"unknown protocol likelihood {protocol.likelihood!r}; choose one of {LIKELIHOODS}")
+    raise ValueError(f"unknown protocol likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
 
 
 def training_likelihood(protocol: Protocol, config: Mapping[str, Any]) -> likelihoods.Likelihood:
@@ -290,11 +300,27 @@ def training_likelihood(protocol: Protocol, config: Mapping[str, Any]) -> likeli
 
     For ``"tau"`` this is precision τ on the standardised targets: Gal's training
     objective (see the module docstring). It depends on no split statistic, so
-    one compiled program serves every split.
+    one compiled program serves every split (τ may be a traced value).
     """
     if protocol.likelihood in ("learned_noise", "heteroscedastic"):
         return likelihoods.heteroscedastic_gaussian()
-    return likelihoods.gaussian(1.0 / math.sqrt(_positive(config, "tau")))
+    return fixed_noise_gaussian(1.0 / jnp.sqrt(_positive(config, "tau")))
+
+
+def fixed_noise_gaussian(scale) -> likelihoods.Likelihood:
+    """``likelihoods.gaussian(scale)`` for a scale that may be a traced value (that one checks ``scale > 0``
+    on the host, which a tracer cannot answer; the caller has checked it)."""
+    reference = likelihoods.gaussian(1.0)  # its target checks depend on shapes only
+
+    def mean_and_scale(output):
+        mean = output[..., 0] if output.ndim > 1 and output.shape[-1] == 1 else output
+        return mean, jnp.broadcast_to(jnp.asarray(scale, mean.dtype), mean.shape)
+
+    def log_prob(output, y):
+        mean, sigma = mean_and_scale(output)
+        return -0.5 * jnp.square((y - mean) / sigma) - jnp.log(sigma) - 0.5 * likelihoods.LOG_2PI
+
+    return likelihoods.Likelihood("gaussian", "regression", log_prob, reference.check_targets, mean_and_scale)
 
 
 def evaluation_likelihood(protocol: Protocol, config: Mapping[str, Any], y_std: float) -> likelihoods.Likelihood:
@@ -305,7 +331,7 @@ def evaluation_likelihood(protocol: Protocol, config: Mapping[str, Any], y_std: 
     standardised, i.e. τ^{-1/2} once mapped back.
     """
     if protocol.likelihood == "tau":
-        return likelihoods.gaussian(1.0 / (math.sqrt(_positive(config, "tau")) * y_std))
+        return likelihoods.gaussian(1.0 / (math.sqrt(float(config["tau"])) * y_std))
     return training_likelihood(protocol, config)
 
 
@@ -314,7 +340,8 @@ def build_prior(protocol: Protocol, config: Mapping[str, Any]) -> priors.Prior:
     λ = l²(1 − p)/(2Nτ) on the mean loss is the prior N(0, 2/(l²(1 − p))) on kernels
     for a likelihood of precision τ (biases unregularised)."""
     if protocol.prior == "isotropic":
-        return priors.gaussian(_positive(config, "prior_scale"))
+        scale = _positive(config, "prior_scale")  # a function of the leaf, so that the scale may be traced
+        return priors.gaussian(lambda path, leaf: scale)
     if protocol.prior == "dropout_length_scale":
         length_scale = _positive(config, "prior_length_scale")
         keep = 1.0 - float(config.get("dropout_rate", 0.0))
@@ -323,10 +350,14 @@ def build_prior(protocol: Protocol, config: Mapping[str, Any]) -> priors.Prior:
     raise ValueError(f"unknown protocol prior {protocol.prior!r}; choose one of {PRIORS}")
 
 
-def _positive(config: Mapping[str, Any], key: str) -> float:
+def _positive(config: Mapping[str, Any], key: str):
+    """``config[key]``, checked positive when it is a concrete number (traced values were checked on the host)."""
     if key not in config:
         raise ValueError(f"the protocol needs a value for {key!r}; give it with --set METHOD.{key}=VALUE")
-    value = float(config[key])
+    value = config[key]
+    if isinstance(value, jax.core.Tracer):
+        return value
+    value = float(value)
     if not value > 0:
         raise ValueError(f"{key} must be positive, got {value}")
     return value
@@ -410,81 +441,112 @@ def capture_fit_plan(name: str, problem: methods.Problem, key: jax.Array, hyperp
     return None, None, "the recipe calls fit_transform more than once or changes its result"
 
 
-def _stack(trees):
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def _take(tree, index):
     return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def fit_plans_batched(plans: Sequence[FitPlan], chunk: int = 0) -> List[methods.Fitted]:
-    """Train the splits' plans as one vmapped program (``chunk`` splits per call; 0 = all).
+class Run(NamedTuple):
+    """One training run: a configuration, standardised training data and the recipe's key."""
 
-    The transform of the first plan serves every split: the problems differ only in
-    their data, which reach ``update`` through the batch. Keys are exactly those
-    ``fit_transform`` would use (init, fit, sample = split(key, 3); epoch e uses
-    fold_in(fit key, e)), so the result equals running the recipe split by split
-    (tested). ``chunk = 1`` is a Python loop over splits through the same compiled program.
+    config: Dict[str, Any]
+    x: np.ndarray
+    y: np.ndarray
+    key: jax.Array
+
+
+class _NotBatchable(Exception):
+    pass
+
+
+def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, runs: Sequence[Run],
+                     plan: FitPlan, traced_keys: Sequence[str], chunk: int = 0) -> List[methods.Fitted]:
+    """Train ``runs`` (splits, or grid points × splits) as one vmapped program.
+
+    The runs share every configuration value except ``traced_keys`` (problem-level
+    floats such as the prior scale), which enter the program as a batched input:
+    inside the trace the problem is rebuilt from them and the recipe is re-run with
+    ``fit_transform`` intercepted, so its transform closes over traced values and
+    one compilation serves every grid point and split. Keys are exactly those
+    ``fit_transform`` uses (init, fit, sample = split(key, 3); epoch e uses
+    fold_in(fit key, e)), so each run equals ``methods.run`` on its own (tested).
+    ``chunk`` runs per call (0: all; 1: a Python loop through the same program).
     """
-    first = plans[0]
-    method = first.method
-    num_points = int(np.shape(first.x)[0])
-    batch_size = num_points if first.batch_size is None else int(first.batch_size)
-    for plan in plans:
-        same = (plan.num_epochs, plan.batch_size, plan.num_samples, np.shape(plan.x), np.shape(plan.y)) == (
-            first.num_epochs, first.batch_size, first.num_samples, np.shape(first.x), np.shape(first.y))
-        if not same:
-            raise ValueError("splits to be batched must share epochs, batch size, samples and data shapes")
-        train.check_training_data(method, plan.x, plan.y, batch_size)
-    chunk = len(plans) if chunk <= 0 else min(chunk, len(plans))
+    num_points = int(np.shape(plan.x)[0])
+    batch_size = num_points if plan.batch_size is None else int(plan.batch_size)
+    for run in runs:
+        if np.shape(run.x) != np.shape(plan.x) or np.shape(run.y) != np.shape(plan.y):
+            raise ValueError("runs batched together must have training data of one shape")
+        train.check_training_data(plan.method, run.x, run.y, batch_size)
+    static = {k: v for k, v in runs[0].config.items() if k not in traced_keys}
+    hyper = recipe_hyperparameters(name, static)
+    x0, y0 = np.asarray(runs[0].x), np.asarray(runs[0].y)
+    any_key = jax.random.key(0)
 
-    keys = jnp.stack([jax.random.split(plan.key, 3) for plan in plans])  # (splits, 3)
-    init_keys, fit_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
-    if all(callable(plan.init_params) for plan in plans):
-        init_params = first.init_params
-        init = jax.jit(jax.vmap(lambda k: method.init(k, init_params)))
-        init_args = lambda s: (init_keys[s],)  # noqa: E731
-    else:
-        stacked_params = _stack([plan.init_params for plan in plans])
-        init = jax.jit(jax.vmap(method.init))
-        init_args = lambda s: (init_keys[s], _take(stacked_params, s))  # noqa: E731
-    epoch = jax.jit(jax.vmap(train.build_epoch(method, batch_size, num_points)))
-    sample = jax.jit(jax.vmap(lambda state, key: method.sample(state, key, first.num_samples)))
-    xs = jnp.stack([jnp.asarray(plan.x) for plan in plans])
-    ys = jnp.stack([jnp.asarray(plan.y) for plan in plans])
+    def plan_for(values, key):
+        problem = build_problem(protocol, {**static, **values}, dataset, x0, y0)
+        traced_plan, _, reason = capture_fit_plan(name, problem, key, hyper)
+        if traced_plan is None:
+            raise _NotBatchable(reason)
+        return traced_plan
+
+    def init_one(values, key):
+        traced_plan = plan_for(values, key)
+        init_key, fit_key, sample_key = jax.random.split(traced_plan.key, 3)
+        return traced_plan.method.init(init_key, traced_plan.init_params), fit_key, sample_key
+
+    def epoch_one(values, state, x, y, key):
+        return train.build_epoch(plan_for(values, any_key).method, batch_size, num_points)(state, x, y, key)
+
+    def sample_one(values, state, key):
+        return plan_for(values, any_key).method.sample(state, key, plan.num_samples)
+
+    init, epoch, sample = (jax.jit(jax.vmap(f)) for f in (init_one, epoch_one, sample_one))
+    values = {k: jnp.asarray([float(run.config[k]) for run in runs], jnp.float32) for k in traced_keys}
+    keys = jnp.stack([run.key for run in runs])
+    xs = jnp.stack([jnp.asarray(run.x) for run in runs])
+    ys = jnp.stack([jnp.asarray(run.y) for run in runs])
+    chunk = len(runs) if chunk <= 0 else min(chunk, len(runs))
 
     fitted: List[methods.Fitted] = []
-    for start in range(0, len(plans), chunk):
-        part = slice(start, start + chunk)
-        states = init(*init_args(part))
+    for start in range(0, len(runs), chunk):
+        part = slice(start, min(start + chunk, len(runs)))
+        part_values = {k: v[part] for k, v in values.items()}
+        states, fit_keys, sample_keys = init(part_values, keys[part])
         infos = []
-        for e in range(1, first.num_epochs + 1):
-            epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(fit_keys[part], e)
-            states, info = epoch(states, xs[part], ys[part], epoch_keys)
+        for e in range(1, plan.num_epochs + 1):
+            epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(fit_keys, e)
+            states, info = epoch(part_values, states, xs[part], ys[part], epoch_keys)
             infos.append(info)  # stays on the device: no host round trip per epoch
-        samples = sample(states, sample_keys[part])
+        samples = sample(part_values, states, sample_keys)
         infos = jax.device_get(infos)
-        for i in range(min(chunk, len(plans) - start)):
+        for i in range(part.stop - part.start):
             history = [{"epoch": e + 1, "split": "train", **train.summarise_infos(_take(info, i))}
                        for e, info in enumerate(infos)]
             state = _take(states, i)
             nonfinite = getattr(state, "num_nonfinite", None)
             diagnostics = {} if nonfinite is None else {"nonfinite_steps": int(np.sum(np.asarray(nonfinite)))}
-            fitted.append(methods.Fitted(_take(samples, i), first.apply, history, diagnostics, state))
+            fitted.append(methods.Fitted(_take(samples, i), plan.apply, history, diagnostics, state))
     return fitted
 
 
 # ----------------------------------------------------------------------------- evaluation
 
-_evaluate = jax.jit(predictive.evaluate, static_argnums=0)
+# Compiled once per (samples, points) shape; the likelihood is applied outside, so a new
+# likelihood object (one per grid point, or per split for τ in original units) never recompiles it.
+_regression_metrics = jax.jit(metrics.regression_metrics)
 
 
 def evaluate(fitted: methods.Fitted, likelihood: likelihoods.Likelihood, x, y, y_mean: float, y_std: float,
              sample_chunk: int = 256) -> Dict[str, float]:
-    """RMSE, test log-likelihood and coverage in original units, plus the fit's scalar diagnostics."""
+    """RMSE, test log-likelihood and coverage in original units, plus the fit's scalar diagnostics.
+
+    Same numbers as :func:`bdljax.predictive.evaluate`: per-sample means and scales
+    of the predictive mixture, mapped back to original units (μ·y_std + y_mean, σ·y_std).
+    """
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, jnp.asarray(x), sample_chunk=sample_chunk)
-    scores = {k: float(v) for k, v in _evaluate(likelihood, outputs, jnp.asarray(y), y_mean=y_mean, y_std=y_std).items()}
+    means, scales = predictive.regression_moments(likelihood, outputs)
+    y = jnp.asarray(y)
+    scores = {k: float(v) for k, v in _regression_metrics(means * y_std + y_mean, scales * y_std, y * y_std + y_mean).items()}
     scores["num_samples"] = int(outputs.shape[0])
     scores.update(scalar_diagnostics(fitted.diagnostics))
     return scores
@@ -542,38 +604,78 @@ def method_key(seed: int, name: str) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
+# Problem-level keys that may enter a compiled program as traced values (see fit_runs_batched).
+TRACEABLE_KEYS = ("prior_scale", "tau")
+
+
 class Runner:
-    """Fits one method on a set of splits, batched over the split axis when the recipe allows."""
+    """Fits one method on many runs, batched over runs (splits × grid points) when the recipe allows.
+
+    Runs are grouped by their configuration without the traceable keys; each group
+    is one compiled program. When a recipe cannot take a traced value (it converts
+    it to a Python float, say), its groups fall back to one program per
+    configuration; when the recipe does not train through ``fit_transform``, every
+    run goes through ``methods.run``.
+    """
 
     def __init__(self, name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, mode: str, chunk: int,
                  log: Callable[[str], None]):
         self.name, self.resolved, self.dataset = name, resolved, dataset
         self.mode, self.chunk, self.log = mode, chunk, log
         self.batched = mode != "recipe"
+        self.traceable = True
         self.reason = "--split-mode recipe" if mode == "recipe" else None
+        self.compiled_groups = 0
 
-    def fit(self, config: Mapping[str, Any], parts: Sequence[Tuple[Any, Any]], keys: Sequence[jax.Array]):
-        """Fit ``config`` on each ``(x, y)`` of ``parts``; returns one Fitted per part."""
-        protocol = self.resolved.protocol
-        problems = [build_problem(protocol, config, self.dataset, x, y) for x, y in parts]
-        hyper = recipe_hyperparameters(self.name, config)
-        fitted: List[Optional[methods.Fitted]] = [None] * len(parts)
+    def fit(self, runs: Sequence[Run]) -> List[methods.Fitted]:
+        fitted: List[Optional[methods.Fitted]] = [None] * len(runs)
         if self.batched:
-            plans = []
-            for i, (problem, key) in enumerate(zip(problems, keys)):
-                plan, result, reason = capture_fit_plan(self.name, problem, key, hyper)
-                if plan is None:
-                    self.batched, self.reason = False, reason
-                    self.log(f"  {self.name}: splits run one by one: {reason}")
-                    fitted[i] = result
+            groups: Dict[str, List[int]] = {}
+            for i, run in enumerate(runs):
+                static = {k: v for k, v in run.config.items() if not (self.traceable and k in TRACEABLE_KEYS)}
+                groups.setdefault(json.dumps(to_json(static), sort_keys=True), []).append(i)
+            for members in groups.values():
+                results = self._fit_group([runs[i] for i in members])
+                if results is None:
                     break
-                plans.append(plan)
-            if self.batched:
-                return fit_plans_batched(plans, 1 if self.mode == "loop" else self.chunk)
-        for i, (problem, key) in enumerate(zip(problems, keys)):
+                for i, result in zip(members, results):
+                    fitted[i] = result
+        for i, run in enumerate(runs):
             if fitted[i] is None:
-                fitted[i] = methods.run(self.name, problem, key, **hyper)
+                problem = build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y)
+                fitted[i] = methods.run(self.name, problem, run.key, **recipe_hyperparameters(self.name, run.config))
         return fitted
+
+    def _fit_group(self, runs: Sequence[Run]) -> Optional[List[methods.Fitted]]:
+        first = runs[0]
+        problem = build_problem(self.resolved.protocol, first.config, self.dataset, first.x, first.y)
+        plan, _, reason = capture_fit_plan(self.name, problem, first.key,
+                                           recipe_hyperparameters(self.name, first.config))
+        if plan is None:
+            # A recipe that does not end in one fit_transform call: run it split by split.
+            self.batched, self.reason = False, reason
+            self.log(f"  {self.name}: runs one by one through methods.run: {reason}")
+            return None
+        chunk = 1 if self.mode == "loop" else self.chunk
+        traced = [k for k in TRACEABLE_KEYS if k in first.config] if self.traceable else []
+        try:
+            self.compiled_groups += 1
+            return fit_runs_batched(self.name, self.resolved.protocol, self.dataset, runs, plan, traced, chunk)
+        except (_NotBatchable, jax.errors.UnexpectedTracerError, TypeError, ValueError) as error:
+            if not traced:
+                raise
+            self.traceable = False
+            self.log(f"  {self.name}: one program per configuration; the recipe does not take traced "
+                     f"{traced} ({type(error).__name__}: {str(error)[:200]})")
+            by_config: Dict[str, List[int]] = {}
+            for i, run in enumerate(runs):
+                by_config.setdefault(json.dumps(to_json(run.config), sort_keys=True), []).append(i)
+            fitted: List[Optional[methods.Fitted]] = [None] * len(runs)
+            for members in by_config.values():
+                group = self._fit_group([runs[i] for i in members])
+                for i, result in zip(members, group):
+                    fitted[i] = result
+            return fitted
 
 
 def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, splits: Sequence[SplitData],
@@ -583,56 +685,57 @@ def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, 
     runner = Runner(name, resolved, dataset, args.split_mode, args.split_chunk, log)
     keys = [jax.random.fold_in(method_key(args.seed, name), split.index) for split in splits]
     points = grid_points(resolved)
-    chosen: List[Dict[str, Any]] = [dict() for _ in splits]
+    for point in points:  # fail on a bad grid value before anything compiles
+        for key in ("prior_scale", "tau", "prior_length_scale"):
+            if key in point:
+                _positive(point, key)
+    chosen: List[Dict[str, Any]] = [dict(points[0]) for _ in splits]
     train_seconds = 0.0
     if len(points) > 1:
+        # Every grid point on every split's 80% part: one batch of runs.
+        runs = [Run({**resolved.fixed, **point}, s.validation.x_train, s.validation.y_train,
+                    jax.random.fold_in(jax.random.fold_in(k, 1), c))
+                for c, point in enumerate(points) for s, k in zip(splits, keys)]
+        tic = time.perf_counter()
+        fits = runner.fit(runs)
+        train_seconds += time.perf_counter() - tic
         best = [(-math.inf, None)] * len(splits)
-        for c, point in enumerate(points):
-            config = {**resolved.fixed, **point}
-            tic = time.perf_counter()
-            fits = runner.fit(config, [(s.validation.x_train, s.validation.y_train) for s in splits],
-                              [jax.random.fold_in(jax.random.fold_in(k, 1), c) for k in keys])
-            train_seconds += time.perf_counter() - tic
-            for i, (split, fitted) in enumerate(zip(splits, fits)):
-                v = split.validation
-                scores = evaluate(fitted, evaluation_likelihood(resolved.protocol, config, v.y_std),
-                                  v.x_test, v.y_test, v.y_mean, v.y_std)
-                logger.log({"dataset": dataset.name, "method": name, "uci_split": split.index, "split": "validation",
-                            "grid_point": c, **point, **scores})
-                if scores["test_ll"] > best[i][0]:  # NaN never wins
-                    best[i] = (scores["test_ll"], point)
-            log(f"  {name} validation {c + 1}/{len(points)} {point}: {time.perf_counter() - tic:.1f}s")
+        for r, (run, fitted) in enumerate(zip(runs, fits)):
+            c, i = divmod(r, len(splits))
+            v = splits[i].validation
+            scores = evaluate(fitted, evaluation_likelihood(resolved.protocol, run.config, v.y_std),
+                              v.x_test, v.y_test, v.y_mean, v.y_std)
+            logger.log({"dataset": dataset.name, "method": name, "uci_split": splits[i].index, "split": "validation",
+                        "grid_point": c, **points[c], **scores})
+            if scores["test_ll"] > best[i][0]:  # NaN never wins
+                best[i] = (scores["test_ll"], points[c])
         for i, (value, point) in enumerate(best):
             if point is None:
                 raise RuntimeError(f"{name}: no grid point gave a finite validation log-likelihood on split "
                                    f"{splits[i].index}; see metrics.jsonl")
             chosen[i] = point
-    elif points:
-        chosen = [dict(points[0]) for _ in splits]
+        log(f"  {name}: validated {len(points)} grid points x {len(splits)} splits in {time.perf_counter() - tic:.1f}s")
 
-    # Retrain on the whole training split, grouping splits that chose the same grid point.
-    groups: Dict[str, List[int]] = {}
-    for i, point in enumerate(chosen):
-        groups.setdefault(json.dumps(to_json(point), sort_keys=True), []).append(i)
-    results: List[Optional[Dict[str, Any]]] = [None] * len(splits)
-    for members in groups.values():
-        config = {**resolved.fixed, **chosen[members[0]]}
-        tic = time.perf_counter()
-        fits = runner.fit(config, [(splits[i].train.x_train, splits[i].train.y_train) for i in members],
-                          [jax.random.fold_in(keys[i], 2) for i in members])
-        train_seconds += time.perf_counter() - tic
-        for i, fitted in zip(members, fits):
-            t = splits[i].train
-            for record in fitted.history:
-                logger.log({"dataset": dataset.name, "method": name, "uci_split": splits[i].index, **record})
-            scores = evaluate(fitted, evaluation_likelihood(resolved.protocol, config, t.y_std),
-                              t.x_test, t.y_test, t.y_mean, t.y_std)
-            logger.log({"dataset": dataset.name, "method": name, "uci_split": splits[i].index, "split": "test",
-                        "selected": chosen[i], **scores})
-            results[i] = scores
+    # Retrain on the whole training split with each split's chosen point.
+    runs = [Run({**resolved.fixed, **chosen[i]}, s.train.x_train, s.train.y_train, jax.random.fold_in(keys[i], 2))
+            for i, s in enumerate(splits)]
+    tic = time.perf_counter()
+    fits = runner.fit(runs)
+    train_seconds += time.perf_counter() - tic
+    log(f"  {name}: retrained {len(splits)} splits in {time.perf_counter() - tic:.1f}s")
+    results: List[Dict[str, Any]] = []
+    for i, (run, fitted) in enumerate(zip(runs, fits)):
+        t = splits[i].train
+        for record in fitted.history:
+            logger.log({"dataset": dataset.name, "method": name, "uci_split": splits[i].index, **record})
+        scores = evaluate(fitted, evaluation_likelihood(resolved.protocol, run.config, t.y_std),
+                          t.x_test, t.y_test, t.y_mean, t.y_std)
+        logger.log({"dataset": dataset.name, "method": name, "uci_split": splits[i].index, "split": "test",
+                    "selected": chosen[i], **scores})
+        results.append(scores)
     seconds = time.perf_counter() - start
 
-    metric_names = [k for k in results[0] if all(isinstance(r.get(k), float) for r in results)]
+    metric_names = [k for k in results[0] if all(isinstance(r.get(k), (int, float)) for r in results)]
     summary: Dict[str, Any] = {"dataset": dataset.name, "method": name, "splits": [s.index for s in splits],
                                "num_splits": len(splits)}
     for metric in ("rmse", "test_ll", "coverage_50", "coverage_90", "coverage_95"):
@@ -642,8 +745,8 @@ def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, 
     summary["protocol"] = {"likelihood": resolved.protocol.likelihood, "prior": resolved.protocol.prior,
                            "grid": resolved.grid, "fixed": resolved.fixed, "reference": resolved.protocol.reference,
                            "not_taken_by_recipe": resolved.not_taken}
-    summary["split_mode"] = "vmap" if runner.batched and args.split_mode == "vmap" else (
-        "loop" if runner.batched else "recipe")
+    summary["split_mode"] = args.split_mode if runner.batched else "recipe"
+    summary["configurations_traced"] = runner.batched and runner.traceable
     if runner.reason:
         summary["split_mode_reason"] = runner.reason
     summary["train_seconds"] = train_seconds

@@ -23,7 +23,7 @@ def _mlp(rate, dropout_input=True, hidden=HIDDEN):
 
 
 def _structure(model, seed=0):
-    params = model.init(jax.random.key(seed))
+    params = jax.jit(model.init)(jax.random.key(seed))
     x = jax.random.normal(jax.random.key(seed + 100), (4, INPUT_DIM))
     return params, mcdropout.dropout_structure(model.apply, params, x)
 
@@ -144,12 +144,13 @@ def test_linear_model_dropout_moments_match_closed_form():
     """
     rate, num_passes, dim = 0.25, 4000, 6
     model = models.mlp((dim,), (), 1).with_dropout(rate)
+    init = jax.jit(model.init)
+    draw = jax.jit(jax.vmap(mcdropout.weight_sample, in_axes=(None, 0, None)), static_argnums=2)
     for seed in range(3):
-        params = model.init(jax.random.key(seed))
+        params = init(jax.random.key(seed))
         x = jax.random.normal(jax.random.key(seed + 10), (1, dim))
         structure = mcdropout.dropout_structure(model.apply, params, x)
-        samples = jax.vmap(lambda k: mcdropout.weight_sample(params, k, structure))(
-            jax.random.split(jax.random.key(seed + 20), num_passes))
+        samples = draw(params, jax.random.split(jax.random.key(seed + 20), num_passes), structure)
         outputs = np.asarray(predictive.predictive_outputs(model.apply, samples, x))[:, 0, 0].astype(np.float64)
         w = np.asarray(params["params"]["Dense_0"]["kernel"][:, 0], np.float64)
         b = float(params["params"]["Dense_0"]["bias"][0])
@@ -171,7 +172,8 @@ def test_passes_use_different_masks_and_vmap_equals_loop():
     apply = mcdropout.sample_apply(model.apply, structure)
     x = jax.random.normal(jax.random.key(2), (9, INPUT_DIM))
     vmapped = predictive.predictive_outputs(apply, samples, x)
-    looped = np.stack([apply(jax.tree.map(lambda leaf: leaf[t], samples), x) for t in range(num_passes)])
+    single_pass = jax.jit(apply)
+    looped = np.stack([single_pass(jax.tree.map(lambda leaf: leaf[t], samples), x) for t in range(num_passes)])
     np.testing.assert_allclose(vmapped, looped, rtol=1e-5, atol=1e-6)
     # The masks, read back off the kernels' rows: T different ones, each keeping about 1 − p of the rows.
     masks = np.concatenate([
@@ -182,6 +184,10 @@ def test_passes_use_different_masks_and_vmap_equals_loop():
     assert len({tuple(row) for row in np.round(masks).astype(int)}) == num_passes
     kept, size = masks.sum(), masks.size
     assert abs(kept / size - (1 - rate)) < 5 * math.sqrt(rate * (1 - rate) / size)
+    # With p > 0 the spread of the passes adds to τ⁻¹.
+    tau = 10.0
+    variance = mcdropout.regression_predictive(vmapped, jnp.zeros(x.shape[0]), tau).variance
+    assert np.all(variance > 1 / tau)
     # One mask per pass: identical test inputs get identical outputs within a pass.
     same = jnp.repeat(x[:1], 4, axis=0)
     outputs = predictive.predictive_outputs(apply, samples, same)
@@ -191,7 +197,7 @@ def test_passes_use_different_masks_and_vmap_equals_loop():
 def test_per_point_masks_vmap_equals_loop_with_the_same_keys():
     rate, num_passes = 0.2, 6
     model = _mlp(rate)
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     x = jax.random.normal(jax.random.key(2), (5, INPUT_DIM))
     structure = mcdropout.dropout_structure(model.apply, params, x, per_point_masks=True)
     transform = mcdropout.build(_log_posterior(model), _sgd(), structure)
@@ -199,7 +205,8 @@ def test_per_point_masks_vmap_equals_loop_with_the_same_keys():
     assert isinstance(samples, mcdropout.MCDropoutSample)
     apply = mcdropout.sample_apply(model.apply, structure)
     vmapped = predictive.predictive_outputs(apply, samples, x)
-    looped = np.stack([model.apply(params, x, rng=samples.key[t], train=True) for t in range(num_passes)])
+    single_pass = jax.jit(lambda p, x, key: model.apply(p, x, rng=key, train=True))
+    looped = np.stack([single_pass(params, x, samples.key[t]) for t in range(num_passes)])
     np.testing.assert_allclose(vmapped, looped, rtol=1e-5, atol=1e-6)
     assert len({tuple(np.round(row, 5)) for row in looped[:, :, 0]}) == num_passes
     # Independent masks per point: identical inputs get different outputs within a pass.
@@ -215,15 +222,10 @@ def test_zero_rate_collapses_to_the_deterministic_network():
     assert fitted.diagnostics["form"] == "weight_sample" and fitted.diagnostics["tau"] == pytest.approx(tau)
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
     deterministic = problem.model.apply(fitted.state.params, toy.x_test)
-    np.testing.assert_array_equal(outputs, jnp.broadcast_to(deterministic, outputs.shape))
+    np.testing.assert_allclose(outputs, jnp.broadcast_to(deterministic, outputs.shape), rtol=1e-6, atol=1e-7)
     result = mcdropout.regression_predictive(outputs, toy.y_test, tau, y_mean, y_std)
     np.testing.assert_allclose(result.mean, y_mean + y_std * deterministic[:, 0], rtol=1e-6)
     np.testing.assert_allclose(result.variance, y_std**2 / tau, rtol=1e-6)
-    # With p > 0 the sample variance adds to τ⁻¹ everywhere.
-    fitted = methods.run("mcdropout", problem, jax.random.key(0), dropout_rate=0.2, tau=tau, num_epochs=2,
-                         batch_size=16, num_samples=7)
-    outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
-    assert np.all(mcdropout.regression_predictive(outputs, toy.y_test, tau).variance > 1 / tau)
 
 
 def test_regression_predictive_against_scipy():

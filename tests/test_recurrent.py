@@ -22,29 +22,27 @@ def sigmoid(x):
 @pytest.mark.parametrize("cell", recurrent.CELLS)
 def test_shapes_for_series_sequences_and_images(cell):
     gates = {"lstm": 4, "gru": 3}[cell]
-    model = recurrent.rnn(cell, (28, 28, 1), hidden=(6, 5), output_dim=10)
-    params = model.init(jax.random.key(0))
+    model = recurrent.rnn(cell, (6, 5, 1), hidden=(4, 3), output_dim=10)
+    params = jax.jit(model.init)(jax.random.key(0))
     layers = params["params"]
-    assert layers[f"{cell}_0"]["input_kernel"].shape == (28, gates * 6)
-    assert layers[f"{cell}_0"]["recurrent_kernel"].shape == (6, gates * 6)
-    assert layers[f"{cell}_1"]["input_kernel"].shape == (6, gates * 5)
-    assert layers["head"]["kernel"].shape == (5, 10)
-    images = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
-    assert model.apply(params, images).shape == (3, 10)
-    # Images are read row by row: (B, 28, 28, 1) and (B, 28, 28) give the same logits.
-    np.testing.assert_allclose(model.apply(params, images), model.apply(params, images[..., 0]), rtol=1e-6, atol=1e-6)
+    assert layers[f"{cell}_0"]["input_kernel"].shape == (5, gates * 4)
+    assert layers[f"{cell}_0"]["recurrent_kernel"].shape == (4, gates * 4)
+    assert layers[f"{cell}_1"]["input_kernel"].shape == (4, gates * 3)
+    assert layers["head"]["kernel"].shape == (3, 10)
+    if cell == "lstm":  # forget-gate bias 1 (Jozefowicz et al. 2015), every other bias 0
+        np.testing.assert_array_equal(layers["lstm_0"]["bias"], np.repeat([0.0, 1.0, 0.0, 0.0], 4))
+    else:
+        assert layers["gru_0"]["recurrent_bias"].shape == (4,)
+    # Images are read row by row: (B, H, W, 1) and (B, H, W) give the same logits.
+    images = jax.random.uniform(jax.random.key(1), (3, 6, 5, 1))
+    as_images, as_rows = jax.jit(lambda p, x: (model.apply(p, x), model.apply(p, x[..., 0])))(params, images)
+    assert as_images.shape == (3, 10)
+    np.testing.assert_allclose(as_images, as_rows, rtol=1e-6, atol=1e-6)
 
     series = recurrent.rnn(cell, (7,), hidden=(4,), output_dim=2, head="sequence")
-    series_params = series.init(jax.random.key(2))
-    assert series.apply(series_params, jnp.ones((5, 7))).shape == (5, 7, 2)
-    assert series.apply(series_params, jnp.ones((5, 7, 1))).shape == (5, 7, 2)
-
-
-def test_lstm_starts_with_forget_bias_and_gru_has_recurrent_bias():
-    lstm_params = recurrent.lstm((5, 2), hidden=(3,), forget_bias=1.0).init(jax.random.key(0))["params"]["lstm_0"]
-    np.testing.assert_array_equal(lstm_params["bias"], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-    gru_params = recurrent.gru((5, 2), hidden=(3,)).init(jax.random.key(0))["params"]["gru_0"]
-    assert gru_params["recurrent_bias"].shape == (3,)
+    series_params = jax.eval_shape(series.init, jax.random.key(2))
+    assert jax.eval_shape(series.apply, series_params, jnp.ones((5, 7))).shape == (5, 7, 2)
+    assert jax.eval_shape(series.apply, series_params, jnp.ones((5, 7, 1))).shape == (5, 7, 2)
 
 
 def test_bad_configurations_and_inputs_fail_loudly():
@@ -60,7 +58,7 @@ def test_bad_configurations_and_inputs_fail_loudly():
         recurrent.as_sequences(jnp.ones((2, 3, 4, 5, 6)))
     model = recurrent.lstm((5, 2), hidden=(3,))
     with pytest.raises(ValueError, match="do not fit the model"):
-        models.check_input_shape(model, model.init(jax.random.key(0)), np.ones((4, 5, 3)))
+        models.check_input_shape(model, jax.eval_shape(model.init, jax.random.key(0)), np.ones((4, 5, 3)))
 
 
 def reference_lstm(params, x, input_mask, recurrent_mask, fresh_masks_after_step0=None):
@@ -91,8 +89,9 @@ def test_one_mask_per_sequence_applied_at_every_step():
     rate, batch, steps, features, width = 0.5, 6, 5, 4, 3
     module = recurrent.RecurrentNetwork("lstm", (width,), output_dim=2, dropout_rate=rate)
     x = jax.random.normal(jax.random.key(0), (batch, steps, features))
-    params = module.init(jax.random.key(1), x)
-    out, state = module.apply(params, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["intermediates"])
+    params = jax.jit(module.init)(jax.random.key(1), x)
+    run = jax.jit(lambda p, x, key: module.apply(p, x, train=True, rngs={"dropout": key}, mutable=["intermediates"]))
+    out, state = run(params, x, jax.random.key(2))
     masks = state["intermediates"]
     (input_mask,), (recurrent_mask,), (output_mask,) = masks["input_mask_0"], masks["recurrent_mask_0"], masks["output_mask"]
     # No time axis: one mask per example, values 0 or 1/(1 − p).
@@ -104,17 +103,23 @@ def test_one_mask_per_sequence_applied_at_every_step():
     assert len({tuple(row) for row in np.asarray(recurrent_mask)}) > 1
 
     head = params["params"]["head"]
-    expected = (reference_lstm(params, x, input_mask, recurrent_mask) * output_mask) @ head["kernel"] + head["bias"]
+
+    @jax.jit
+    def tied_and_naive(params, x, fresh_key):
+        head_of = lambda h: (h * output_mask) @ head["kernel"] + head["bias"]  # noqa: E731
+        return (head_of(reference_lstm(params, x, input_mask, recurrent_mask)),
+                head_of(reference_lstm(params, x, input_mask, recurrent_mask, fresh_key)))
+
+    expected, naive = tied_and_naive(params, x, jax.random.key(9))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     # Negative control: fresh masks at each step (naive dropout) give another output, so the check can fail.
-    naive = (reference_lstm(params, x, input_mask, recurrent_mask, jax.random.key(9)) * output_mask) @ head["kernel"] + head["bias"]
     assert np.max(np.abs(np.asarray(naive - out))) > 1e-3
 
     # Another rng: other masks; evaluation mode: no masks at all.
-    _, other = module.apply(params, x, train=True, rngs={"dropout": jax.random.key(3)}, mutable=["intermediates"])
+    _, other = run(params, x, jax.random.key(3))
     assert not np.array_equal(other["intermediates"]["input_mask_0"][0], input_mask)
-    _, deterministic = module.apply(params, x, train=False, mutable=["intermediates"])
-    assert "intermediates" not in deterministic or not deterministic["intermediates"]
+    _, deterministic = jax.eval_shape(lambda p, x: module.apply(p, x, train=False, mutable=["intermediates"]), params, x)
+    assert not deterministic.get("intermediates")
 
 
 @pytest.mark.parametrize("cell", recurrent.CELLS)
@@ -124,7 +129,7 @@ def test_carry_free_network_sees_the_same_mask_at_every_step(cell):
     over time, while dropout visibly changes the output and differs between examples."""
     width, steps, features, batch = 5, 6, 3, 8
     model = recurrent.rnn(cell, (steps, features), hidden=(width,), output_dim=4, head="sequence", dropout_rate=0.5)
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     layer = dict(params["params"][f"{cell}_0"])
     layer["recurrent_kernel"] = jnp.zeros_like(layer["recurrent_kernel"])
     closed_gate = slice(width, 2 * width)  # LSTM forget gate f, GRU update gate z: both second
@@ -133,18 +138,23 @@ def test_carry_free_network_sees_the_same_mask_at_every_step(cell):
 
     one_step = jax.random.normal(jax.random.key(1), (1, 1, features))
     x = jnp.broadcast_to(one_step, (batch, steps, features))  # every example, every step: the same input
-    out = model.apply(params, x, rng=jax.random.key(2), train=True)
+
+    @jax.jit
+    def outputs(params, x):
+        return (model.apply(params, x, rng=jax.random.key(2), train=True), model.apply(params, x),
+                model.apply(params, x, rng=jax.random.key(3), train=True))
+
+    out, deterministic, again = outputs(params, x)
     np.testing.assert_allclose(out, jnp.broadcast_to(out[:, :1], out.shape), rtol=1e-5, atol=1e-6)
     assert np.ptp(np.asarray(out[:, 0]), axis=0).max() > 1e-3  # examples got different masks
-    assert np.max(np.abs(np.asarray(out - model.apply(params, x)))) > 1e-3  # dropout is on
+    assert np.max(np.abs(np.asarray(out - deterministic))) > 1e-3  # dropout is on
     # Each MC sample (another rng) draws new masks.
-    again = model.apply(params, x, rng=jax.random.key(3), train=True)
     assert np.max(np.abs(np.asarray(again - out))) > 1e-3
 
 
 def test_mc_dropout_predictive_draws_fresh_masks_per_sample():
     model = recurrent.gru((5, 2), hidden=(4,), output_dim=3).with_dropout(0.3)
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     samples = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (4, *leaf.shape)), params)
     x = jax.random.normal(jax.random.key(1), (7, 5, 2))
     outputs = predictive.predictive_outputs(model.apply, samples, x, jax.random.key(2), train=True)
@@ -208,15 +218,9 @@ def test_every_method_fits_a_recurrent_network(name, tiny_sequence_problem):
 # --------------------------------------------------------------------------
 
 
-def ar1_model(trace_counter=None):
-    """z_{t+1} ~ N(φ z_t, σ²) as a bdljax model on (N, T) windows; counts traces when asked."""
-
-    def apply(params, windows, rng=None, train=False):
-        if trace_counter is not None:
-            trace_counter.append(1)
-        return params["phi"] * windows[:, -1:]
-
-    return apply
+def ar1_apply(params, windows, rng=None, train=False):
+    """z_{t+1} ~ N(φ z_t, σ²) as a bdljax apply on (N, T) windows (the noise is the likelihood's)."""
+    return params["phi"] * windows[:, -1:]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -226,7 +230,7 @@ def test_autoregressive_forecast_matches_the_ar1_closed_form(seed):
     phis = jnp.asarray([0.9, -0.5])
     windows = jnp.asarray([[0.3, 2.0], [1.0, -1.0]])  # the last value, z_t = 2 and -1, is what AR(1) reads
     forecast = recurrent.autoregressive_forecast(
-        ar1_model(), likelihoods.gaussian(sigma), {"phi": phis}, windows, jax.random.key(seed),
+        ar1_apply, likelihoods.gaussian(sigma), {"phi": phis}, windows, jax.random.key(seed),
         horizon=horizon, paths_per_sample=paths)
     assert forecast.draws.shape == (2 * paths, 2, horizon)
     draws = np.asarray(forecast.draws).reshape(2, paths, 2, horizon)  # sample-major
@@ -270,8 +274,8 @@ def test_forecast_keeps_one_weight_draw_per_trajectory_and_compiles_once():
 
 def test_forecast_rejects_classification_likelihoods_and_multivariate_windows():
     with pytest.raises(ValueError, match="regression likelihood"):
-        recurrent.autoregressive_forecast(ar1_model(), likelihoods.categorical(), {"phi": jnp.ones(1)},
+        recurrent.autoregressive_forecast(ar1_apply, likelihoods.categorical(), {"phi": jnp.ones(1)},
                                           jnp.ones((2, 3)), jax.random.key(0), horizon=2)
     with pytest.raises(ValueError, match="univariate"):
-        recurrent.autoregressive_forecast(ar1_model(), likelihoods.gaussian(1.0), {"phi": jnp.ones(1)},
+        recurrent.autoregressive_forecast(ar1_apply, likelihoods.gaussian(1.0), {"phi": jnp.ones(1)},
                                           jnp.ones((2, 3, 1)), jax.random.key(0), horizon=2)

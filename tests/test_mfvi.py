@@ -1,0 +1,477 @@
+"""Mean-field VI (bdljax.mfvi) and its Bayesian layers (bdljax.bayesian_layers), against closed forms.
+
+The reference problem is conjugate Bayesian linear regression with
+correlated inputs: prior θ ~ N(0, diag s²), y | θ ~ N(Φθ, σ² I), so the
+posterior is N(m, Λ⁻¹) with Λ = ΦᵀΦ/σ² + diag(1/s²), m = Λ⁻¹Φᵀy/σ². The
+tempered target p_T ∝ (likelihood · prior)^{1/T} is N(m, TΛ⁻¹), and the
+optimum of mean-field VI against it is known: mean m, variances T/Λ_jj.
+
+Tolerances: trained optima are compared across R independent runs
+(vmapped): the mean over runs must lie within Z standard errors of the
+closed form (the standard error estimated from the runs' spread), and every
+run must have converged to a small fraction of the posterior width (so
+that a large spread cannot make the first check vacuous). Monte Carlo
+identities use standard errors estimated from the draws themselves.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.stats
+
+from bdljax import bayesian_layers, ensemble, likelihoods, methods, mfvi, models, posterior, priors, train
+from bdljax.posterior import LogPosterior
+
+Z = 5.0  # standard errors allowed for Monte Carlo comparisons
+NOISE = 0.5
+NUM_POINTS = 40
+NUM_FEATURES = 3
+PRIOR_W, PRIOR_B = 1.0, 2.0
+
+
+def prior_scale(path, leaf):
+    return PRIOR_B if path.split("/")[-1] in ("b", "bias") else PRIOR_W
+
+
+PRIOR = priors.gaussian(prior_scale)
+LIKELIHOOD = likelihoods.gaussian(NOISE)
+
+
+def regression_data(num_points=NUM_POINTS, seed=0):
+    """Inputs with correlations 0.9/0.5/0.7 and an offset, so the posterior is strongly correlated."""
+    rng = np.random.default_rng(seed)
+    cov = np.array([[1.0, 0.9, 0.5], [0.9, 1.0, 0.7], [0.5, 0.7, 1.0]])
+    x = rng.normal(size=(num_points, NUM_FEATURES)) @ np.linalg.cholesky(cov).T + 0.5
+    y = x @ np.array([1.0, -1.0, 0.5]) + 0.3 + NOISE * rng.normal(size=num_points)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def exact_posterior(x, y, num_data=None):
+    """(m, Λ) of the posterior over [w, b], float64; ``num_data`` rescales the likelihood by num_data/len(x)."""
+    weight = 1.0 if num_data is None else num_data / len(x)
+    phi = np.concatenate([x, np.ones((len(x), 1))], 1).astype(np.float64)
+    precision = weight * phi.T @ phi / NOISE**2 + np.diag([PRIOR_W**-2] * NUM_FEATURES + [PRIOR_B**-2])
+    mean = np.linalg.solve(precision, weight * phi.T @ y.astype(np.float64) / NOISE**2)
+    return mean, precision
+
+
+def log_joint(theta, x, y):
+    """log p(y|θ) + log p(θ) for the linear model, float64."""
+    phi = np.concatenate([x, np.ones((len(x), 1))], 1).astype(np.float64)
+    resid = y - phi @ theta
+    log_lik = np.sum(-0.5 * (resid / NOISE) ** 2 - math.log(NOISE) - 0.5 * math.log(2 * math.pi))
+    scales = np.array([PRIOR_W] * NUM_FEATURES + [PRIOR_B])
+    log_prior = np.sum(-0.5 * (theta / scales) ** 2 - np.log(scales) - 0.5 * math.log(2 * math.pi))
+    return log_lik + log_prior
+
+
+# The linear "network" as a plain pair of functions, and the same network from a Bayesian Dense layer.
+LINEAR = models.from_functions(
+    lambda key: {"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}, lambda params, x: x @ params["w"] + params["b"]
+)
+
+
+class Linear(nn.Module):
+    """x ↦ x w + b as one Bayesian dense layer, with the ``train`` argument networks take."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return bayesian_layers.Dense(1)(x)
+
+
+BAYESIAN_LINEAR = bayesian_layers.from_flax(Linear(), jnp.zeros((1, NUM_FEATURES)))
+
+
+def flat_linear(tree):
+    """[w, b] along the last axis (leading axes kept) for either linear network."""
+    if "w" in tree:
+        return jnp.concatenate([tree["w"], tree["b"][..., None]], -1)
+    dense = tree["params"]["Dense_0"]
+    return jnp.concatenate([dense["kernel"][..., 0], dense["bias"]], -1)
+
+
+def unflat_linear(model, vector):
+    vector = jnp.asarray(vector, jnp.float32)
+    if model is LINEAR:
+        return {"w": vector[:NUM_FEATURES], "b": vector[NUM_FEATURES]}
+    return {"params": {"Dense_0": {"kernel": vector[:NUM_FEATURES, None], "bias": vector[NUM_FEATURES:]}}}
+
+
+def assert_converged_to(runs, target, scale, max_error=0.2, num_checks=48, what=""):
+    """Runs (R, d) against a closed-form target (d,).
+
+    The mean over runs must lie within a Student-t multiple of its standard error
+    (estimated from the runs' spread; family-wise false-alarm rate 1e-3 over
+    ``num_checks`` such comparisons in this file), and every run within
+    ``max_error``·scale of the target.
+    """
+    runs = np.asarray(runs, np.float64)
+    num_runs = runs.shape[0]
+    standard_error = runs.std(0, ddof=1) / math.sqrt(num_runs)
+    multiple = scipy.stats.t.ppf(1 - 1e-3 / (2 * num_checks), num_runs - 1)
+    np.testing.assert_array_less(np.abs(runs.mean(0) - target), multiple * standard_error + 1e-6 * np.abs(target),
+                                 err_msg=f"{what}: mean over runs is off the closed form by more than {multiple:.1f} SE")
+    np.testing.assert_array_less(np.abs(runs - target), np.broadcast_to(max_error * scale, runs.shape),
+                                 err_msg=f"{what}: a run did not converge to within {max_error} of the scale")
+
+
+NUM_RUNS = 16
+NUM_STEPS = 1000
+TEMPERATURES = (1.0, 0.5)
+
+
+def train_runs(model, variational_apply=None, scale_transform="softplus", x=None, y=None, num_data=NUM_POINTS):
+    """R independent full-batch VI runs per temperature, as ONE compiled program: vmap over (T, seed) of a scan."""
+    x, y = (regression_data() if x is None else (x, y))
+    traces = []
+
+    def run(temperature, key):
+        traces.append(1)
+        # Temperature is traced here so that every (T, seed) pair shares one compilation.
+        log_post = LogPosterior(model.apply, LIKELIHOOD, PRIOR, num_data, temperature)
+        method = mfvi.build(log_post, optax.adam(optax.cosine_decay_schedule(0.05, NUM_STEPS)), num_mc_samples=4,
+                            init_scale=0.1, scale_transform=scale_transform, variational_apply=variational_apply)
+        state = method.init(key, model.init)
+        state, infos = jax.lax.scan(lambda s, k: method.update(s, (x, y), k), state, jax.random.split(key, NUM_STEPS))
+        return state, infos
+
+    temperatures = jnp.repeat(jnp.asarray(TEMPERATURES), NUM_RUNS)
+    keys = jax.random.split(jax.random.key(17), temperatures.shape[0])
+    state, infos = jax.jit(jax.vmap(run))(temperatures, keys)
+    assert len(traces) == 1  # one trace, one compilation, for all runs and temperatures
+    means = np.asarray(flat_linear(state.mean)).reshape(len(TEMPERATURES), NUM_RUNS, -1)
+    variances = np.asarray(flat_linear(mfvi.constrain_scale(state.raw_scale, scale_transform)) ** 2)
+    variances = variances.reshape(len(TEMPERATURES), NUM_RUNS, -1)
+    return means, variances, state, infos
+
+
+@pytest.mark.parametrize("model_name, estimator, scale_transform", [
+    ("linear", None, "softplus"),
+    ("bayesian_linear", bayesian_layers.LOCAL_REPARAMETERIZATION, "exp"),
+    ("bayesian_linear", bayesian_layers.FLIPOUT, "softplus"),
+])
+def test_mfvi_reaches_the_closed_form_optimum_of_conjugate_regression(model_name, estimator, scale_transform):
+    model = LINEAR if model_name == "linear" else BAYESIAN_LINEAR
+    variational_apply = None if estimator is None else bayesian_layers.variational_apply(model, estimator)
+    means, variances, state, infos = train_runs(model, variational_apply, scale_transform)
+    assert int(np.sum(state.num_nonfinite)) == 0
+    exact_mean, precision = exact_posterior(*regression_data())
+    assert np.max(np.abs(np.corrcoef(np.linalg.inv(precision))[np.triu_indices(4, 1)])) > 0.8  # really correlated
+    for index, temperature in enumerate(TEMPERATURES):
+        optimal_variance = temperature / np.diag(precision)
+        posterior_sd = np.sqrt(optimal_variance)
+        assert_converged_to(means[index], exact_mean, posterior_sd, what=f"mean, T={temperature}")
+        assert_converged_to(variances[index], optimal_variance, optimal_variance, what=f"variance, T={temperature}")
+    # The optimum is not the posterior's marginal variances (which mean-field cannot reach): the test discriminates.
+    assert np.all(np.diag(np.linalg.inv(precision)) > 1.5 / np.diag(precision))
+    # The reported ELBO rose during training.
+    elbo = np.asarray(infos.elbo)
+    assert np.all(elbo[:, -100:].mean(1) > elbo[:, :10].mean(1))
+
+
+def test_elbo_at_the_optimum_is_log_evidence_minus_kl_to_the_posterior():
+    """ELBO_T(q*) = log Z_T − KL(q* ‖ p_T), everything but the ELBO estimate in closed form (T = 1: log p(D))."""
+    x, y = regression_data()
+    exact_mean, precision = exact_posterior(x, y)
+    dim = len(exact_mean)
+    # log Z at T = 1 two ways: the Gaussian integral and the marginal N(y; 0, σ²I + Φ S Φᵀ).
+    phi = np.concatenate([x, np.ones((len(x), 1))], 1).astype(np.float64)
+    marginal_cov = NOISE**2 * np.eye(len(x)) + phi @ np.diag([PRIOR_W**2] * 3 + [PRIOR_B**2]) @ phi.T
+    _, logdet_marginal = np.linalg.slogdet(marginal_cov)
+    log_evidence = -0.5 * (y @ np.linalg.solve(marginal_cov, y) + logdet_marginal + len(x) * math.log(2 * math.pi))
+
+    def log_z(temperature):
+        _, logdet = np.linalg.slogdet(precision / temperature)
+        return log_joint(exact_mean, x, y) / temperature + 0.5 * dim * math.log(2 * math.pi) - 0.5 * logdet
+
+    np.testing.assert_allclose(log_z(1.0), log_evidence, rtol=1e-10)
+
+    num_keys = 512
+
+    def elbo_estimates(temperature, mean, scale, key):
+        log_post = LogPosterior(LINEAR.apply, LIKELIHOOD, PRIOR, NUM_POINTS, temperature)
+        method = mfvi.build(log_post, optax.sgd(0.0), num_mc_samples=4)
+        state = method.init(key, unflat_linear(LINEAR, mean))
+        state = state._replace(raw_scale=mfvi.unconstrain_scale(unflat_linear(LINEAR, scale)))
+        _, info = jax.vmap(method.update, in_axes=(None, None, 0))(state, (x, y), jax.random.split(key, num_keys))
+        return info.elbo
+
+    for index, temperature in enumerate(TEMPERATURES):
+        optimal_variance = temperature / np.diag(precision)
+        target_cov = temperature * np.linalg.inv(precision)
+        kl_to_posterior = 0.5 * (np.trace(np.linalg.solve(target_cov, np.diag(optimal_variance))) - dim
+                                 + np.linalg.slogdet(target_cov)[1] - np.sum(np.log(optimal_variance)))
+        assert kl_to_posterior > 0.5  # a correlated posterior: mean-field pays a visible price
+        estimates = np.asarray(jax.jit(elbo_estimates)(temperature, exact_mean, np.sqrt(optimal_variance),
+                                                       jax.random.key(index)), np.float64)
+        standard_error = estimates.std(ddof=1) / math.sqrt(num_keys)
+        assert abs(estimates.mean() - (log_z(temperature) - kl_to_posterior)) < Z * standard_error + 1e-4 * abs(log_z(temperature))
+
+
+def test_closed_form_kl_equals_its_monte_carlo_estimate():
+    keys = jax.random.split(jax.random.key(3), 3)
+    params = {"w": jnp.zeros((4, 3)), "b": jnp.zeros(3)}
+    prior = priors.gaussian(priors.fan_in_scales(1.5))
+
+    @jax.jit
+    def estimates(key):
+        mean_key, scale_key, sample_key = jax.random.split(key, 3)
+        mean = jax.tree.map(lambda m: m + jax.random.normal(mean_key, m.shape), params)
+        scale = jax.tree.map(lambda m: jax.random.uniform(scale_key, m.shape, minval=0.2, maxval=1.5), params)
+        closed = mfvi.gaussian_kl(mean, scale, prior.scales(mean))
+
+        def log_ratio(k):
+            theta = mfvi.reparameterize(k, mean, scale)
+            log_q = sum(jnp.sum(-0.5 * ((t - m) / s) ** 2 - jnp.log(s) - 0.5 * math.log(2 * math.pi))
+                        for t, m, s in zip(*(jax.tree.leaves(tree) for tree in (theta, mean, scale))))
+            return log_q - prior.log_prob(theta)
+
+        return closed, jax.vmap(log_ratio)(jax.random.split(sample_key, 20000))
+
+    for key in keys:
+        closed, draws = estimates(key)
+        draws = np.asarray(draws, np.float64)
+        assert abs(draws.mean() - float(closed)) < Z * draws.std(ddof=1) / math.sqrt(draws.size)
+
+
+def test_monte_carlo_kl_path_estimates_the_same_tempered_objective():
+    """kl='monte_carlo' (and 'auto' for a prior without scales) estimates the same L_T and KL, at T ≠ 1 too."""
+    x, y = regression_data()
+    scales_free = priors.Prior("gaussian without scales", PRIOR.log_prob, None, PRIOR.sample)
+    temperature = 0.5
+    log_post = posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, NUM_POINTS, temperature)
+    closed = mfvi.elbo_objective(log_post, num_mc_samples=4, kl="closed_form")
+    monte_carlo = mfvi.elbo_objective(log_post._replace(prior=scales_free), num_mc_samples=4)  # 'auto' → MC
+    variational = mfvi.VariationalParams(unflat_linear(LINEAR, [0.8, -0.7, 0.4, 0.2]),
+                                         mfvi.unconstrain_scale(unflat_linear(LINEAR, [0.3, 0.2, 0.25, 0.6])))
+
+    @jax.jit
+    def draws(key):
+        keys = jax.random.split(key, 2000)
+        return (jax.vmap(closed, in_axes=(None, None, 0))(variational, (x, y), keys),
+                jax.vmap(monte_carlo, in_axes=(None, None, 0))(variational, (x, y), keys))
+
+    (closed_elbo, closed_terms), (mc_elbo, mc_terms) = draws(jax.random.key(0))
+    assert np.ptp(np.asarray(closed_terms.kl)) < 1e-4 * abs(float(closed_terms.kl[0]))  # closed form: no noise
+    assert np.ptp(np.asarray(mc_terms.kl)) > 0.1  # Monte Carlo: noisy
+    for got, want, what in ((mc_terms.kl, float(closed_terms.kl[0]), "kl"), (mc_elbo, float(np.mean(closed_elbo)), "elbo")):
+        got = np.asarray(got, np.float64)
+        standard_error = got.std(ddof=1) / math.sqrt(got.size)
+        if what == "elbo":
+            standard_error = math.hypot(standard_error, np.std(closed_elbo, ddof=1) / math.sqrt(closed_elbo.size))
+        assert abs(got.mean() - want) < Z * standard_error, what
+    with pytest.raises(ValueError, match="kl='monte_carlo'"):
+        mfvi.elbo_objective(log_post._replace(prior=scales_free), kl="closed_form")
+
+
+def test_duplicated_data_equals_doubled_num_data_and_minibatches_reach_the_same_optimum():
+    x, y = regression_data(20)
+    x_twice, y_twice = np.concatenate([x, x]), np.concatenate([y, y])
+    optimizer = optax.adam(1e-2)
+
+    def method(num_data):
+        return mfvi.build(posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, num_data), optimizer, num_mc_samples=2)
+
+    # One full-batch step: the same objective, the same draws (same key), the same update.
+    state = method(40).init(jax.random.key(0), LINEAR.init)
+    state_twice, info_twice = jax.jit(method(40).update)(state, (x_twice, y_twice), jax.random.key(1))
+    state_scaled, info_scaled = jax.jit(method(40).update)(state, (x, y), jax.random.key(1))
+    for got, want in zip(jax.tree.leaves((state_twice, info_twice)), jax.tree.leaves((state_scaled, info_scaled))):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+    # Minibatch training (KL once, likelihood ×N/|B|) on each reaches the closed form of the doubled data,
+    # R vmapped runs as an ensemble, the step compiled once across calls of the driver.
+    exact_mean, precision = exact_posterior(x_twice, y_twice)
+    num_epochs, num_runs = 400, 8
+    schedule = optax.cosine_decay_schedule(0.03, num_epochs * 4)
+    for data, num_data, batch_size in (((x_twice, y_twice), 40, 10), ((x, y), 40, 5)):
+        log_post = posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, num_data)
+        members = mfvi.build(log_post, optax.adam(schedule), num_mc_samples=4, init_scale=0.1)
+        if num_data != len(data[0]):  # the driver insists on num_data = rows; the transform itself does not
+            members = members._replace(num_data=None)
+        traces = []
+        counted = members._replace(update=lambda s, b, k: traces.append(1) or members.update(s, b, k))
+        runs = ensemble.build(counted, num_runs)
+        state = runs.init(jax.random.key(2), LINEAR.init)
+        half = train.fit(runs, state, data, key=jax.random.key(3), num_epochs=num_epochs // 2, batch_size=batch_size,
+                         progress=False)
+        result = train.fit(runs, half.state, data, key=jax.random.key(4), num_epochs=num_epochs // 2,
+                           batch_size=batch_size, progress=False)
+        assert len(traces) == 1
+        optimal_variance = 1.0 / np.diag(precision)
+        assert_converged_to(flat_linear(result.state.mean), exact_mean, np.sqrt(optimal_variance), max_error=0.3,
+                            what=f"mean, batch {batch_size} of {len(data[0])}")
+        variances = flat_linear(mfvi.variational_scales(result.state)) ** 2
+        assert_converged_to(variances, optimal_variance, optimal_variance, max_error=0.3,
+                            what=f"variance, batch {batch_size} of {len(data[0])}")
+
+
+def test_states_vmap_and_samples_follow_q():
+    x, y = regression_data()
+    method = mfvi.build(posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, NUM_POINTS), optax.adam(1e-2),
+                        init_scale={"w": 0.3, "b": 0.05})
+    states = jax.vmap(method.init, in_axes=(0, None))(jax.random.split(jax.random.key(0), 3), unflat_linear(LINEAR, [1, 2, 3, 4]))
+    states, infos = jax.vmap(method.update, in_axes=(0, None, 0))(states, (x, y), jax.random.split(jax.random.key(1), 3))
+    assert infos.elbo.shape == (3,) and np.all(np.isfinite(infos.elbo))
+    state = jax.tree.map(lambda leaf: leaf[0], states)
+    num_samples = 20000
+    samples = flat_linear(method.sample(state, jax.random.key(2), num_samples))
+    assert samples.shape == (num_samples, 4)
+    mean, scale = flat_linear(mfvi.mean_params(state)), flat_linear(mfvi.variational_scales(state))
+    np.testing.assert_array_less(np.abs(samples.mean(0) - mean), Z * scale / math.sqrt(num_samples))
+    np.testing.assert_array_less(np.abs(samples.std(0) / scale - 1), Z * math.sqrt(0.5 / num_samples))
+    np.testing.assert_allclose(flat_linear(mfvi.variational_scales(method.init(None, LINEAR.init))),
+                               [0.3, 0.3, 0.3, 0.05], rtol=1e-5)
+
+
+def test_nonfinite_steps_are_skipped_and_counted():
+    x, y = regression_data()
+    method = mfvi.build(posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, NUM_POINTS), optax.adam(1e-2))
+    state = method.init(jax.random.key(0), LINEAR.init)
+    bad_y = y.copy()
+    bad_y[3] = np.nan
+    new_state, info = jax.jit(method.update)(state, (x, bad_y), jax.random.key(1))
+    assert int(new_state.num_nonfinite) == 1 and not np.isfinite(info.elbo)
+    for got, want in zip(jax.tree.leaves((new_state.mean, new_state.raw_scale, new_state.opt_state)),
+                         jax.tree.leaves((state.mean, state.raw_scale, state.opt_state))):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_bad_configuration_fails_loudly():
+    log_post = posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, NUM_POINTS)
+    with pytest.raises(ValueError, match="num_mc_samples"):
+        mfvi.build(log_post, optax.adam(1e-2), num_mc_samples=0)
+    with pytest.raises(ValueError, match="init_scale must be positive"):
+        mfvi.build(log_post, optax.adam(1e-2), init_scale=0.0)
+    with pytest.raises(ValueError, match="scale_transform"):
+        mfvi.build(log_post, optax.adam(1e-2), scale_transform="relu")
+    with pytest.raises(ValueError, match="kl='monte_carlo'"):
+        mfvi.build(log_post._replace(prior=priors.flat()), optax.adam(1e-2), kl="closed_form")
+    with pytest.raises(ValueError, match="Bayesian layers"):
+        bayesian_layers.variational_apply(LINEAR, "flipout")
+    with pytest.raises(ValueError, match="unknown estimator"):
+        bayesian_layers.variational_apply(BAYESIAN_LINEAR, "lrt")
+
+
+# ---------------------------------------------------------------- Bayesian layers
+
+
+def test_bayesian_layers_are_flax_layers_with_the_same_parameters():
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (4, 9, 9, 2))
+    for ours, theirs in (
+        (bayesian_layers.Conv(3, (3, 3), strides=2, padding="VALID"), nn.Conv(3, (3, 3), strides=2, padding="VALID")),
+        (bayesian_layers.Conv(3, (2, 2), padding=1, use_bias=False), nn.Conv(3, (2, 2), padding=1, use_bias=False)),
+        (bayesian_layers.Dense(5), nn.Dense(5)),
+    ):
+        params = theirs.init(key, x)
+        assert jax.tree.structure(ours.init(key, x)) == jax.tree.structure(params)
+        np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
+    for ours, theirs, inputs in (
+        (bayesian_layers.mlp((3,), (8, 8), 2), models.mlp((3,), (8, 8), 2), jax.random.normal(key, (3, 3))),
+        (bayesian_layers.cnn(4, (2, 3), 5, input_shape=(8, 8, 1)), models.cnn(4, (2, 3), 5, input_shape=(8, 8, 1)),
+         jax.random.normal(key, (3, 8, 8, 1))),
+    ):
+        params = theirs.init(key)
+        assert jax.tree.map(jnp.shape, ours.init(key)) == jax.tree.map(jnp.shape, params)
+        np.testing.assert_allclose(ours.apply(params, inputs), theirs.apply(params, inputs), rtol=1e-5, atol=1e-5)
+
+
+def two_sample_z(first, second):
+    """Per-statistic z of the difference of two Monte Carlo means (draws on axis 0)."""
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    se = np.sqrt(first.var(0, ddof=1) / len(first) + second.var(0, ddof=1) / len(second))
+    return np.abs(first.mean(0) - second.mean(0)) / se
+
+
+@pytest.mark.parametrize("layer, input_shape, estimator", [
+    (bayesian_layers.Dense(3), (4, 5), bayesian_layers.LOCAL_REPARAMETERIZATION),
+    (bayesian_layers.Dense(3), (4, 5), bayesian_layers.FLIPOUT),
+    (bayesian_layers.Dense(3), (2, 3, 5), bayesian_layers.LOCAL_REPARAMETERIZATION),  # positions share weights
+    (bayesian_layers.Conv(2, (3, 3)), (2, 4, 4, 2), bayesian_layers.LOCAL_REPARAMETERIZATION),
+])
+def test_output_sampling_estimators_give_each_example_its_distribution_under_q(layer, input_shape, estimator):
+    """First and second moments, across units and across positions of one example, equal those of weight sampling."""
+    key = jax.random.key(1)
+    x = jax.random.normal(key, input_shape)
+    params = layer.init(key, x)
+    mean = jax.tree.map(lambda p: p + 0.3, params)
+    scale = jax.tree.map(lambda p: 0.2 + 0.5 * jax.random.uniform(jax.random.key(2), p.shape), params)
+    apply_under_q = bayesian_layers.variational_apply(bayesian_layers.BayesianApply(layer), estimator)
+    num_draws = 4000
+
+    @jax.jit
+    def draws(key):
+        keys = jax.random.split(key, num_draws)
+        sampled = jax.vmap(lambda k: apply_under_q(mean, scale, x, k))(keys)
+        weights = jax.vmap(lambda k: mfvi.reparameterize(k, mean, scale))(keys)
+        reference = jax.vmap(lambda p: layer.apply(p, x))(weights)
+        return sampled, reference
+
+    sampled, reference = draws(jax.random.key(3))
+    assert sampled.shape == reference.shape == (num_draws, *layer.apply(params, x).shape)
+
+    def statistics(out):
+        flat = out.reshape(num_draws, out.shape[1], -1)  # (draws, examples, positions × units)
+        cross = flat[:, :, :, None] * flat[:, :, None, :]  # within one example
+        return np.concatenate([flat.reshape(num_draws, -1), np.asarray(cross).reshape(num_draws, -1)], 1)
+
+    assert np.max(two_sample_z(statistics(sampled), statistics(reference))) < Z + 1.0  # ~10³ statistics
+    # And examples are decorrelated (the point of these estimators), unlike shared weight samples.
+    flat_sampled = np.asarray(sampled).reshape(num_draws, input_shape[0], -1)
+    flat_reference = np.asarray(reference).reshape(num_draws, input_shape[0], -1)
+    corr = lambda a: abs(np.corrcoef(a[:, 0, 0], a[:, 1, 0])[0, 1])  # noqa: E731
+    assert corr(flat_sampled) < corr(flat_reference)
+
+
+def test_output_sampling_lowers_the_gradient_variance():
+    """The benchmark's claim, small: LRT/Flipout gradients of the expected log-likelihood vary less than pytree ones."""
+    model = bayesian_layers.mlp((NUM_FEATURES,), (16,), 1)
+    x, y = regression_data(64)
+    log_post = posterior.log_posterior(model.apply, LIKELIHOOD, PRIOR, 1000)
+    params = model.init(jax.random.key(0))
+    variational = mfvi.VariationalParams(params, mfvi.unconstrain_scale(jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)))
+    variances = {}
+    for name in ("reparameterization",) + bayesian_layers.ESTIMATORS:
+        variational_apply = None if name == "reparameterization" else bayesian_layers.variational_apply(model, name)
+        objective = mfvi.elbo_objective(log_post, variational_apply=variational_apply)
+        grads = jax.jit(jax.vmap(jax.grad(lambda v, k: objective(v, (x, y), k)[0]), in_axes=(None, 0)))(
+            variational, jax.random.split(jax.random.key(1), 256))
+        variances[name] = float(sum(jnp.sum(jnp.var(g, axis=0)) for g in jax.tree.leaves(grads.mean)))
+    assert variances["local_reparameterization"] < 0.5 * variances["reparameterization"]
+    assert variances["flipout"] < 0.5 * variances["reparameterization"]
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def test_recipe_end_to_end_with_pretraining_estimators_and_mean_prediction():
+    x, y = regression_data(48)
+    problem = methods.Problem(bayesian_layers.mlp((NUM_FEATURES,), (8,), 1), LIKELIHOOD, PRIOR, x, y)
+    assert "num_mc_samples" in methods.hyperparameters("mfvi")
+    fitted = methods.run("mfvi", problem, jax.random.key(0), num_epochs=3, batch_size=16, learning_rate=1e-2,
+                         pretrain_epochs=2, num_samples=7, estimator="flipout", num_mc_samples=2,
+                         eval_data=(x, y), eval_every=1, log_fields={"method": "mfvi"})
+    assert jax.tree.leaves(fitted.samples)[0].shape[0] == 7
+    stages = [record.get("stage") for record in fitted.history if record["split"] == "train"]
+    assert stages == ["map_pretrain"] * 2 + [None] * 3
+    assert all(record["method"] == "mfvi" for record in fitted.history)
+    assert {"elbo", "expected_log_likelihood", "kl"} <= set(fitted.history[-2])
+    assert [r for r in fitted.history if r["split"] == "eval"] and fitted.diagnostics["nonfinite_steps"] == 0
+    assert fitted.diagnostics["pretrain_nonfinite_steps"] == 0
+
+    point = methods.run("mfvi", problem._replace(model=models.mlp((NUM_FEATURES,), (8,), 1)), jax.random.key(0),
+                        num_epochs=2, batch_size=16, predict_with_mean=True, num_samples=50)
+    assert jax.tree.leaves(point.samples)[0].shape[0] == 1
+    for got, want in zip(jax.tree.leaves(point.samples), jax.tree.leaves(point.state.mean)):
+        np.testing.assert_array_equal(got[0], want)
+    with pytest.raises(ValueError, match="Bayesian layers"):
+        methods.run("mfvi", problem._replace(model=models.mlp((NUM_FEATURES,), (8,), 1)), jax.random.key(0),
+                    estimator="local_reparameterization")
+    with pytest.raises(ValueError, match="unknown estimator"):
+        methods.run("mfvi", problem, jax.random.key(0), estimator="lrt")
