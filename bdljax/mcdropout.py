@@ -105,6 +105,7 @@ log posterior does not have.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -433,8 +434,13 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
     return structure
 
 
+@functools.lru_cache(maxsize=64)
 def sample_apply(apply: Apply, structure: DropoutStructure) -> Apply:
-    """The ``apply(sample, x, rng=None, train=False)`` that evaluates one sample of :func:`build`'s ``sample``."""
+    """The ``apply(sample, x, rng=None, train=False)`` that evaluates one sample of :func:`build`'s ``sample``.
+
+    Cached per ``(apply, structure)``: the same function comes back, so the
+    jitted predictive (static in ``apply``) compiles once per network.
+    """
     if structure.form == "weight_sample":
         def deterministic(params, x, rng=None, train=False):
             del rng, train  # the mask is in the weights; dropping again would apply it twice

@@ -680,6 +680,8 @@ def classification_metrics(
     probs, labels = jnp.asarray(probs), jnp.asarray(labels)
     if probs.ndim not in (2, 3):
         raise ValueError(f"probs must have shape (N, C) or (S, N, C), got {probs.shape}")
+    # Validate everything before any metric is computed (or compiled).
+    _check_binning(num_bins, binning)
     check_labels(labels, probs.shape[-1], probs.shape[-2])
     mean_probs = jnp.mean(probs, axis=0) if probs.ndim == 3 else probs
     metrics = {

@@ -39,16 +39,17 @@ a new method runs unchanged). "Epochs" is n_epochs.txt (40; 20 for protein) time
   trains the posterior, so the "weight decay" is a prior) is validated like MAP's.
   Adversarial training (their optional extra) is not used.
 * ``mcdropout``: Gal & Ghahramani (2016), "Dropout as a Bayesian Approximation",
-  exactly as their code (github.com/yaringal/DropoutUncertaintyExps, net/net.py):
+  as their code (github.com/yaringal/DropoutUncertaintyExps, net/net.py):
   dropout before every dense layer (input included), Adam (Keras defaults:
   lr 1e-3), batch 128, grid over dropout_rates.txt × tau_values.txt, prior length
-  scale l = 1e-2. Their training loss is mean squared error on standardised
-  targets plus weight decay λ = l²(1 − p)/(2Nτ) on the kernels (biases free);
-  the same objective, up to a constant factor, is the log posterior with a
-  Gaussian likelihood of precision τ on the standardised targets and a
-  N(0, 2/(l²(1 − p))) prior on kernels (``prior="dropout_length_scale"``). The
-  test log-likelihood, as theirs, uses precision τ in *original* units:
-  log (1/T) Σ_t N(y | ŷ_t, τ⁻¹).
+  scale l = 1e-2 (the recipe's ``length_scale``: :func:`bdljax.mcdropout.gal_prior`).
+  Their training loss is the mean squared error on *standardised* targets plus
+  weight decay λ = l²(1 − p)/(2Nτ) with τ from tau_values.txt, i.e. the log
+  posterior with a Gaussian likelihood of precision τ on the standardised
+  targets: that is the likelihood the problem gets (``likelihood="tau"``), so it
+  depends on no split statistic. The test log-likelihood, as theirs, uses
+  precision τ in *original* units: log (1/T) Σ_t N(y | ŷ_t, τ⁻¹), with T = 1000
+  weight samples (dropout masks) instead of their 10000 passes.
 * ``mfvi``, ``sgld``, ``sghmc``: the same network and learned noise as MAP, prior
   scale validated on {0.3, 1, 3}, batch 100; the recipes' own defaults for the rest.
 * ``hmc``, ``nuts``: the same network and learned noise, full-batch; the prior
@@ -57,7 +58,7 @@ a new method runs unchanged). "Epochs" is n_epochs.txt (40; 20 for protein) time
 
 Hyperparameters: ``--set METHOD.KEY=VALUE`` fixes a value (a recipe
 hyperparameter such as ``ensemble.num_members=10``, or a problem-level key:
-``prior_scale``, ``tau``, ``prior_length_scale``, ``n_hidden``); a fixed value is
+``prior_scale``, ``tau``, ``n_hidden``); a fixed value is
 taken out of the validation grid. ``--grid METHOD.KEY=v1,v2`` replaces a grid.
 
 Splits as a batch dimension: all splits of a dataset have the same sizes, so
@@ -66,10 +67,15 @@ for every method whose recipe trains through :func:`bdljax.methods.fit_transform
 compiled program, the method's ``update`` vmapped over a leading split axis
 (splits × members for ensembles). The script learns what a recipe would train
 (its transform, initialiser, epochs, batch size, number of samples, key) by
-running it once with ``fit_transform`` intercepted (:func:`capture_fit_plan`);
-a recipe that trains otherwise (HMC/NUTS with their own sampler loops) or
-post-processes its fit is run split by split through
-:func:`bdljax.methods.run`. ``--split-mode loop`` (or ``--split-loop``) runs the
+running it once with ``fit_transform`` intercepted (:func:`capture_fit_plan`),
+trains all runs in one program, and then replays each recipe on its real fit
+(:func:`replay_recipe`) so that whatever it does after training (MCMC
+diagnostics, reshaping draws) happens as in ``methods.run``. The validation
+grid points whose values are problem-level floats (prior scale, τ) are traced
+inputs of the same program, so a grid of prior scales × all splits is one
+compilation. A recipe that trains otherwise (HMC/NUTS run their own sampler
+loops) or calls ``fit_transform`` more than once (MFVI with MAP pretraining) is
+run split by split through :func:`bdljax.methods.run`. ``--split-mode loop`` (or ``--split-loop``) runs the
 same compiled program split after split, ``--split-mode recipe`` calls
 ``methods.run`` per split; the three give the same numbers (tested), only the
 wall time differs.
@@ -112,11 +118,9 @@ from bdljax.logging import RunLogger, default_run_dir, to_json
 # ----------------------------------------------------------------------------- protocols
 
 # Keys the script consumes to build the problem; every other key goes to the recipe.
-PROBLEM_KEYS = ("prior_scale", "tau", "prior_length_scale", "n_hidden")
+PROBLEM_KEYS = ("prior_scale", "tau", "n_hidden")
 # Grid values given as a file name are read from the dataset folder.
 FOLDER_GRIDS = {"dropout_rates.txt": "dropout_rates", "tau_values.txt": "tau_values"}
-# Biases are not regularised in Gal's code; a N(0, 1e4²) prior is flat for standardised data.
-UNREGULARISED_SCALE = 1e4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +132,8 @@ class Protocol:
         the weights), ``"heteroscedastic"`` (network outputs [μ, σ]) or ``"tau"``
         (Gaussian of fixed precision τ, Gal's protocol; see the module docstring).
       prior: ``"isotropic"`` (N(0, prior_scale²) on every parameter) or
-        ``"dropout_length_scale"`` (Gal's weight decay as a prior on kernels).
+        ``"recipe"`` (the recipe builds its prior from its own hyperparameters,
+        e.g. MC dropout's ``length_scale``; the problem carries N(0, 1)).
       grid: hyperparameter -> candidate values, validated per split; a value
         that is a file name (``"dropout_rates.txt"``) reads the dataset folder.
       fixed: hyperparameter -> value for every run. Recipe hyperparameters in
@@ -163,9 +168,10 @@ PROTOCOLS: Dict[str, Protocol] = {
         reference="Lakshminarayanan, Pritzel & Blundell (2017), deep ensembles",
     ),
     "mcdropout": Protocol(
-        likelihood="tau", prior="dropout_length_scale",
+        likelihood="tau", prior="recipe",
         grid={"dropout_rate": "dropout_rates.txt", "tau": "tau_values.txt"},
-        fixed={"batch_size": 128, "learning_rate": 1e-3, "optimizer": "adam", "prior_length_scale": 1e-2},
+        fixed={"batch_size": 128, "learning_rate": 1e-3, "optimizer": "adam", "length_scale": 1e-2,
+               "num_samples": 1000},
         reference="Gal & Ghahramani (2016), MC dropout, DropoutUncertaintyExps protocol",
     ),
     "mfvi": Protocol(
@@ -194,7 +200,7 @@ PROTOCOLS: Dict[str, Protocol] = {
 }
 
 LIKELIHOODS = ("learned_noise", "heteroscedastic", "tau")
-PRIORS = ("isotropic", "dropout_length_scale")
+PRIORS = ("isotropic", "recipe")
 
 
 def protocol_for(name: str) -> Protocol:
@@ -336,17 +342,13 @@ def evaluation_likelihood(protocol: Protocol, config: Mapping[str, Any], y_std: 
 
 
 def build_prior(protocol: Protocol, config: Mapping[str, Any]) -> priors.Prior:
-    """``"isotropic"``: N(0, prior_scale²). ``"dropout_length_scale"``: Gal's weight decay
-    λ = l²(1 − p)/(2Nτ) on the mean loss is the prior N(0, 2/(l²(1 − p))) on kernels
-    for a likelihood of precision τ (biases unregularised)."""
+    """``"isotropic"``: N(0, prior_scale²) on every parameter (the scale may be a traced value).
+    ``"recipe"``: N(0, 1), replaced by the recipe's own prior (MC dropout's ``length_scale``)."""
     if protocol.prior == "isotropic":
         scale = _positive(config, "prior_scale")  # a function of the leaf, so that the scale may be traced
         return priors.gaussian(lambda path, leaf: scale)
-    if protocol.prior == "dropout_length_scale":
-        length_scale = _positive(config, "prior_length_scale")
-        keep = 1.0 - float(config.get("dropout_rate", 0.0))
-        kernel_scale = math.sqrt(2.0 / (length_scale**2 * keep))
-        return priors.gaussian(lambda path, leaf: kernel_scale if path.endswith("kernel") else UNREGULARISED_SCALE)
+    if protocol.prior == "recipe":
+        return priors.gaussian(1.0)
     raise ValueError(f"unknown protocol prior {protocol.prior!r}; choose one of {PRIORS}")
 
 
@@ -374,7 +376,7 @@ def build_problem(protocol: Protocol, config: Mapping[str, Any], dataset: data.U
 def recipe_hyperparameters(name: str, config: Mapping[str, Any]) -> Dict[str, Any]:
     """The part of ``config`` that goes to the method's recipe."""
     accepted = methods.hyperparameters(name)
-    return {k: v for k, v in config.items() if k in accepted}
+    return {k: v for k, v in config.items() if k in accepted and k not in PROBLEM_KEYS}
 
 
 # ----------------------------------------------------------------------------- splits as a batch axis
@@ -410,13 +412,15 @@ def _intercepted_fit_transform(replacement):
 
 
 def capture_fit_plan(name: str, problem: methods.Problem, key: jax.Array, hyperparameters: Mapping[str, Any]):
-    """Run the recipe with ``fit_transform`` intercepted.
+    """Run the recipe with ``fit_transform`` intercepted, to learn what it would train.
 
-    Returns ``(plan, fitted, reason)``: ``plan`` when the recipe's whole work is one
-    ``fit_transform`` call whose result it returns unchanged (then the splits can be
-    trained as a batch); otherwise ``plan`` is None, ``fitted`` is the recipe's own
-    result when it ran to the end without ``fit_transform`` (a sampler loop: the run
-    is not wasted), and ``reason`` says why the split axis cannot be batched.
+    Returns ``(plan, fitted, reason)``. ``plan`` when the recipe trains through
+    exactly one ``fit_transform`` call (whatever it does before and after: what it
+    does after, with the placeholder it got back, may fail here and is replayed on
+    the real fit by :func:`replay_recipe`); then runs can be batched. Otherwise
+    ``plan`` is None, ``fitted`` is the recipe's own result when it ran to the end
+    without ``fit_transform`` (a sampler loop: the run is not wasted), and
+    ``reason`` says why the runs cannot be batched.
     """
     methods.get_recipe(name)  # import the recipe's module before patching it
     plans: List[FitPlan] = []
@@ -427,18 +431,40 @@ def capture_fit_plan(name: str, problem: methods.Problem, key: jax.Array, hyperp
                              apply or problem.model.apply, key, problem.x_train, problem.y_train))
         return placeholder
 
+    result = None
     with _intercepted_fit_transform(capture):
         try:
             result = methods.run(name, problem, key, **hyperparameters)
-        except Exception as error:  # the recipe used the placeholder: it post-processes its fit
+        except Exception:  # after fit_transform: the recipe post-processed the placeholder
             if not plans:
                 raise
-            return None, None, f"the recipe post-processes its fit ({type(error).__name__}: {error})"
-    if len(plans) == 1 and result is placeholder:
+    if len(plans) == 1:
         return plans[0], None, None
     if not plans:
         return None, result, "the recipe does not train through methods.fit_transform"
-    return None, None, "the recipe calls fit_transform more than once or changes its result"
+    return None, None, f"the recipe calls fit_transform {len(plans)} times"
+
+
+def replay_recipe(name: str, problem: methods.Problem, key: jax.Array, hyperparameters: Mapping[str, Any],
+                  fitted: methods.Fitted, plan: FitPlan) -> methods.Fitted:
+    """Run the recipe again, its ``fit_transform`` call answered by ``fitted`` (trained in a batch).
+
+    Whatever the recipe does with its fit (diagnostics, R̂ from the draws, reshaping
+    samples) is done on the real one, so the result is what ``methods.run`` returns.
+    """
+    calls = []
+
+    def answer(problem, method, key, *, num_epochs, batch_size, num_samples, **unused):
+        if (int(num_epochs), batch_size, int(num_samples)) != (plan.num_epochs, plan.batch_size, plan.num_samples):
+            raise RuntimeError(f"{name}: the recipe asked for a different fit on replay; run with --split-mode recipe")
+        calls.append(key)
+        return fitted
+
+    with _intercepted_fit_transform(answer):
+        result = methods.run(name, problem, key, **hyperparameters)
+    if len(calls) != 1:
+        raise RuntimeError(f"{name}: the recipe called fit_transform {len(calls)} times on replay")
+    return result
 
 
 def _take(tree, index):
@@ -627,7 +653,10 @@ class Runner:
         self.reason = "--split-mode recipe" if mode == "recipe" else None
         self.compiled_groups = 0
 
-    def fit(self, runs: Sequence[Run]) -> List[methods.Fitted]:
+    def fit(self, runs: Sequence[Run], replay: bool = True) -> List[methods.Fitted]:
+        """One Fitted per run. ``replay``: pass each batched fit through the recipe's own post-processing
+        (what ``methods.run`` returns); without it, the fit as ``fit_transform`` returns it (enough to score
+        a validation run)."""
         fitted: List[Optional[methods.Fitted]] = [None] * len(runs)
         if self.batched:
             groups: Dict[str, List[int]] = {}
@@ -638,7 +667,12 @@ class Runner:
                 results = self._fit_group([runs[i] for i in members])
                 if results is None:
                     break
-                for i, result in zip(members, results):
+                for i, (result, plan) in zip(members, results):
+                    if replay:
+                        run = runs[i]
+                        problem = build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y)
+                        result = replay_recipe(self.name, problem, run.key,
+                                               recipe_hyperparameters(self.name, run.config), result, plan)
                     fitted[i] = result
         for i, run in enumerate(runs):
             if fitted[i] is None:
@@ -646,7 +680,7 @@ class Runner:
                 fitted[i] = methods.run(self.name, problem, run.key, **recipe_hyperparameters(self.name, run.config))
         return fitted
 
-    def _fit_group(self, runs: Sequence[Run]) -> Optional[List[methods.Fitted]]:
+    def _fit_group(self, runs: Sequence[Run]) -> Optional[List[Tuple[methods.Fitted, FitPlan]]]:
         first = runs[0]
         problem = build_problem(self.resolved.protocol, first.config, self.dataset, first.x, first.y)
         plan, _, reason = capture_fit_plan(self.name, problem, first.key,
@@ -660,7 +694,8 @@ class Runner:
         traced = [k for k in TRACEABLE_KEYS if k in first.config] if self.traceable else []
         try:
             self.compiled_groups += 1
-            return fit_runs_batched(self.name, self.resolved.protocol, self.dataset, runs, plan, traced, chunk)
+            results = fit_runs_batched(self.name, self.resolved.protocol, self.dataset, runs, plan, traced, chunk)
+            return [(result, plan) for result in results]
         except (_NotBatchable, jax.errors.UnexpectedTracerError, TypeError, ValueError) as error:
             if not traced:
                 raise
@@ -670,7 +705,7 @@ class Runner:
             by_config: Dict[str, List[int]] = {}
             for i, run in enumerate(runs):
                 by_config.setdefault(json.dumps(to_json(run.config), sort_keys=True), []).append(i)
-            fitted: List[Optional[methods.Fitted]] = [None] * len(runs)
+            fitted: List[Optional[Tuple[methods.Fitted, FitPlan]]] = [None] * len(runs)
             for members in by_config.values():
                 group = self._fit_group([runs[i] for i in members])
                 for i, result in zip(members, group):
@@ -686,7 +721,7 @@ def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, 
     keys = [jax.random.fold_in(method_key(args.seed, name), split.index) for split in splits]
     points = grid_points(resolved)
     for point in points:  # fail on a bad grid value before anything compiles
-        for key in ("prior_scale", "tau", "prior_length_scale"):
+        for key in ("prior_scale", "tau"):
             if key in point:
                 _positive(point, key)
     chosen: List[Dict[str, Any]] = [dict(points[0]) for _ in splits]
@@ -697,7 +732,7 @@ def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, 
                     jax.random.fold_in(jax.random.fold_in(k, 1), c))
                 for c, point in enumerate(points) for s, k in zip(splits, keys)]
         tic = time.perf_counter()
-        fits = runner.fit(runs)
+        fits = runner.fit(runs, replay=False)
         train_seconds += time.perf_counter() - tic
         best = [(-math.inf, None)] * len(splits)
         for r, (run, fitted) in enumerate(zip(runs, fits)):

@@ -1,5 +1,6 @@
 """MC dropout (bdljax.mcdropout): masks, weight samples, the paper's predictive, compile counts."""
 
+import functools
 import math
 
 import flax.linen as nn
@@ -18,20 +19,28 @@ INPUT_DIM = 3
 HIDDEN = (16, 8)
 
 
-def _mlp(rate, dropout_input=True, hidden=HIDDEN):
-    return models.mlp((INPUT_DIM,), hidden, 1, dropout_input=dropout_input).with_dropout(rate)
+RATE = 0.2
 
 
-def _structure(model, seed=0):
-    params = jax.jit(model.init)(jax.random.key(seed))
-    x = jax.random.normal(jax.random.key(seed + 100), (4, INPUT_DIM))
-    return params, mcdropout.dropout_structure(model.apply, params, x)
+@functools.lru_cache(maxsize=None)
+def _setup(dropout_input=True, per_point_masks=False):
+    """A dropout MLP, its parameters and dropout structure, built once per configuration (compiles are slow)."""
+    model = models.mlp((INPUT_DIM,), HIDDEN, 1, dropout_input=dropout_input).with_dropout(RATE)
+    params = jax.jit(model.init)(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(100), (4, INPUT_DIM))
+    return model, params, mcdropout.dropout_structure(model.apply, params, x, per_point_masks=per_point_masks)
 
 
 def _toy_problem(seed=0, num_train=48):
     toy = data.make_regression_1d(seed, num_train=num_train, num_test=20)
     model = models.mlp((1,), (16,), 1)
     return methods.Problem(model, likelihoods.gaussian(0.1), priors.gaussian(1.0), toy.x_train, toy.y_train), toy
+
+
+def _inputs_with_repeats():
+    """Seven test inputs, the first three identical."""
+    x = jax.random.normal(jax.random.key(2), (7, INPUT_DIM))
+    return x.at[1:3].set(x[0])
 
 
 def _log_posterior(model):
@@ -60,13 +69,13 @@ def _numpy_forward(params, x, masks, dropout_input=True):
 
 
 def test_structure_finds_the_kernel_rows_each_dropout_feeds():
-    params, structure = _structure(_mlp(0.2))
+    _, params, structure = _setup()
     assert structure.form == "weight_sample", structure.reason
     kernels = [i for i, leaf in enumerate(jax.tree.leaves(params)) if leaf.ndim == 2]
     assert [leaf for leaf, _ in structure.folded] == kernels  # dropout before every Dense, input layer included
     assert structure.mask_shapes == ((INPUT_DIM,), (HIDDEN[0],), (HIDDEN[1],))
     # Without input dropout the first kernel is not masked.
-    params, structure = _structure(_mlp(0.2, dropout_input=False))
+    _, params, structure = _setup(dropout_input=False)
     assert [leaf for leaf, _ in structure.folded] == kernels[1:]
 
 
@@ -118,22 +127,26 @@ def test_cnn_dropout_before_convolutions_uses_shared_masks():
 
 @pytest.mark.parametrize("dropout_input", [True, False])
 def test_weight_sample_equals_dropout_network_with_the_same_shared_mask(dropout_input):
-    rate = 0.3
-    model = _mlp(rate, dropout_input)
-    params, structure = _structure(model)
+    rate = RATE
+    model, params, structure = _setup(dropout_input)
     x = jax.random.normal(jax.random.key(7), (11, INPUT_DIM))
+    masks_of = jax.jit(mcdropout.dropout_masks, static_argnums=1)
+    folded_apply = jax.jit(lambda p, x, key: model.apply(mcdropout.weight_sample(p, key, structure), x))
+    intercepted_apply = jax.jit(lambda p, x, key: mcdropout.shared_mask_apply(model.apply, structure)(
+        mcdropout.MCDropoutSample(p, key), x))
     for seed in range(3):
         key = jax.random.key(seed)
-        masks = mcdropout.dropout_masks(key, structure)
+        masks = masks_of(key, structure)
         for mask in masks:  # inverted dropout: entries 0 or 1/(1 − p)
             mask = np.asarray(mask)
             assert np.all(np.isclose(mask, 0.0) | np.isclose(mask, 1 / (1 - rate)))
-        folded = model.apply(mcdropout.weight_sample(params, key, structure), x)
+        folded = folded_apply(params, x, key)
         by_hand = _numpy_forward(params, x, masks, dropout_input)
-        by_interception = mcdropout.shared_mask_apply(model.apply, structure)(mcdropout.MCDropoutSample(params, key), x)
+        by_interception = intercepted_apply(params, x, key)
         np.testing.assert_allclose(folded, by_hand, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(by_interception, by_hand, rtol=1e-5, atol=1e-5)
-        assert not np.allclose(folded, model.apply(params, x), atol=1e-3)  # the masks did something
+        assert not np.allclose(folded, _numpy_forward(params, x, [np.ones(m.shape) for m in masks], dropout_input),
+                               atol=1e-3)  # the masks did something
 
 
 def test_linear_model_dropout_moments_match_closed_form():
@@ -146,10 +159,10 @@ def test_linear_model_dropout_moments_match_closed_form():
     model = models.mlp((dim,), (), 1).with_dropout(rate)
     init = jax.jit(model.init)
     draw = jax.jit(jax.vmap(mcdropout.weight_sample, in_axes=(None, 0, None)), static_argnums=2)
+    structure = mcdropout.dropout_structure(model.apply, init(jax.random.key(0)), jnp.ones((1, dim)))
     for seed in range(3):
         params = init(jax.random.key(seed))
         x = jax.random.normal(jax.random.key(seed + 10), (1, dim))
-        structure = mcdropout.dropout_structure(model.apply, params, x)
         samples = draw(params, jax.random.split(jax.random.key(seed + 20), num_passes), structure)
         outputs = np.asarray(predictive.predictive_outputs(model.apply, samples, x))[:, 0, 0].astype(np.float64)
         w = np.asarray(params["params"]["Dense_0"]["kernel"][:, 0], np.float64)
@@ -163,14 +176,13 @@ def test_linear_model_dropout_moments_match_closed_form():
 
 
 def test_passes_use_different_masks_and_vmap_equals_loop():
-    rate, num_passes = 0.2, 12
-    model = _mlp(rate)
-    params, structure = _structure(model)
+    rate, num_passes = RATE, 12
+    model, params, structure = _setup()
     transform = mcdropout.build(_log_posterior(model), _sgd(), structure)
     state = transform.init(jax.random.key(0), params)
     samples = transform.sample(state, jax.random.key(1), num_passes)
     apply = mcdropout.sample_apply(model.apply, structure)
-    x = jax.random.normal(jax.random.key(2), (9, INPUT_DIM))
+    x = _inputs_with_repeats()
     vmapped = predictive.predictive_outputs(apply, samples, x)
     single_pass = jax.jit(apply)
     looped = np.stack([single_pass(jax.tree.map(lambda leaf: leaf[t], samples), x) for t in range(num_passes)])
@@ -188,18 +200,15 @@ def test_passes_use_different_masks_and_vmap_equals_loop():
     tau = 10.0
     variance = mcdropout.regression_predictive(vmapped, jnp.zeros(x.shape[0]), tau).variance
     assert np.all(variance > 1 / tau)
-    # One mask per pass: identical test inputs get identical outputs within a pass.
-    same = jnp.repeat(x[:1], 4, axis=0)
-    outputs = predictive.predictive_outputs(apply, samples, same)
-    assert np.allclose(outputs, outputs[:, :1])
+    # One mask per pass: identical test inputs (the first three) get identical outputs within a pass.
+    np.testing.assert_allclose(vmapped[:, :3], np.repeat(vmapped[:, :1], 3, axis=1), rtol=1e-6)
 
 
 def test_per_point_masks_vmap_equals_loop_with_the_same_keys():
-    rate, num_passes = 0.2, 6
-    model = _mlp(rate)
-    params = jax.jit(model.init)(jax.random.key(0))
-    x = jax.random.normal(jax.random.key(2), (5, INPUT_DIM))
-    structure = mcdropout.dropout_structure(model.apply, params, x, per_point_masks=True)
+    num_passes = 6
+    model, params, structure = _setup(per_point_masks=True)
+    assert structure.form == "per_point"
+    x = _inputs_with_repeats()
     transform = mcdropout.build(_log_posterior(model), _sgd(), structure)
     samples = transform.sample(transform.init(jax.random.key(0), params), jax.random.key(1), num_passes)
     assert isinstance(samples, mcdropout.MCDropoutSample)
@@ -210,8 +219,7 @@ def test_per_point_masks_vmap_equals_loop_with_the_same_keys():
     np.testing.assert_allclose(vmapped, looped, rtol=1e-5, atol=1e-6)
     assert len({tuple(np.round(row, 5)) for row in looped[:, :, 0]}) == num_passes
     # Independent masks per point: identical inputs get different outputs within a pass.
-    outputs = predictive.predictive_outputs(apply, samples, jnp.repeat(x[:1], 4, axis=0))
-    assert not np.allclose(outputs, outputs[:, :1])
+    assert not np.allclose(vmapped[:, :3], np.repeat(vmapped[:, :1], 3, axis=1))
 
 
 def test_zero_rate_collapses_to_the_deterministic_network():
@@ -252,9 +260,8 @@ def test_regression_predictive_against_scipy():
 
 def test_gal_objective_is_the_shared_log_posterior():
     """−N τ · [(1/N) Σ ½(y − ŷ)² + Σ_k λ_k ‖M_k‖²] differs from log p(θ|D) by a constant only."""
-    rate, length_scale, tau, num_data = 0.1, 0.5, 4.0, 32
-    model = _mlp(rate)
-    params, structure = _structure(model)
+    rate, length_scale, tau, num_data = RATE, 0.5, 4.0, 32
+    model, params, structure = _setup()
     x = np.asarray(jax.random.normal(jax.random.key(3), (num_data, INPUT_DIM)))
     y = np.asarray(jax.random.normal(jax.random.key(4), (num_data,)))
     problem = methods.Problem(model, likelihoods.gaussian(tau**-0.5), mcdropout.gal_prior(params, structure, length_scale),
@@ -273,8 +280,9 @@ def test_gal_objective_is_the_shared_log_posterior():
 
     other = jax.tree.map(lambda leaf: leaf + 0.3 * jnp.sign(leaf + 0.1), params)
     # train=False: the objective's deterministic part; with dropout on both sides average the same masks.
-    shared = [log_posterior.log_likelihood(p, (x, y), train=False) + log_posterior.log_prior(p) for p in (params, other)]
-    gal = [-num_data * tau * gal_objective(p) for p in (params, other)]
+    shared_objective = jax.jit(lambda p: log_posterior.log_likelihood(p, (x, y), train=False) + log_posterior.log_prior(p))
+    shared = [shared_objective(p) for p in (params, other)]
+    gal = [-num_data * tau * jax.jit(gal_objective)(p) for p in (params, other)]
     np.testing.assert_allclose(shared[0] - shared[1], gal[0] - gal[1], rtol=1e-4)
 
 

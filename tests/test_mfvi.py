@@ -102,7 +102,7 @@ def unflat_linear(model, vector):
     return {"params": {"Dense_0": {"kernel": vector[:NUM_FEATURES, None], "bias": vector[NUM_FEATURES:]}}}
 
 
-def assert_converged_to(runs, target, scale, max_error=0.2, num_checks=48, what=""):
+def assert_converged_to(runs, target, scale, max_error=0.25, num_checks=48, what=""):
     """Runs (R, d) against a closed-form target (d,).
 
     The mean over runs must lie within a Student-t multiple of its standard error
@@ -136,7 +136,7 @@ def train_runs(model, variational_apply=None, scale_transform="softplus", x=None
         log_post = LogPosterior(model.apply, LIKELIHOOD, PRIOR, num_data, temperature)
         method = mfvi.build(log_post, optax.adam(optax.cosine_decay_schedule(0.05, NUM_STEPS)), num_mc_samples=4,
                             init_scale=0.1, scale_transform=scale_transform, variational_apply=variational_apply)
-        state = method.init(key, model.init)
+        state = method.init(key, unflat_linear(model, jnp.zeros(NUM_FEATURES + 1)))  # every run from the same start
         state, infos = jax.lax.scan(lambda s, k: method.update(s, (x, y), k), state, jax.random.split(key, NUM_STEPS))
         return state, infos
 

@@ -23,26 +23,33 @@ def sigmoid(x):
 def test_shapes_for_series_sequences_and_images(cell):
     gates = {"lstm": 4, "gru": 3}[cell]
     model = recurrent.rnn(cell, (6, 5, 1), hidden=(4, 3), output_dim=10)
-    params = jax.jit(model.init)(jax.random.key(0))
+    params = jax.eval_shape(model.init, jax.random.key(0))
     layers = params["params"]
     assert layers[f"{cell}_0"]["input_kernel"].shape == (5, gates * 4)
     assert layers[f"{cell}_0"]["recurrent_kernel"].shape == (4, gates * 4)
     assert layers[f"{cell}_1"]["input_kernel"].shape == (4, gates * 3)
     assert layers["head"]["kernel"].shape == (3, 10)
-    if cell == "lstm":  # forget-gate bias 1 (Jozefowicz et al. 2015), every other bias 0
-        np.testing.assert_array_equal(layers["lstm_0"]["bias"], np.repeat([0.0, 1.0, 0.0, 0.0], 4))
-    else:
+    if cell == "gru":
         assert layers["gru_0"]["recurrent_bias"].shape == (4,)
-    # Images are read row by row: (B, H, W, 1) and (B, H, W) give the same logits.
-    images = jax.random.uniform(jax.random.key(1), (3, 6, 5, 1))
-    as_images, as_rows = jax.jit(lambda p, x: (model.apply(p, x), model.apply(p, x[..., 0])))(params, images)
-    assert as_images.shape == (3, 10)
-    np.testing.assert_allclose(as_images, as_rows, rtol=1e-6, atol=1e-6)
-
+    for shape in [(3, 6, 5, 1), (3, 6, 5)]:  # images (B, H, W, 1) are read row by row, like (B, H, W)
+        assert jax.eval_shape(model.apply, params, jnp.ones(shape)).shape == (3, 10)
     series = recurrent.rnn(cell, (7,), hidden=(4,), output_dim=2, head="sequence")
     series_params = jax.eval_shape(series.init, jax.random.key(2))
     assert jax.eval_shape(series.apply, series_params, jnp.ones((5, 7))).shape == (5, 7, 2)
     assert jax.eval_shape(series.apply, series_params, jnp.ones((5, 7, 1))).shape == (5, 7, 2)
+
+
+def test_images_are_read_row_by_row_and_lstm_starts_with_forget_bias_one():
+    model = recurrent.lstm((6, 5, 1), hidden=(4,), output_dim=3)
+    params = jax.jit(model.init)(jax.random.key(0))
+    # Forget-gate bias 1 (Jozefowicz et al. 2015), every other bias 0; gate order i, f, g, o.
+    np.testing.assert_array_equal(params["params"]["lstm_0"]["bias"], np.repeat([0.0, 1.0, 0.0, 0.0], 4))
+    images = jax.random.uniform(jax.random.key(1), (3, 6, 5, 1))
+    as_images, as_rows = jax.jit(lambda p, x: (model.apply(p, x), model.apply(p, x[..., 0])))(params, images)
+    np.testing.assert_allclose(as_images, as_rows, rtol=1e-6, atol=1e-6)
+    # Row t of the image is step t: changing only the last row changes the output, as a later step must.
+    changed = jax.jit(model.apply)(params, images.at[:, -1].set(0.0))
+    assert np.max(np.abs(np.asarray(changed - as_images))) > 1e-4
 
 
 def test_bad_configurations_and_inputs_fail_loudly():
@@ -152,18 +159,6 @@ def test_carry_free_network_sees_the_same_mask_at_every_step(cell):
     assert np.max(np.abs(np.asarray(again - out))) > 1e-3
 
 
-def test_mc_dropout_predictive_draws_fresh_masks_per_sample():
-    model = recurrent.gru((5, 2), hidden=(4,), output_dim=3).with_dropout(0.3)
-    params = jax.jit(model.init)(jax.random.key(0))
-    samples = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (4, *leaf.shape)), params)
-    x = jax.random.normal(jax.random.key(1), (7, 5, 2))
-    outputs = predictive.predictive_outputs(model.apply, samples, x, jax.random.key(2), train=True)
-    assert outputs.shape == (4, 7, 3)
-    assert np.ptp(np.asarray(outputs), axis=0).max() > 1e-3
-    deterministic = predictive.predictive_outputs(model.apply, samples, x)
-    np.testing.assert_allclose(deterministic[0], deterministic[3])
-
-
 # --------------------------------------------------------------------------
 # Every registered method on a tiny sequence problem
 # --------------------------------------------------------------------------
@@ -218,6 +213,10 @@ def test_every_method_fits_a_recurrent_network(name, tiny_sequence_problem):
 # --------------------------------------------------------------------------
 
 
+AR1_SIGMA = 0.5
+AR1_LIKELIHOOD = likelihoods.gaussian(AR1_SIGMA)  # one instance: it is a static argument of the compiled forecast
+
+
 def ar1_apply(params, windows, rng=None, train=False):
     """z_{t+1} ~ N(φ z_t, σ²) as a bdljax apply on (N, T) windows (the noise is the likelihood's)."""
     return params["phi"] * windows[:, -1:]
@@ -226,11 +225,11 @@ def ar1_apply(params, windows, rng=None, train=False):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_autoregressive_forecast_matches_the_ar1_closed_form(seed):
     """For z_{t+h} | z_t under AR(1): mean φ^h z_t, variance σ² Σ_{k<h} φ^{2k}; one law per posterior sample."""
-    sigma, horizon, paths = 0.5, 4, 4000
+    sigma, horizon, paths = AR1_SIGMA, 4, 4000
     phis = jnp.asarray([0.9, -0.5])
     windows = jnp.asarray([[0.3, 2.0], [1.0, -1.0]])  # the last value, z_t = 2 and -1, is what AR(1) reads
     forecast = recurrent.autoregressive_forecast(
-        ar1_apply, likelihoods.gaussian(sigma), {"phi": phis}, windows, jax.random.key(seed),
+        ar1_apply, AR1_LIKELIHOOD, {"phi": phis}, windows, jax.random.key(seed),
         horizon=horizon, paths_per_sample=paths)
     assert forecast.draws.shape == (2 * paths, 2, horizon)
     draws = np.asarray(forecast.draws).reshape(2, paths, 2, horizon)  # sample-major

@@ -1,0 +1,384 @@
+"""Contextual bandits (bdljax.bandits): environments, exact Bayesian linear regression, agents, the compiled run.
+
+References: hand-worked wheel and mushroom cases; NumPy closed-form Bayesian
+linear regression and Bayes' rule checked with scipy.stats densities
+(multivariate normal, inverse gamma, multivariate t evidence); Monte Carlo
+moments with tolerances from their standard errors, over several fixed seeds.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from bdljax import bandits
+
+SEEDS = [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------
+# The wheel bandit
+# ---------------------------------------------------------------------------
+
+
+def test_wheel_expected_rewards_and_optimal_arm_hand_worked():
+    contexts = jnp.array([
+        [0.1, 0.2],     # ‖x‖ = 0.22: inside δ = 0.5 → safe arm 4
+        [0.6, 0.6],     # ‖x‖ = 0.85, quadrant (+, +) → arm 0
+        [0.6, -0.6],    # (+, −) → arm 1
+        [-0.6, 0.6],    # (−, +) → arm 2
+        [-0.6, -0.6],   # (−, −) → arm 3
+        [0.0, 0.99],    # x₀ = 0 counts as "not right": (−, +) → arm 2
+        [0.45, 0.0],    # ‖x‖ = 0.45 < 0.5: inside
+        [0.0, -0.51],   # x₀ = 0, x₁ < 0 → arm 3, outside
+    ])
+    expected = np.asarray(bandits.wheel_expected_rewards(contexts, 0.5))
+    safe = [1.0, 1.0, 1.0, 1.0, 1.2]
+    table = np.array([safe, [50, 1, 1, 1, 1.2], [1, 50, 1, 1, 1.2], [1, 1, 50, 1, 1.2], [1, 1, 1, 50, 1.2],
+                      [1, 1, 50, 1, 1.2], safe, [1, 1, 1, 50, 1.2]])
+    np.testing.assert_allclose(expected, table, rtol=1e-6)
+    np.testing.assert_array_equal(bandits.wheel_optimal_arm(contexts, 0.5), [4, 0, 1, 2, 3, 2, 4, 3])
+    # With δ = 0.95 only the point at radius 0.99 lies outside.
+    np.testing.assert_array_equal(bandits.wheel_optimal_arm(contexts, 0.95), [4, 4, 4, 4, 4, 2, 4, 4])
+    assert np.asarray(bandits.wheel_expected_rewards(contexts, 0.95))[1].tolist() == pytest.approx(safe)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_wheel_contexts_are_uniform_on_the_disc_and_rewards_have_the_stated_noise(seed):
+    num = 20000
+    key = jax.random.key(seed)
+    contexts = np.asarray(bandits.wheel_contexts(key, num))
+    radius = np.linalg.norm(contexts, axis=1)
+    assert radius.max() <= 1.0 + 1e-6
+    for delta in (0.5, 0.9, 0.95):  # P(‖x‖ > δ) = 1 − δ² under the uniform law on the disc
+        p = 1 - delta**2
+        assert abs(np.mean(radius > delta) - p) < 4 * np.sqrt(p * (1 - p) / num)
+    quadrants = np.bincount(np.asarray(bandits.wheel_quadrant_arm(jnp.asarray(contexts))), minlength=4) / num
+    assert np.all(np.abs(quadrants - 0.25) < 4 * np.sqrt(0.25 * 0.75 / num))
+
+    data = bandits.wheel_bandit(0.7).sample({"delta": jnp.float32(0.7)}, key, num)
+    noise = np.asarray(data.rewards - data.expected_rewards).ravel()
+    # Mean within 4 standard errors of 0; the sample variance of 5N normal draws within 4 of its standard errors.
+    assert abs(noise.mean()) < 4 * 0.01 / np.sqrt(noise.size)
+    assert abs(noise.var() / 0.01**2 - 1) < 4 * np.sqrt(2 / noise.size)
+    np.testing.assert_allclose(data.expected_rewards, bandits.wheel_expected_rewards(data.contexts, 0.7))
+
+
+def test_wheel_bandit_rejects_bad_delta():
+    with pytest.raises(ValueError, match="delta must lie in"):
+        bandits.wheel_bandit(1.0)
+
+
+# ---------------------------------------------------------------------------
+# The mushroom bandit
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mushroom_rewards(seed):
+    num = 20000
+    edible = jnp.arange(num) % 3 == 0
+    rewards = np.asarray(bandits.mushroom_rewards(jax.random.key(seed), edible))
+    edible = np.asarray(edible)
+    assert np.all(rewards[:, 0] == 0.0)  # leaving it pays nothing
+    assert np.all(rewards[edible, 1] == 5.0)  # an edible mushroom pays +5
+    poison = rewards[~edible, 1]
+    assert set(np.unique(poison)) == {5.0, -35.0}  # a poisonous one +5 or −35 ...
+    bad = np.mean(poison == -35.0)  # ... with probability ½ each
+    assert abs(bad - 0.5) < 4 * np.sqrt(0.25 / poison.size)
+    np.testing.assert_array_equal(bandits.mushroom_expected_rewards(jnp.array([True, False])), [[0, 5], [0, -15]])
+
+
+def test_mushroom_bandit_samples_rows_of_its_table():
+    contexts = np.eye(6, dtype=np.float32)  # row i identifies mushroom i
+    edible = np.array([True, False, True, False, False, True])
+    bandit = bandits.mushroom_bandit(contexts, edible)
+    assert (bandit.num_arms, bandit.context_dim) == (2, 6)
+    data = bandit.sample(bandit.tables, jax.random.key(0), 500)
+    row = np.argmax(np.asarray(data.contexts), axis=1)
+    np.testing.assert_array_equal(np.asarray(data.expected_rewards)[:, 1], np.where(edible[row], 5.0, -15.0))
+    assert len(np.unique(row)) == 6
+    with pytest.raises(ValueError, match="bool"):
+        bandits.mushroom_bandit(contexts, edible.astype(int))
+
+
+def test_mushroom_bandit_on_the_real_table(shared_data_dir):
+    from bdljax import data
+
+    dataset = data.load_mushroom(shared_data_dir)
+    bandit = bandits.mushroom_bandit(dataset.contexts, dataset.edible)
+    assert (bandit.num_arms, bandit.context_dim) == (2, 117)
+    sample = bandit.sample(bandit.tables, jax.random.key(0), 4000)
+    # About 51.8% of the 8124 mushrooms are edible: optimal is eating them, leaving the rest.
+    optimal_eat = np.mean(np.asarray(sample.expected_rewards)[:, 1] > 0)
+    assert abs(optimal_eat - dataset.edible.mean()) < 4 * np.sqrt(0.25 / 4000)
+
+
+# ---------------------------------------------------------------------------
+# Bayesian linear regression (Normal–Inverse-Gamma)
+# ---------------------------------------------------------------------------
+
+
+def regression_data(seed, num=40, dim=3, num_arms=2):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num, dim)).astype(np.float32)
+    arms = rng.integers(0, num_arms, num).astype(np.int32)
+    beta = rng.normal(size=(num_arms, dim))
+    r = (np.einsum("nd,nd->n", x, beta[arms]) + 0.3 * rng.normal(size=num)).astype(np.float32)
+    return x, arms, r
+
+
+def numpy_nig_posterior(x, r, prior):
+    """Closed-form NIG posterior in float64 (Riquelme et al. eqs. 1–2, prior mean 0)."""
+    x, r = np.asarray(x, np.float64), np.asarray(r, np.float64)
+    precision = x.T @ x + prior.precision * np.eye(x.shape[1])
+    mean = np.linalg.solve(precision, x.T @ r)
+    a = prior.a0 + len(r) / 2
+    b = prior.b0 + 0.5 * (r @ r - mean @ precision @ mean)
+    return mean, precision, a, b
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_nig_posterior_matches_closed_form_and_bayes_rule(seed):
+    prior = bandits.NIGPrior(a0=3.0, b0=2.0, precision=0.5)
+    x, arms, r = regression_data(seed)
+    num_arms = 2
+    mask = np.ones(len(r), np.float32)
+    mask[-5:] = 0  # the last rows are "not observed yet"
+    batch = bandits.linear_stats_from_data(jnp.asarray(x), jnp.asarray(arms), jnp.asarray(r), jnp.asarray(mask), num_arms)
+
+    def add(stats, row):
+        return bandits.linear_stats_add(stats, row[1], row[0], row[2]), None
+
+    sequential, _ = jax.lax.scan(add, bandits.linear_stats_init(num_arms, 3),
+                                 (jnp.asarray(x[:-5]), jnp.asarray(arms[:-5]), jnp.asarray(r[:-5])))
+    for got in (batch, sequential):
+        post = bandits.nig_posterior(got, prior)
+        for arm in range(num_arms):
+            rows = (arms == arm) & (mask > 0)
+            mean, precision, a, b = numpy_nig_posterior(x[rows], r[rows], prior)
+            np.testing.assert_allclose(post.mean[arm], mean, rtol=2e-4, atol=2e-5)
+            chol = np.asarray(post.precision_cholesky[arm], np.float64)
+            np.testing.assert_allclose(chol @ chol.T, precision, rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(post.a[arm], a, rtol=1e-6)
+            np.testing.assert_allclose(post.b[arm], b, rtol=2e-4)
+
+            # Bayes' rule at arbitrary (β, σ²): log posterior = log likelihood + log prior − log evidence, with
+            # the evidence of the NIG model the multivariate t St_{2a₀}(0, (b₀/a₀)(I + X Xᵀ/λ)).
+            xa, ra = x[rows].astype(np.float64), r[rows].astype(np.float64)
+            evidence = scipy.stats.multivariate_t(np.zeros(len(ra)), prior.b0 / prior.a0 * (np.eye(len(ra)) + xa @ xa.T / prior.precision),
+                                                  df=2 * prior.a0).logpdf(ra)
+            rng = np.random.default_rng(seed + 10 * arm)
+            for _ in range(3):
+                beta, variance = rng.normal(size=3), rng.uniform(0.2, 2.0)
+                log_joint = (scipy.stats.norm(xa @ beta, np.sqrt(variance)).logpdf(ra).sum()
+                             + scipy.stats.multivariate_normal(np.zeros(3), variance / prior.precision * np.eye(3)).logpdf(beta)
+                             + scipy.stats.invgamma(prior.a0, scale=prior.b0).logpdf(variance))
+                post_mean = np.asarray(post.mean[arm], np.float64)
+                log_post = (scipy.stats.multivariate_normal(post_mean, variance * np.linalg.inv(chol @ chol.T)).logpdf(beta)
+                            + scipy.stats.invgamma(float(post.a[arm]), scale=float(post.b[arm])).logpdf(variance))
+                np.testing.assert_allclose(log_post, log_joint - evidence, rtol=1e-4, atol=2e-3)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_nig_sample_moments(seed):
+    """Draws of (β, σ²): E σ² = b/(a−1); β is multivariate t with mean μ_n and covariance b/(a−1) Λ_n⁻¹."""
+    prior = bandits.NIGPrior()
+    x, arms, r = regression_data(seed, num=30)
+    stats = bandits.linear_stats_from_data(jnp.asarray(x), jnp.asarray(arms), jnp.asarray(r), jnp.ones(len(r)), 2)
+    post = bandits.nig_posterior(stats, prior)
+    num = 40000
+    beta, variance = jax.jit(jax.vmap(lambda k: bandits.nig_sample(k, post)))(jax.random.split(jax.random.key(seed), num))
+    beta, variance = np.asarray(beta, np.float64), np.asarray(variance, np.float64)
+    for arm in range(2):
+        a, b = float(post.a[arm]), float(post.b[arm])
+        chol = np.asarray(post.precision_cholesky[arm], np.float64)
+        covariance = b / (a - 1) * np.linalg.inv(chol @ chol.T)
+        var_sd = np.sqrt(b**2 / ((a - 1) ** 2 * (a - 2)))  # sd of InvGamma(a, b)
+        assert abs(variance[:, arm].mean() - b / (a - 1)) < 5 * var_sd / np.sqrt(num)
+        stderr = np.sqrt(np.diag(covariance) / num)
+        assert np.all(np.abs(beta[:, arm].mean(0) - np.asarray(post.mean[arm])) < 5 * stderr)
+        # Sample variances of a t with 2a > 8 degrees of freedom: relative error ~ sqrt((2 + κ)/num), κ = 6/(2a − 4).
+        kurtosis = 6 / (2 * a - 4)
+        np.testing.assert_allclose(np.var(beta[:, arm], axis=0), np.diag(covariance), rtol=5 * np.sqrt((2 + kurtosis) / num))
+
+
+def test_lints_agent_updates_match_closed_form():
+    prior = bandits.NIGPrior()
+    agent = bandits.linear_thompson_agent(3, 2, prior)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (25, 2)).astype(np.float32)
+    arms = rng.integers(0, 3, 25).astype(np.int32)
+    r = rng.normal(size=25).astype(np.float32)
+
+    @jax.jit
+    def observe_all(x, arms, r):
+        def step(state, row):
+            i, xi, ai, ri = row
+            return agent.observe(state, i, xi, ai, ri, jax.random.key(0)), None
+
+        return jax.lax.scan(step, agent.init(jax.random.key(0)), (jnp.arange(25), x, arms, r))[0]
+
+    post = bandits.nig_posterior(observe_all(x, arms, r), prior)
+    features = np.concatenate([x, np.ones((25, 1), np.float32)], axis=1)  # LinTS regresses on [x, 1]
+    for arm in range(3):
+        mean, precision, a, b = numpy_nig_posterior(features[arms == arm], r[arms == arm], prior)
+        np.testing.assert_allclose(post.mean[arm], mean, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(post.b[arm], b, rtol=2e-4)
+        np.testing.assert_allclose(post.a[arm], a)
+
+
+def test_neural_linear_posterior_is_closed_form_blr_on_the_last_hidden_layer():
+    """After retraining, each arm's NIG posterior is the closed form on [φ(x), 1] of the observed rows only;
+    a later observation is a rank-one update with the same features."""
+    horizon, num_filled = 30, 22
+    bandit = bandits.wheel_bandit(0.5)
+    settings = bandits.AgentSettings(hidden=(6, 5), train_steps=3, batch_size=8)
+    agent = bandits.make_agent("neural_linear", bandit, horizon, settings)
+    rng = np.random.default_rng(3)
+    buffer = bandits.Buffer(jnp.asarray(rng.uniform(-1, 1, (horizon, 2)), jnp.float32),
+                            jnp.asarray(rng.integers(0, 5, horizon), jnp.int32),
+                            jnp.asarray(rng.normal(size=horizon), jnp.float32))
+
+    @jax.jit
+    def retrain_then_observe(buffer):
+        state = agent.init(jax.random.key(0))
+        state = agent.retrain(state, buffer, jnp.int32(num_filled), jax.random.key(1))
+        after = agent.observe(state, num_filled, buffer.contexts[num_filled], buffer.actions[num_filled],
+                              buffer.rewards[num_filled], jax.random.key(2))
+        return state, after
+
+    state, after = retrain_then_observe(buffer)
+    params = jax.tree.map(np.asarray, state.method.params["params"])
+    h = np.asarray(buffer.contexts, np.float64)
+    for layer in ("Dense_0", "Dense_1"):  # the network's last hidden layer, recomputed in NumPy
+        h = np.maximum(h @ params[layer]["kernel"] + params[layer]["bias"], 0.0)
+    features = np.concatenate([h, np.ones((horizon, 1))], axis=1)
+    actions, rewards = np.asarray(buffer.actions), np.asarray(buffer.rewards)
+    for stats, filled in ((state.stats, num_filled), (after.stats, num_filled + 1)):
+        post = bandits.nig_posterior(stats, settings.nig)
+        for arm in range(5):
+            rows = (actions == arm) & (np.arange(horizon) < filled)
+            mean, precision, a, b = numpy_nig_posterior(features[rows], rewards[rows], settings.nig)
+            np.testing.assert_allclose(post.mean[arm], mean, rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(post.a[arm], a)
+            np.testing.assert_allclose(post.b[arm], b, rtol=1e-3)
+            chol = np.asarray(post.precision_cholesky[arm], np.float64)
+            np.testing.assert_allclose(chol @ chol.T, precision, rtol=1e-4, atol=1e-4)
+
+
+def test_bandit_log_likelihood_counts_the_points_seen_so_far():
+    """(N/|B|) Σ_B w log N(r | f_a(x), σ²) with w = n/N is (n/|B|) Σ_B log N(...): the data seen, not the capacity."""
+    from bdljax import priors
+
+    model = bandits.bandit_model(2, 3, (4,))
+    log_post = bandits.bandit_log_posterior(model, 2, 0.7, priors.gaussian(1.0), capacity=100)
+    params = model.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    contexts = rng.normal(size=(8, 2)).astype(np.float32)
+    arms = rng.integers(0, 3, 8)
+    rewards = rng.normal(size=8).astype(np.float32)
+    seen = 30
+    x = jnp.concatenate([jnp.asarray(contexts), jax.nn.one_hot(arms, 3)], axis=1)
+    y = jnp.stack([jnp.asarray(rewards), jnp.full(8, seen / 100)], axis=1)
+    outputs = np.asarray(model.apply(params, contexts))[np.arange(8), arms]
+    expected = seen / 8 * scipy.stats.norm(outputs, 0.7).logpdf(rewards).sum()
+    np.testing.assert_allclose(log_post.log_likelihood(params, (x, y)), expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# The compiled run
+# ---------------------------------------------------------------------------
+
+
+def schedule_agent(num_arms):
+    """A deterministic agent that records when it is retrained and on how many rows (to test the schedule)."""
+
+    def init(key):
+        del key
+        return jnp.zeros(4, jnp.int32)  # [retrains, Σ num_filled, observations, Σ rows the buffer holds]
+
+    def act(state, context, key):
+        del context, key
+        return state[0] % num_arms
+
+    def observe(state, index, context, action, reward, key):
+        return state.at[2].add(1)
+
+    def retrain(state, buffer, num_filled, key):
+        filled = jnp.sum(jnp.arange(buffer.actions.shape[0]) < num_filled)
+        return state.at[0].add(1).at[1].add(num_filled).at[3].add(filled)
+
+    return bandits.Agent("schedule", init, act, observe, retrain)
+
+
+def test_schedule_retrains_every_k_steps_on_the_filled_rows():
+    horizon, every = 60, 20
+    bandit = bandits.wheel_bandit(0.5)
+    agent = schedule_agent(5)
+    for simulate in (bandits.simulate, bandits.simulate_python_loop):
+        trajectory = simulate(bandit, agent, jax.random.split(jax.random.key(0), 2), horizon=horizon,
+                              retrain_every=every, initial_pulls=1, fast_compile=True)
+        actions = np.asarray(trajectory.actions[0])
+        # Round robin for the first A·initial_pulls = 5 steps, then arm = number of retrainings so far:
+        # retrainings happen before steps 20 and 40 (none before step 0, none after the last step).
+        expected = np.concatenate([np.arange(5), np.zeros(15), np.ones(20), 2 * np.ones(20)]).astype(int)
+        np.testing.assert_array_equal(actions, expected)
+
+
+def counting(agent):
+    traces = {"act": 0}
+
+    def act(state, context, key):
+        traces["act"] += 1
+        return agent.act(state, context, key)
+
+    return agent._replace(act=act), traces
+
+
+def test_run_compiles_once_and_matches_the_python_loop():
+    horizon, every = 40, 20
+    agent, traces = counting(bandits.linear_thompson_agent(5, 2))
+    keys = jax.random.split(jax.random.key(0), 3)
+    run = functools.partial(bandits.simulate, agent=agent, horizon=horizon, retrain_every=every, fast_compile=True)
+    first = run(bandits.wheel_bandit(0.5), keys=keys)
+    second = run(bandits.wheel_bandit(0.9), keys=jax.random.split(jax.random.key(1), 3))  # new δ, new keys
+    assert traces["act"] == 1, "the run must be traced (and compiled) once per configuration"
+    assert not np.array_equal(np.asarray(first.actions), np.asarray(second.actions))
+    looped = bandits.simulate_python_loop(bandits.wheel_bandit(0.5), agent, keys, horizon=horizon, retrain_every=every,
+                                          fast_compile=True)
+    np.testing.assert_array_equal(np.asarray(looped.actions), np.asarray(first.actions))
+    np.testing.assert_allclose(np.asarray(looped.regret), np.asarray(first.regret), rtol=1e-6)
+    # Regret bookkeeping: non-negative, zero exactly when the arm was optimal, uniform's is positive.
+    regret = np.asarray(first.regret)
+    assert np.all(regret >= 0) and np.all((regret == 0) == np.asarray(first.optimal))
+    assert np.all(np.asarray(first.uniform_regret) > 0)
+
+
+def test_bad_configurations_fail_early():
+    bandit = bandits.wheel_bandit(0.5)
+    agent = bandits.uniform_agent(5)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="multiple of retrain_every"):
+        bandits.simulate(bandit, agent, keys, horizon=50, retrain_every=20)
+    with pytest.raises(ValueError, match="typed PRNG keys"):
+        bandits.simulate(bandit, agent, np.zeros((2, 2), np.uint32), horizon=40, retrain_every=20)
+    with pytest.raises(ValueError, match="unknown bandit agent"):
+        bandits.make_agent("thompson", bandit, 40)
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        bandits.transform_agent("x", _map_method(bandit, 40), bandits.bandit_model(2, 5), num_arms=5, horizon=40,
+                                bootstrap_probability=0.9)
+    with pytest.raises(ValueError, match="capacity=horizon"):
+        bandits.transform_agent("x", _map_method(bandit, 40), bandits.bandit_model(2, 5), num_arms=5, horizon=60)
+
+
+def _map_method(bandit, horizon):
+    import optax
+
+    from bdljax import map as map_method, priors
+
+    model = bandits.bandit_model(2, 5)
+    return map_method.build(bandits.bandit_log_posterior(model, 2, 1.0, priors.gaussian(1.0), horizon), optax.adam(1e-3))

@@ -1,0 +1,113 @@
+"""Tests of experiments/sequences.py: data windows, level forecasts, command line, tiny end-to-end runs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bdljax import recurrent
+from bdljax.logging import read_jsonl
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "sequences.py"
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    spec = importlib.util.spec_from_file_location("sequences_experiment", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_co2_windows_align_inputs_targets_and_levels(sequences):
+    rng = np.random.default_rng(0)
+    levels = 300.0 + np.cumsum(rng.normal(0.1, 1.0, size=60))
+    series = sequences.CO2Windows(levels, window=5, test_months=12, train_size=None)
+    increments = np.diff(levels)
+    # Standardised with the training increments only (those before the first test target).
+    train_increments = increments[: len(levels) - 12 - 1]
+    assert series.mean == pytest.approx(train_increments.mean()) and series.std == pytest.approx(train_increments.std())
+    # One test window per test month; every training target precedes the test period.
+    assert len(series.test_origins) == 12 and series.train_origins.max() + 1 < len(levels) - 12
+    assert series.train_origins.min() == 5
+    t = series.test_origins[3]
+    np.testing.assert_allclose(series.windows(np.array([t]))[0], (increments[t - 5:t] - series.mean) / series.std, rtol=1e-5)
+    # y_mean = y_t + μ and y_std = σ map a standardised target back to the next level (as predictive.evaluate does).
+    z = series.targets(np.array([t]))[0]
+    assert levels[t] + series.mean + series.std * z == pytest.approx(levels[t + 1], rel=1e-6)
+    assert len(sequences.CO2Windows(levels, 5, 12, train_size=10).train_origins) == 10
+    with pytest.raises(SystemExit, match="no training data"):
+        sequences.CO2Windows(levels, window=40, test_months=30, train_size=None)
+
+
+def test_level_forecast_accumulates_fed_back_increments(sequences):
+    # Two trajectories, one origin, three steps, in standardised increments.
+    draws = jnp.asarray([[[1.0, -1.0, 0.5]], [[0.0, 2.0, 0.0]]])
+    means = jnp.asarray([[[0.2, 0.3, 0.4]], [[0.1, 0.1, 0.1]]])
+    forecast = recurrent.Forecast(means, jnp.full_like(means, 0.5), draws)
+    mean_ppm, scale_ppm = sequences.level_forecast(forecast, np.array([100.0]), 0.1, 2.0)
+    # Path 0: levels after each drawn step 102.1, 100.2, 101.3; step h's mean sits on the level before it.
+    np.testing.assert_allclose(mean_ppm[0, 0], [100 + 0.1 + 2 * 0.2, 102.1 + 0.1 + 2 * 0.3, 100.2 + 0.1 + 2 * 0.4], rtol=1e-6)
+    np.testing.assert_allclose(mean_ppm[1, 0], [100.3, 100.1 + 0.3, 104.2 + 0.3], rtol=1e-6)
+    np.testing.assert_allclose(scale_ppm, 1.0)
+
+
+def test_command_line_fails_early_on_bad_choices(sequences):
+    with pytest.raises(SystemExit, match="unknown method"):
+        sequences.parse_args(["--method", "map,nonsense"])
+    with pytest.raises(SystemExit, match="does not take"):
+        sequences.parse_args(["--method", "map", "--set", "map.num_members=3"])
+    with pytest.raises(SystemExit, match="METHOD.NAME=VALUE"):
+        sequences.parse_args(["--method", "map", "--set", "num_epochs=3"])
+    with pytest.raises(SystemExit, match="not among the methods"):
+        sequences.parse_args(["--method", "map", "--set", "ensemble.num_members=3"])
+    with pytest.raises(SystemExit):
+        sequences.parse_args(["--epochs", "0"])
+    args = sequences.parse_args(["--method", "map", "--method", "ensemble", "--set", "ensemble.num_members=3",
+                                 "--hidden", "8,4", "--task", "co2"])
+    assert args.methods == ["map", "ensemble"] and args.tasks == ["co2"] and args.hidden == (8, 4)
+    assert args.hyperparameter_overrides == {"map": {}, "ensemble": {"num_members": 3}}
+    assert sequences.task_settings(args, "co2")["hidden"] == (8, 4)
+
+
+def check_run_directory(out: Path, summary, task: str):
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert json.loads((out / "config.json").read_text())["config"]["tasks"] == [task]
+    records = read_jsonl(out / "metrics.jsonl")
+    assert any(r.get("split") == "train" and r.get("task") == task for r in records)
+    assert any(r.get("split") == "test" and r.get("task") == task for r in records)
+
+
+def test_co2_end_to_end_tiny(sequences, tmp_path):
+    pytest.importorskip("statsmodels", reason="the co2 task reads the Mauna Loa series shipped with statsmodels")
+    out = tmp_path / "co2"
+    summary = sequences.main(["--task", "co2", "--method", "map", "--epochs", "2", "--hidden", "3", "--window", "6",
+                              "--horizon", "1", "--test-months", "12", "--paths-per-sample", "2", "--out", str(out)])
+    check_run_directory(out, summary, "co2")
+    result = summary["co2"]["methods"]["map"]
+    assert summary["co2"]["settings"]["num_test_windows"] == 12
+    for forecast in ("one_step", "free_running"):
+        metrics = result[forecast]
+        assert np.isfinite(metrics["rmse"]) and np.isfinite(metrics["test_ll"])
+        assert 0.0 <= metrics["coverage_50"] <= metrics["coverage_90"] <= metrics["coverage_95"] <= 1.0
+    # With horizon 1 every test window is an origin, and the first fed-back step is the one-step forecast:
+    # the iterated forecaster and the shared predictive must agree.
+    for name in ("rmse", "test_ll", "coverage_95"):
+        assert result["multi_step"]["h1"][name] == pytest.approx(result["one_step"][name], rel=1e-4, abs=1e-4)
+    assert (out / "co2_forecast.png").stat().st_size > 0
+
+
+def test_mnist_rows_end_to_end_tiny(sequences, tmp_path, shared_data_dir):
+    out = tmp_path / "mnist"
+    summary = sequences.main(["--task", "mnist_rows", "--method", "map", "--epochs", "1", "--train-size", "64",
+                              "--test-size", "32", "--hidden", "4", "--batch-size", "32",
+                              "--data-dir", str(shared_data_dir), "--out", str(out)])
+    check_run_directory(out, summary, "mnist_rows")
+    result = summary["mnist_rows"]["methods"]["map"]
+    assert 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["nll"]) and 0.0 <= result["ece"] <= 1.0
+    assert 0.0 <= result["ood_auroc_entropy"] <= 1.0
+    assert result["num_samples"] == 1 and summary["mnist_rows"]["settings"]["test_size"] == 32
+    assert (out / "mnist_rows_ood.png").stat().st_size > 0
