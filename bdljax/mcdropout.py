@@ -250,73 +250,84 @@ def _shared_mask_shape(inputs_shape: Tuple[int, ...], broadcast_dims: Sequence[i
     return tuple(shape[1:])  # the batch axis is shared by construction
 
 
-def dropout_masks(key: jax.Array, structure: DropoutStructure, rate: Optional[float] = None) -> List[jax.Array]:
+def dropout_masks(key: jax.Array, structure: DropoutStructure) -> List[jax.Array]:
     """One inverted-dropout mask per Dropout, shared by all examples: entries 0 or 1/(1 − p).
 
-    Mask ``i`` is Bernoulli(1 − p_i) drawn from ``fold_in(key, i)``; ``rate``
-    overrides every p_i (used by the structure check). Jit- and vmap-able.
+    Mask ``i`` is Bernoulli(1 − p_i)/(1 − p_i) drawn from ``fold_in(key, i)``,
+    of shape ``structure.mask_shapes[i]``. Jit- and vmap-able.
     """
     masks = []
-    for index, (layer_rate, shape) in enumerate(zip(structure.rates, structure.mask_shapes)):
-        p = layer_rate if rate is None else rate
-        keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - p, shape)
-        masks.append(keep.astype(jnp.float32) / (1.0 - p))
+    for index, (rate, shape) in enumerate(zip(structure.rates, structure.mask_shapes)):
+        keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - rate, shape)
+        masks.append(keep.astype(jnp.float32) / (1.0 - rate))
     return masks
 
 
-def weight_sample(params: Params, key: jax.Array, structure: DropoutStructure, rate: Optional[float] = None) -> Params:
-    """One draw W = diag(m)·K of the dropout variational distribution, as a parameter pytree.
-
-    Each folded Dense kernel K (shape ``(D_in, D_out)``) has its input rows
-    scaled by the shared mask m of the Dropout before it. Evaluated with the
-    dropout network in ``train=False`` mode it equals that network run with
-    the same mask for every test point.
-    """
+def fold_masks(params: Params, masks: Sequence[jax.Array], structure: DropoutStructure) -> Params:
+    """Scale the input rows of every folded Dense kernel by its Dropout's mask: K ← diag(m)·K."""
     leaves, treedef = jax.tree.flatten(params)
     if len(leaves) != structure.num_leaves:
         raise ValueError(
             f"params have {len(leaves)} leaves but the dropout structure was found for {structure.num_leaves}; "
             "call dropout_structure with these parameters' model."
         )
-    masks = dropout_masks(key, structure, rate)
     for leaf_index, dropout_index in structure.folded:
         kernel = leaves[leaf_index]
-        leaves[leaf_index] = kernel * masks[dropout_index].astype(kernel.dtype)[:, None]
+        leaves[leaf_index] = kernel * jnp.asarray(masks[dropout_index], kernel.dtype)[:, None]
     return jax.tree.unflatten(treedef, leaves)
 
 
-def shared_mask_apply(apply: Apply, structure: DropoutStructure, rate: Optional[float] = None) -> Apply:
-    """``apply(sample: MCDropoutSample, x) ->`` the network with each Dropout replaced by a shared mask.
+def weight_sample(params: Params, key: jax.Array, structure: DropoutStructure) -> Params:
+    """One draw W = diag(m)·K of the dropout variational distribution, as a parameter pytree.
 
-    Every ``nn.Dropout`` call, in call order, multiplies its input by mask i of
-    :func:`dropout_masks` (``sample.key``), whatever its ``deterministic``
-    flag: one mask per pass, the same for every test point. The ``rng`` and
-    ``train`` arguments are ignored: the masks come from the sample.
+    Each folded Dense kernel K (shape ``(D_in, D_out)``) has its input rows
+    scaled by the shared mask m (:func:`dropout_masks`) of the Dropout before
+    it. Evaluated by the dropout network in ``train=False`` mode it equals
+    that network run with the same mask for every test point.
+    """
+    return fold_masks(params, dropout_masks(key, structure), structure)
+
+
+def apply_with_masks(apply: Apply, params: Params, x: jax.Array, masks: Sequence[jax.Array]) -> jax.Array:
+    """Run the network with the i-th ``nn.Dropout`` call replaced by ``input * masks[i]``.
+
+    A Flax method interceptor catches every Dropout call in call order,
+    whatever its ``deterministic`` flag; the masks broadcast over the batch,
+    so every example gets the same one.
+    """
+    calls = [0]
+
+    def interceptor(next_fun, args, kwargs, context):
+        if not (isinstance(context.module, nn.Dropout) and context.method_name == "__call__"):
+            return next_fun(*args, **kwargs)
+        index = calls[0]
+        calls[0] += 1
+        if index >= len(masks):
+            raise RuntimeError(
+                f"the network called nn.Dropout {index + 1} times but {len(masks)} masks were given; "
+                "rebuild the structure with dropout_structure for this model."
+            )
+        inputs = _first_input(args, kwargs)
+        return inputs * jnp.asarray(masks[index], inputs.dtype)
+
+    with nn.intercept_methods(interceptor):
+        output = apply(params, x, rng=None, train=False)
+    if calls[0] != len(masks):
+        raise RuntimeError(f"the network called nn.Dropout {calls[0]} times but {len(masks)} masks were given.")
+    return output
+
+
+def shared_mask_apply(apply: Apply, structure: DropoutStructure) -> Apply:
+    """``apply(sample: MCDropoutSample, x) ->`` the network with one mask per Dropout, shared by all test points.
+
+    The masks are :func:`dropout_masks` of ``sample.key`` — the ones
+    :func:`weight_sample` folds — applied by :func:`apply_with_masks`. The
+    ``rng`` and ``train`` arguments are ignored: the masks come from the sample.
     """
 
     def run(sample, x, rng=None, train=False):
         del rng, train
-        masks = dropout_masks(sample.key, structure, rate)
-        calls = [0]
-
-        def interceptor(next_fun, args, kwargs, context):
-            if not (isinstance(context.module, nn.Dropout) and context.method_name == "__call__"):
-                return next_fun(*args, **kwargs)
-            index = calls[0]
-            calls[0] += 1
-            if index >= len(masks):
-                raise RuntimeError(
-                    f"the network called nn.Dropout {index + 1} times but its structure has {len(masks)}; "
-                    "rebuild the structure with dropout_structure for this model."
-                )
-            inputs = _first_input(args, kwargs)
-            return inputs * masks[index].astype(inputs.dtype)
-
-        with nn.intercept_methods(interceptor):
-            output = apply(sample.params, x, rng=None, train=False)
-        if calls[0] != len(masks):
-            raise RuntimeError(f"the network called nn.Dropout {calls[0]} times but its structure has {len(masks)}.")
-        return output
+        return apply_with_masks(apply, sample.params, x, dropout_masks(sample.key, structure))
 
     return run
 
@@ -341,7 +352,7 @@ def per_point_apply(apply: Apply) -> Apply:
 
 
 def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_masks: bool = False,
-                      check_key: Optional[jax.Array] = None) -> DropoutStructure:
+                      check_seed: int = 0) -> DropoutStructure:
     """Find which kernel rows each ``nn.Dropout`` of ``apply``'s network masks (host side, once).
 
     Traces ``apply(params, x, train=False)`` abstractly (``jax.eval_shape``,
@@ -363,7 +374,7 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
       params: concrete parameters of that network (e.g. ``model.init(key)``).
       example_input: a batch of inputs; its first two rows are used.
       per_point_masks: force the ``"per_point"`` form.
-      check_key: key of the numerical check's masks (default ``key(0)``).
+      check_seed: seed of the numerical check's masks.
     """
     leaves = jax.tree.leaves(params)
     example = jnp.asarray(example_input)[:2]
@@ -419,14 +430,15 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
         return DropoutStructure(**base, form="shared_mask",
                                 reason=f"Dropout call(s) {unfolded} do not feed a Dense layer with (B, D) inputs")
     structure = DropoutStructure(**base, form="weight_sample")
-    key = jax.random.key(0) if check_key is None else check_key
+    # Masks at rate ½ drawn on the host (no RNG to compile), the same for both forms.
+    rng = np.random.default_rng(check_seed)
+    masks = [2.0 * rng.integers(0, 2, shape).astype(np.float32) for shape in shapes]
 
     @jax.jit
-    def both_forms(p, x, key):
-        folded = apply(weight_sample(p, key, structure, rate=0.5), x)
-        return folded, shared_mask_apply(apply, structure, rate=0.5)(MCDropoutSample(p, key), x)
+    def both_forms(p, x, masks):
+        return apply(fold_masks(p, masks, structure), x), apply_with_masks(apply, p, x, masks)
 
-    folded_output, masked_output = both_forms(params, example, key)
+    folded_output, masked_output = both_forms(params, example, masks)
     scale = float(jnp.max(jnp.abs(masked_output))) + 1e-6
     if not float(jnp.max(jnp.abs(folded_output - masked_output))) <= 1e-4 * scale:
         return structure._replace(form="shared_mask", reason="the folded kernels do not reproduce the shared-mask "
@@ -673,14 +685,14 @@ def recipe(
         likelihood = likelihoods.gaussian(float(tau) ** -0.5)
 
     model = dropout_model(problem.model, dropout_rate)
-    structure_key, fit_key = jax.random.split(key)
-    params = jax.jit(model.init)(structure_key)
+    init_key, fit_key = jax.random.split(key)
+    params = jax.jit(model.init)(init_key)  # the initialisation, also used to find the dropout structure
     structure = dropout_structure(model.apply, params, problem.x_train, per_point_masks=per_point_masks)
     prior = problem.prior if length_scale is None else gal_prior(params, structure, length_scale)
     dropout_problem = problem._replace(model=model, likelihood=likelihood, prior=prior)
     method = build(dropout_problem.log_posterior(), make_optimizer(optimizer, learning_rate), structure)
     fitted = fit_transform(
-        dropout_problem, method, fit_key, init_params=model.init, num_epochs=num_epochs,
+        dropout_problem, method, fit_key, init_params=params, num_epochs=num_epochs,
         batch_size=map_method.batch_size_for(batch_size, problem.num_data), num_samples=num_samples,
         apply=sample_apply(model.apply, structure), eval_data=eval_data, eval_every=eval_every, logger=logger,
         log_fields=log_fields, progress=progress, description="mcdropout",

@@ -9,7 +9,7 @@ Regression (predictive = equal-weight mixture of S Gaussians, ``(S, N)`` or
 ``(S, N, D)``; use ``S = 1`` for a single Gaussian):
     rmse, gaussian_mixture_log_likelihood, mean_test_log_likelihood,
     mixture_mean_variance, mixture_cdf, mixture_quantile, interval_coverage,
-    regression_metrics, and the unit helpers unstandardise_gaussian,
+    regression_metrics (keys from coverage_key), and the unit helpers unstandardise_gaussian,
     unstandardise_mixture, log_likelihood_shift.
 
 Classification (predictive-mean probabilities ``(N, C)``, per-sample
@@ -334,17 +334,17 @@ def regression_metrics(means, scales, y, levels: Sequence[float] = DEFAULT_COVER
 
     All in the units of the inputs: convert standardised predictions first
     with ``unstandardise_mixture`` (or add ``log_likelihood_shift`` to
-    ``test_ll``). Shapes as in ``gaussian_mixture_log_likelihood``; jit-able
-    with ``levels`` static.
+    ``test_ll``). Shapes as in ``gaussian_mixture_log_likelihood``; traceable
+    under ``jax.jit`` (``levels`` is a Python constant there).
     """
     mean, _ = mixture_mean_variance(means, scales)
-    metrics = {
+    summary = {
         "rmse": rmse(mean, jnp.asarray(y)),
         "test_ll": mean_test_log_likelihood(means, scales, y),
     }
     for level, covered in interval_coverage(means, scales, y, levels).items():
-        metrics[coverage_key(level)] = covered
-    return metrics
+        summary[coverage_key(level)] = covered
+    return summary
 
 
 # ---------------------------------------------------------------------------
@@ -364,18 +364,17 @@ def check_labels(labels, num_classes: int, num_points: int | None = None) -> Non
     The value check transfers ``labels`` to the host, so it is meant for
     once-per-evaluation use, not inside hot loops.
     """
+    if not _is_traced(labels):
+        labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D of shape (N,), got shape {labels.shape}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
     if num_points is not None and labels.shape[0] != num_points:
-        raise ValueError(
-            f"got {labels.shape[0]} labels for {num_points} predictions"
-        )
+        raise ValueError(f"got {labels.shape[0]} labels for {num_points} predictions")
     if _is_traced(labels) or labels.size == 0:
         return
-    host_labels = np.asarray(labels)
-    low, high = host_labels.min(), host_labels.max()
+    low, high = labels.min(), labels.max()
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"labels must lie in [0, {num_classes}) for {num_classes} classes, "
@@ -659,9 +658,7 @@ def log_predictive_density_from_log_probs(sample_log_probs):
     return logsumexp(sample_log_probs, axis=0) - jnp.log(sample_log_probs.shape[0])
 
 
-def classification_metrics(
-    probs, labels, num_bins: int = 15, binning: str = "equal_width"
-):
+def classification_metrics(probs, labels, num_bins: int = 15, binning: str = "equal_width"):
     """Standard classification summary as a dict of scalar arrays.
 
     Args:
@@ -677,14 +674,15 @@ def classification_metrics(
         (mean over points) and, when a sample axis is present,
         ``mutual_information`` (mean over points).
     """
-    probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+    probs = jnp.asarray(probs)
     if probs.ndim not in (2, 3):
         raise ValueError(f"probs must have shape (N, C) or (S, N, C), got {probs.shape}")
     # Validate everything before any metric is computed (or compiled).
     _check_binning(num_bins, binning)
     check_labels(labels, probs.shape[-1], probs.shape[-2])
+    labels = jnp.asarray(labels)
     mean_probs = jnp.mean(probs, axis=0) if probs.ndim == 3 else probs
-    metrics = {
+    summary = {
         "accuracy": accuracy(mean_probs, labels),
         "nll": nll(mean_probs, labels),
         "brier": brier(mean_probs, labels),
@@ -692,8 +690,8 @@ def classification_metrics(
         "predictive_entropy": jnp.mean(predictive_entropy(mean_probs)),
     }
     if probs.ndim == 3:
-        metrics["mutual_information"] = jnp.mean(mutual_information(probs))
-    return metrics
+        summary["mutual_information"] = jnp.mean(mutual_information(probs))
+    return summary
 
 
 # ---------------------------------------------------------------------------

@@ -485,7 +485,8 @@ class _NotBatchable(Exception):
 
 
 def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, runs: Sequence[Run],
-                     plan: FitPlan, traced_keys: Sequence[str], chunk: int = 0) -> List[methods.Fitted]:
+                     plan: FitPlan, traced_keys: Sequence[str], chunk: int = 0,
+                     traced_capture: bool = True) -> List[methods.Fitted]:
     """Train ``runs`` (splits, or grid points × splits) as one vmapped program.
 
     The runs share every configuration value except ``traced_keys`` (problem-level
@@ -496,6 +497,12 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     ``fit_transform`` uses (init, fit, sample = split(key, 3); epoch e uses
     fold_in(fit key, e)), so each run equals ``methods.run`` on its own (tested).
     ``chunk`` runs per call (0: all; 1: a Python loop through the same program).
+
+    ``traced_capture=False`` is for recipes that cannot run under a trace (host
+    checks on parameters, say): ``plan``'s transform, captured concretely for the
+    first run, serves every run (all of one configuration), and the key each run
+    gives ``fit_transform`` is the run's own key rather than the one the recipe
+    would derive from it: the same computation with other random numbers.
     """
     num_points = int(np.shape(plan.x)[0])
     batch_size = num_points if plan.batch_size is None else int(plan.batch_size)
@@ -509,6 +516,8 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     any_key = jax.random.key(0)
 
     def plan_for(values, key):
+        if not traced_capture:
+            return plan._replace(key=key)
         problem = build_problem(protocol, {**static, **values}, dataset, x0, y0)
         traced_plan, _, reason = capture_fit_plan(name, problem, key, hyper)
         if traced_plan is None:
@@ -649,9 +658,15 @@ class Runner:
         self.name, self.resolved, self.dataset = name, resolved, dataset
         self.mode, self.chunk, self.log = mode, chunk, log
         self.batched = mode != "recipe"
-        self.traceable = True
+        # 2: problem-level grid values traced too; 1: the recipe traced with the run's key only;
+        # 0: the transform of one concrete capture serves every run of a configuration.
+        self.level = 2
         self.reason = "--split-mode recipe" if mode == "recipe" else None
         self.compiled_groups = 0
+
+    @property
+    def traceable(self) -> bool:
+        return self.level == 2
 
     def fit(self, runs: Sequence[Run], replay: bool = True) -> List[methods.Fitted]:
         """One Fitted per run. ``replay``: pass each batched fit through the recipe's own post-processing
@@ -691,17 +706,20 @@ class Runner:
             self.log(f"  {self.name}: runs one by one through methods.run: {reason}")
             return None
         chunk = 1 if self.mode == "loop" else self.chunk
-        traced = [k for k in TRACEABLE_KEYS if k in first.config] if self.traceable else []
+        traced = [k for k in TRACEABLE_KEYS if k in first.config] if self.level == 2 else []
         try:
+            results = fit_runs_batched(self.name, self.resolved.protocol, self.dataset, runs, plan, traced, chunk,
+                                       traced_capture=self.level >= 1)
             self.compiled_groups += 1
-            results = fit_runs_batched(self.name, self.resolved.protocol, self.dataset, runs, plan, traced, chunk)
             return [(result, plan) for result in results]
-        except (_NotBatchable, jax.errors.UnexpectedTracerError, TypeError, ValueError) as error:
-            if not traced:
+        except _TRACING_ERRORS as error:
+            if self.level == 0:
                 raise
-            self.traceable = False
-            self.log(f"  {self.name}: one program per configuration; the recipe does not take traced "
-                     f"{traced} ({type(error).__name__}: {str(error)[:200]})")
+            self.level -= 1
+            self.log(f"  {self.name}: " + (
+                f"one program per configuration; the recipe does not take traced {traced}" if self.level == 1 else
+                "the recipe cannot run under a trace; one concrete transform per configuration, the fit keys "
+                "derived from each run's key") + f" ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
             by_config: Dict[str, List[int]] = {}
             for i, run in enumerate(runs):
                 by_config.setdefault(json.dumps(to_json(run.config), sort_keys=True), []).append(i)
@@ -711,6 +729,12 @@ class Runner:
                 for i, result in zip(members, group):
                     fitted[i] = result
             return fitted
+
+
+# What a recipe that cannot run under a trace raises there (a float() of a traced value, say).
+_TRACING_ERRORS = (_NotBatchable, jax.errors.UnexpectedTracerError, jax.errors.ConcretizationTypeError,
+                   jax.errors.TracerBoolConversionError, jax.errors.TracerArrayConversionError,
+                   jax.errors.TracerIntegerConversionError, TypeError, ValueError)
 
 
 def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, splits: Sequence[SplitData],
@@ -782,6 +806,7 @@ def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, 
                            "not_taken_by_recipe": resolved.not_taken}
     summary["split_mode"] = args.split_mode if runner.batched else "recipe"
     summary["configurations_traced"] = runner.batched and runner.traceable
+    summary["batch_level"] = runner.level if runner.batched else None
     if runner.reason:
         summary["split_mode_reason"] = runner.reason
     summary["train_seconds"] = train_seconds

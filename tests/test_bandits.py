@@ -35,36 +35,42 @@ def test_wheel_expected_rewards_and_optimal_arm_hand_worked():
         [0.45, 0.0],    # ‖x‖ = 0.45 < 0.5: inside
         [0.0, -0.51],   # x₀ = 0, x₁ < 0 → arm 3, outside
     ])
-    expected = np.asarray(bandits.wheel_expected_rewards(contexts, 0.5))
+    expected = np.asarray(jax.jit(bandits.wheel_expected_rewards)(contexts, 0.5))
     safe = [1.0, 1.0, 1.0, 1.0, 1.2]
     table = np.array([safe, [50, 1, 1, 1, 1.2], [1, 50, 1, 1, 1.2], [1, 1, 50, 1, 1.2], [1, 1, 1, 50, 1.2],
                       [1, 1, 50, 1, 1.2], safe, [1, 1, 1, 50, 1.2]])
     np.testing.assert_allclose(expected, table, rtol=1e-6)
-    np.testing.assert_array_equal(bandits.wheel_optimal_arm(contexts, 0.5), [4, 0, 1, 2, 3, 2, 4, 3])
+    optimal_arm = jax.jit(bandits.wheel_optimal_arm)
+    np.testing.assert_array_equal(optimal_arm(contexts, 0.5), [4, 0, 1, 2, 3, 2, 4, 3])
     # With δ = 0.95 only the point at radius 0.99 lies outside.
-    np.testing.assert_array_equal(bandits.wheel_optimal_arm(contexts, 0.95), [4, 4, 4, 4, 4, 2, 4, 4])
-    assert np.asarray(bandits.wheel_expected_rewards(contexts, 0.95))[1].tolist() == pytest.approx(safe)
+    np.testing.assert_array_equal(optimal_arm(contexts, 0.95), [4, 4, 4, 4, 4, 2, 4, 4])
+    assert np.asarray(jax.jit(bandits.wheel_expected_rewards)(contexts, 0.95))[1].tolist() == pytest.approx(safe)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def wheel_draws(key, num):
+    data = bandits.wheel_bandit(0.7).sample({"delta": jnp.float32(0.7)}, key, num)
+    return bandits.wheel_contexts(key, num), data, bandits.wheel_quadrant_arm(data.contexts), bandits.wheel_expected_rewards(data.contexts, 0.7)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_wheel_contexts_are_uniform_on_the_disc_and_rewards_have_the_stated_noise(seed):
     num = 20000
-    key = jax.random.key(seed)
-    contexts = np.asarray(bandits.wheel_contexts(key, num))
+    contexts, data, quadrant, expected = wheel_draws(jax.random.key(seed), num)
+    contexts = np.asarray(contexts)
     radius = np.linalg.norm(contexts, axis=1)
     assert radius.max() <= 1.0 + 1e-6
     for delta in (0.5, 0.9, 0.95):  # P(‖x‖ > δ) = 1 − δ² under the uniform law on the disc
         p = 1 - delta**2
         assert abs(np.mean(radius > delta) - p) < 4 * np.sqrt(p * (1 - p) / num)
-    quadrants = np.bincount(np.asarray(bandits.wheel_quadrant_arm(jnp.asarray(contexts))), minlength=4) / num
+    quadrants = np.bincount(np.asarray(quadrant), minlength=4) / num
     assert np.all(np.abs(quadrants - 0.25) < 4 * np.sqrt(0.25 * 0.75 / num))
 
-    data = bandits.wheel_bandit(0.7).sample({"delta": jnp.float32(0.7)}, key, num)
     noise = np.asarray(data.rewards - data.expected_rewards).ravel()
     # Mean within 4 standard errors of 0; the sample variance of 5N normal draws within 4 of its standard errors.
     assert abs(noise.mean()) < 4 * 0.01 / np.sqrt(noise.size)
     assert abs(noise.var() / 0.01**2 - 1) < 4 * np.sqrt(2 / noise.size)
-    np.testing.assert_allclose(data.expected_rewards, bandits.wheel_expected_rewards(data.contexts, 0.7))
+    np.testing.assert_allclose(data.expected_rewards, expected)
 
 
 def test_wheel_bandit_rejects_bad_delta():
@@ -81,7 +87,7 @@ def test_wheel_bandit_rejects_bad_delta():
 def test_mushroom_rewards(seed):
     num = 20000
     edible = jnp.arange(num) % 3 == 0
-    rewards = np.asarray(bandits.mushroom_rewards(jax.random.key(seed), edible))
+    rewards = np.asarray(jax.jit(bandits.mushroom_rewards)(jax.random.key(seed), edible))
     edible = np.asarray(edible)
     assert np.all(rewards[:, 0] == 0.0)  # leaving it pays nothing
     assert np.all(rewards[edible, 1] == 5.0)  # an edible mushroom pays +5
@@ -89,7 +95,7 @@ def test_mushroom_rewards(seed):
     assert set(np.unique(poison)) == {5.0, -35.0}  # a poisonous one +5 or −35 ...
     bad = np.mean(poison == -35.0)  # ... with probability ½ each
     assert abs(bad - 0.5) < 4 * np.sqrt(0.25 / poison.size)
-    np.testing.assert_array_equal(bandits.mushroom_expected_rewards(jnp.array([True, False])), [[0, 5], [0, -15]])
+    np.testing.assert_array_equal(jax.jit(bandits.mushroom_expected_rewards)(jnp.array([True, False])), [[0, 5], [0, -15]])
 
 
 def test_mushroom_bandit_samples_rows_of_its_table():
@@ -97,7 +103,7 @@ def test_mushroom_bandit_samples_rows_of_its_table():
     edible = np.array([True, False, True, False, False, True])
     bandit = bandits.mushroom_bandit(contexts, edible)
     assert (bandit.num_arms, bandit.context_dim) == (2, 6)
-    data = bandit.sample(bandit.tables, jax.random.key(0), 500)
+    data = jax.jit(bandit.sample, static_argnums=2)(bandit.tables, jax.random.key(0), 500)
     row = np.argmax(np.asarray(data.contexts), axis=1)
     np.testing.assert_array_equal(np.asarray(data.expected_rewards)[:, 1], np.where(edible[row], 5.0, -15.0))
     assert len(np.unique(row)) == 6
@@ -111,7 +117,7 @@ def test_mushroom_bandit_on_the_real_table(shared_data_dir):
     dataset = data.load_mushroom(shared_data_dir)
     bandit = bandits.mushroom_bandit(dataset.contexts, dataset.edible)
     assert (bandit.num_arms, bandit.context_dim) == (2, 117)
-    sample = bandit.sample(bandit.tables, jax.random.key(0), 4000)
+    sample = jax.jit(bandit.sample, static_argnums=2)(bandit.tables, jax.random.key(0), 4000)
     # About 51.8% of the 8124 mushrooms are edible: optimal is eating them, leaving the rest.
     optimal_eat = np.mean(np.asarray(sample.expected_rewards)[:, 1] > 0)
     assert abs(optimal_eat - dataset.edible.mean()) < 4 * np.sqrt(0.25 / 4000)
@@ -183,6 +189,11 @@ def test_nig_posterior_matches_closed_form_and_bayes_rule(seed):
                 np.testing.assert_allclose(log_post, log_joint - evidence, rtol=1e-4, atol=2e-3)
 
 
+@jax.jit
+def many_nig_samples(keys, post):
+    return jax.vmap(bandits.nig_sample, in_axes=(0, None))(keys, post)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_nig_sample_moments(seed):
     """Draws of (β, σ²): E σ² = b/(a−1); β is multivariate t with mean μ_n and covariance b/(a−1) Λ_n⁻¹."""
@@ -191,7 +202,7 @@ def test_nig_sample_moments(seed):
     stats = bandits.linear_stats_from_data(jnp.asarray(x), jnp.asarray(arms), jnp.asarray(r), jnp.ones(len(r)), 2)
     post = bandits.nig_posterior(stats, prior)
     num = 40000
-    beta, variance = jax.jit(jax.vmap(lambda k: bandits.nig_sample(k, post)))(jax.random.split(jax.random.key(seed), num))
+    beta, variance = many_nig_samples(jax.random.split(jax.random.key(seed), num), post)
     beta, variance = np.asarray(beta, np.float64), np.asarray(variance, np.float64)
     for arm in range(2):
         a, b = float(post.a[arm]), float(post.b[arm])
@@ -243,7 +254,7 @@ def test_neural_linear_posterior_is_closed_form_blr_on_the_last_hidden_layer():
                             jnp.asarray(rng.integers(0, 5, horizon), jnp.int32),
                             jnp.asarray(rng.normal(size=horizon), jnp.float32))
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=bandits.FAST_COMPILE_OPTIONS)
     def retrain_then_observe(buffer):
         state = agent.init(jax.random.key(0))
         state = agent.retrain(state, buffer, jnp.int32(num_filled), jax.random.key(1))
@@ -276,7 +287,7 @@ def test_bandit_log_likelihood_counts_the_points_seen_so_far():
 
     model = bandits.bandit_model(2, 3, (4,))
     log_post = bandits.bandit_log_posterior(model, 2, 0.7, priors.gaussian(1.0), capacity=100)
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     rng = np.random.default_rng(0)
     contexts = rng.normal(size=(8, 2)).astype(np.float32)
     arms = rng.integers(0, 3, 8)
@@ -284,9 +295,9 @@ def test_bandit_log_likelihood_counts_the_points_seen_so_far():
     seen = 30
     x = jnp.concatenate([jnp.asarray(contexts), jax.nn.one_hot(arms, 3)], axis=1)
     y = jnp.stack([jnp.asarray(rewards), jnp.full(8, seen / 100)], axis=1)
-    outputs = np.asarray(model.apply(params, contexts))[np.arange(8), arms]
+    outputs = np.asarray(jax.jit(model.apply)(params, contexts))[np.arange(8), arms]
     expected = seen / 8 * scipy.stats.norm(outputs, 0.7).logpdf(rewards).sum()
-    np.testing.assert_allclose(log_post.log_likelihood(params, (x, y)), expected, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(log_post.log_likelihood)(params, (x, y)), expected, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------
@@ -341,7 +352,7 @@ def counting(agent):
 
 def test_run_compiles_once_and_matches_the_python_loop():
     horizon, every = 40, 20
-    agent, traces = counting(bandits.linear_thompson_agent(5, 2))
+    agent, traces = counting(bandits.uniform_agent(5))
     keys = jax.random.split(jax.random.key(0), 3)
     run = functools.partial(bandits.simulate, agent=agent, horizon=horizon, retrain_every=every, fast_compile=True)
     first = run(bandits.wheel_bandit(0.5), keys=keys)

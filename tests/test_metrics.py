@@ -3,8 +3,8 @@
 References: scipy.stats.norm (Gaussian densities, CDFs, quantiles),
 scipy.optimize.brentq (mixture quantiles), scipy.stats.entropy,
 sklearn.metrics (accuracy, log loss, ROC AUC, average precision), and plain
-NumPy loops / one-hot arithmetic for Brier, ECE, coverage and variation ratio.
-All random inputs come from a few fixed seeds.
+NumPy loops / one-hot arithmetic / counts for Brier, ECE, interval coverage
+and variation ratio. Random inputs come from a few fixed seeds.
 """
 
 import functools
@@ -55,12 +55,12 @@ def random_mixture(seed, point_shape, num_components=NUM_SAMPLES):
 POINT_SHAPES = [(NUM_REGRESSION_POINTS,), (NUM_REGRESSION_POINTS, NUM_OUTPUTS)]
 
 
-def random_sample_probs(seed, num_samples=NUM_SAMPLES, num_points=NUM_CLASSIFICATION_POINTS, num_classes=NUM_CLASSES):
+def random_sample_probs(seed, num_points=NUM_CLASSIFICATION_POINTS):
     """Per-sample softmax probabilities (float32) and uniform random labels."""
     rng = np.random.default_rng(seed)
-    logits = rng.normal(0.0, 2.0, size=(num_samples, num_points, num_classes))
+    logits = rng.normal(0.0, 2.0, size=(NUM_SAMPLES, num_points, NUM_CLASSES))
     sample_probs = scipy.special.softmax(logits, axis=-1).astype(np.float32)
-    labels = rng.integers(num_classes, size=num_points).astype(np.int32)
+    labels = rng.integers(NUM_CLASSES, size=num_points).astype(np.int32)
     return sample_probs, labels
 
 
@@ -231,7 +231,11 @@ def test_single_gaussian_quantile_is_norm_ppf(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(
     "num_components, point_shape",
-    [(1, (NUM_REGRESSION_POINTS,)), (NUM_SAMPLES, (NUM_REGRESSION_POINTS,)), (NUM_SAMPLES, (40, NUM_OUTPUTS))],
+    [
+        (1, (NUM_REGRESSION_POINTS,)),
+        (NUM_SAMPLES, (NUM_REGRESSION_POINTS,)),
+        (NUM_SAMPLES, (40, NUM_OUTPUTS)),
+    ],
 )
 def test_interval_coverage_matches_numpy_counts(seed, num_components, point_shape):
     means, scales, y = random_mixture(seed, point_shape, num_components=num_components)
@@ -312,32 +316,34 @@ def test_brier_matches_numpy_one_hot(seed):
 
 # Four points worked out by hand (top-label confidence, correct?):
 #   A [0.95, 0.05] y=0 -> 0.95, correct     B [0.15, 0.85] y=0 -> 0.85, wrong
-#   C [0.65, 0.35] y=0 -> 0.65, correct     D [0.45, 0.55] y=0 -> 0.55, wrong
-# equal_width, 5 bins (edges 0, .2, .4, .6, .8, 1; right-closed):
-#   (.8, 1]: A, B  conf .90 acc .5 -> 2/4 * .40 = .2000
-#   (.6,.8]: C     conf .65 acc 1  -> 1/4 * .35 = .0875
-#   (.4,.6]: D     conf .55 acc 0  -> 1/4 * .55 = .1375      ECE = .425
-# equal_mass, 2 bins (sorted D, C | B, A):
-#   {D, C} conf .60 acc .5 -> 1/2 * .1 = .05
-#   {B, A} conf .90 acc .5 -> 1/2 * .4 = .20                 ECE = .25
-HAND_PROBS = np.array([[0.95, 0.05], [0.15, 0.85], [0.65, 0.35], [0.45, 0.55]], np.float32)
+#   C [0.75, 0.25] y=0 -> 0.75, correct     D [0.35, 0.65] y=0 -> 0.65, wrong
+# equal_width, 4 bins (edges 0, .25, .5, .75, 1 -- exact in binary; bins are
+# right-closed, so C at exactly .75 belongs to (.5, .75]):
+#   (.75, 1]: A, B  conf .90 acc .5 -> 2/4 * .40 = .20
+#   (.5, .75]: C, D conf .70 acc .5 -> 2/4 * .20 = .10       ECE = .30
+# equal_mass, 3 bins, split like numpy.array_split (sizes 2, 1, 1) of the
+# confidence-sorted points D, C | B | A:
+#   {D, C} conf .70 acc .5 -> 2/4 * .20 = .1000
+#   {B}    conf .85 acc 0  -> 1/4 * .85 = .2125
+#   {A}    conf .95 acc 1  -> 1/4 * .05 = .0125              ECE = .325
+HAND_PROBS = np.array([[0.95, 0.05], [0.15, 0.85], [0.75, 0.25], [0.35, 0.65]], np.float32)
 HAND_LABELS = np.array([0, 0, 0, 0], np.int32)
 
 
 def test_ece_hand_computed_equal_width():
-    assert_close(metrics.ece(HAND_PROBS, HAND_LABELS, num_bins=5, binning="equal_width"), 0.425)
-    bins = metrics.reliability_diagram_data(HAND_PROBS, HAND_LABELS, num_bins=5)
-    np.testing.assert_array_equal(bins.count, [0, 0, 1, 1, 2])
-    assert_close(bins.confidence, [np.nan, np.nan, 0.55, 0.65, 0.90])
-    assert_close(bins.accuracy, [np.nan, np.nan, 0.0, 1.0, 0.5])
+    assert_close(metrics.ece(HAND_PROBS, HAND_LABELS, num_bins=4, binning="equal_width"), 0.30)
+    bins = metrics.reliability_diagram_data(HAND_PROBS, HAND_LABELS, num_bins=4)
+    np.testing.assert_array_equal(bins.count, [0, 0, 2, 2])
+    assert_close(bins.confidence, [np.nan, np.nan, 0.70, 0.90])
+    assert_close(bins.accuracy, [np.nan, np.nan, 0.5, 0.5])
 
 
 def test_ece_hand_computed_equal_mass():
-    assert_close(metrics.ece(HAND_PROBS, HAND_LABELS, num_bins=2, binning="equal_mass"), 0.25)
-    bins = metrics.reliability_diagram_data(HAND_PROBS, HAND_LABELS, num_bins=2, binning="equal_mass")
-    np.testing.assert_array_equal(bins.count, [2, 2])
-    assert_close(bins.confidence, [0.60, 0.90])
-    assert_close(bins.accuracy, [0.5, 0.5])
+    assert_close(metrics.ece(HAND_PROBS, HAND_LABELS, num_bins=3, binning="equal_mass"), 0.325)
+    bins = metrics.reliability_diagram_data(HAND_PROBS, HAND_LABELS, num_bins=3, binning="equal_mass")
+    np.testing.assert_array_equal(bins.count, [2, 1, 1])
+    assert_close(bins.confidence, [0.70, 0.85, 0.95])
+    assert_close(bins.accuracy, [0.5, 0.0, 1.0])
 
 
 # One bin count per binning: each (binning, num_bins) pair is a separate XLA compile.
@@ -444,7 +450,8 @@ def test_classification_metrics_dict(seed):
     result = metrics.classification_metrics(sample_probs, labels, num_bins=10, binning="equal_mass")
     assert set(result) == {"accuracy", "nll", "brier", "ece", "predictive_entropy", "mutual_information"}
     assert_close(result["accuracy"], sklearn.metrics.accuracy_score(labels, mean_probs.argmax(-1)))
-    assert_close(result["nll"], sklearn.metrics.log_loss(labels, mean_probs, labels=np.arange(NUM_CLASSES)), rtol=1e-5)
+    expected_nll = sklearn.metrics.log_loss(labels, mean_probs, labels=np.arange(NUM_CLASSES))
+    assert_close(result["nll"], expected_nll, rtol=1e-5)
     assert_close(result["brier"], np.mean(np.sum((mean_probs - np.eye(NUM_CLASSES)[labels]) ** 2, -1)))
     assert_close(result["ece"], reference_ece(mean_probs, labels, 10, "equal_mass"))
     expected_total = scipy.stats.entropy(mean_probs, axis=-1)
@@ -540,7 +547,6 @@ def test_ood_metrics_extremes_and_errors():
 def _jit_cases():
     means, scales, y = random_mixture(0, (NUM_REGRESSION_POINTS,))
     sample_probs, labels = random_sample_probs(0)
-    mean_probs = sample_probs.mean(0)
     return {
         "regression_metrics": (metrics.regression_metrics, (means, scales, y)),
         "classification_metrics": (
