@@ -670,7 +670,7 @@ class AgentSettings(NamedTuple):
     num_members: int = 5  # ensemble and bootstrap
     bootstrap_probability: float = 0.95  # BootRMS's p
     dropout_rate: float = 0.2  # Riquelme et al.'s keep_prob 0.8
-    mfvi_init_scale: float = 1e-2
+    mfvi_init_scale: float = 1.0  # initial σ of q as a fraction of the prior's σ: q starts at the prior (no data yet)
     mfvi_mc_samples: int = 1
     sgld_step_size: float = 1e-4
     sghmc_step_size: float = 1e-3
@@ -721,7 +721,11 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     if name == "mfvi":
         from bdljax import mfvi
 
-        method = mfvi.build(log_post, optimizer, num_mc_samples=s.mfvi_mc_samples, init_scale=s.mfvi_init_scale)
+        # Thompson sampling needs the most uncertainty before any data: q starts with the prior's scales (times
+        # mfvi_init_scale) around a random initialisation, and shrinks as the data come in.
+        prior_scales = prior.scales(jax.eval_shape(model.init, jax.random.key(0)))
+        init_scale = jax.tree.map(lambda scale: np.asarray(s.mfvi_init_scale * scale), prior_scales)
+        method = mfvi.build(log_post, optimizer, num_mc_samples=s.mfvi_mc_samples, init_scale=init_scale)
         return transform_agent(name, method, model, **common)
     if name == "mcdropout":
         from bdljax import mcdropout

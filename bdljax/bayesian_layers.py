@@ -55,12 +55,14 @@ A layer reads three variable collections:
   (``"local_reparameterization"`` or ``"flipout"``).
 
 Other layers of the network (layer norms, plain ``nn.Dense``, a learned
-noise scale) read ``"params"``, which :func:`variational_apply` fills with a
-reparameterised draw θ ~ q, so every parameter is still sampled from q.
+noise scale) read ``"params"``, which :func:`variational_apply` fills with
+the reparameterised draw θ ~ q that MFVI passes it, so every parameter is
+still sampled from q.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
@@ -109,6 +111,20 @@ def _per_example_shape(x: jax.Array, features: int) -> Tuple[int, ...]:
     return (x.shape[0],) + (1,) * (x.ndim - 2) + (features,)
 
 
+def _flipout_noise(key: jax.Array, x: jax.Array, kernel: jax.Array, features: int):
+    """Signs s (B,1..,in), r (B,1..,out), kernel noise ε_W, per-example bias noise (B,1..,out).
+
+    Two random-number calls in all (each call site costs compile time).
+    """
+    sign_key, normal_key = jax.random.split(key)
+    num_in = x.shape[-1]
+    signs = jax.random.rademacher(sign_key, _per_example_shape(x, num_in + features), x.dtype)
+    normals = jax.random.normal(normal_key, (kernel.size + x.shape[0] * features,), kernel.dtype)
+    kernel_noise = normals[: kernel.size].reshape(kernel.shape)
+    bias_noise = normals[kernel.size:].reshape(_per_example_shape(x, features))
+    return signs[..., :num_in], signs[..., num_in:], kernel_noise, bias_noise
+
+
 class Dense(nn.Module):
     """A dense layer ``y = x W + b`` over the last axis, Bayesian under :func:`variational_apply`.
 
@@ -139,13 +155,10 @@ class Dense(nn.Module):
             if scale_bias is not None:
                 variance = variance + jnp.square(scale_bias)
             return mean_out + jnp.sqrt(jnp.maximum(variance, _MIN_VARIANCE)) * jax.random.normal(key, mean_out.shape, mean_out.dtype)
-        sign_in_key, sign_out_key, weight_key, bias_key = jax.random.split(key, 4)
-        sign_in = jax.random.rademacher(sign_in_key, _per_example_shape(x, x.shape[-1]), x.dtype)
-        sign_out = jax.random.rademacher(sign_out_key, _per_example_shape(x, self.features), x.dtype)
-        delta_kernel = scale_kernel * jax.random.normal(weight_key, scale_kernel.shape, scale_kernel.dtype)
-        out = mean_out + jnp.matmul(x * sign_in, delta_kernel) * sign_out
+        sign_in, sign_out, kernel_noise, bias_noise = _flipout_noise(key, x, scale_kernel, self.features)
+        out = mean_out + jnp.matmul(x * sign_in, scale_kernel * kernel_noise) * sign_out
         if scale_bias is not None:
-            out = out + scale_bias * jax.random.normal(bias_key, _per_example_shape(x, self.features), out.dtype)
+            out = out + scale_bias * bias_noise
         return out
 
 
@@ -198,14 +211,10 @@ class Conv(nn.Module):
             return y if bias is None else y + bias
         mean_kernel, scale_kernel, mean_bias, scale_bias = _variational_weights(self, self.use_bias)
         _, key = _noise_key(self)
-        sign_in_key, sign_out_key, weight_key, bias_key = jax.random.split(key, 4)
-        sign_in = jax.random.rademacher(sign_in_key, _per_example_shape(x, x.shape[-1]), x.dtype)
-        delta_kernel = scale_kernel * jax.random.normal(weight_key, scale_kernel.shape, scale_kernel.dtype)
-        mean_out = self._convolve(x, mean_kernel)
-        sign_out = jax.random.rademacher(sign_out_key, _per_example_shape(mean_out, self.features), x.dtype)
-        out = mean_out + self._convolve(x * sign_in, delta_kernel) * sign_out
+        sign_in, sign_out, kernel_noise, bias_noise = _flipout_noise(key, x, scale_kernel, self.features)
+        out = self._convolve(x, mean_kernel) + self._convolve(x * sign_in, scale_kernel * kernel_noise) * sign_out
         if mean_bias is not None:
-            out = out + mean_bias + scale_bias * jax.random.normal(bias_key, _per_example_shape(out, self.features), out.dtype)
+            out = out + mean_bias + scale_bias * bias_noise
         return out
 
 
@@ -267,37 +276,37 @@ class BayesianApply:
 
     def __init__(self, module: nn.Module):
         self.module = module
+        # A bare layer (Dense, Conv) used as a whole network takes no ``train`` argument.
+        self._takes_train = "train" in inspect.signature(type(module).__call__).parameters
+
+    def _apply(self, variables, x, train, rngs):
+        if self._takes_train:
+            return self.module.apply(variables, x, train=train, rngs=rngs)
+        return self.module.apply(variables, x, rngs=rngs)
 
     def __call__(self, params, x, rng=None, train=False):
         rngs = None if rng is None else {"dropout": rng}
-        return self.module.apply(params, x, train=train, rngs=rngs)
+        return self._apply(params, x, train, rngs)
 
     def variational(self, estimator: str = LOCAL_REPARAMETERIZATION) -> Callable[..., jax.Array]:
-        """``(mean, scale, x, rng, train=False) -> output``: one draw of every example's output under q.
+        """``(mean, scale, theta, x, rng, train=False) -> output``: one draw of every example's output under q.
 
-        ``mean`` and ``scale`` are μ and σ of q, pytrees like the parameters
-        (``{"params": ...}``). Layers of this module sample their outputs with
-        ``estimator``; any other parameter enters as a reparameterised draw.
+        ``mean`` and ``scale`` are μ and σ of q and ``theta`` one draw θ ~ q,
+        pytrees like the parameters (``{"params": ...}``). Layers of this
+        module sample their outputs from (μ, σ) with ``estimator``; every other
+        parameter enters as its value in ``theta`` (XLA drops the unused rest).
         """
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
-        module = self.module
 
-        def apply_under_q(mean, scale, x, rng, train=False):
+        def apply_under_q(mean, scale, theta, x, rng, train=False):
             if rng is None:
                 raise ValueError("variational_apply needs a PRNG key: it samples the network's outputs")
             if not isinstance(mean, dict) or "params" not in mean:
                 raise ValueError(f"variational_apply expects Flax variables {{'params': ...}}, got a {type(mean).__name__}")
-            theta_key, noise_key, dropout_key = jax.random.split(rng, 3)
-            leaves, treedef = jax.tree.flatten(mean)
-            noise_keys = jax.random.split(theta_key, len(leaves))
-            # Parameters of non-Bayesian layers still follow q; XLA drops the unused draws of Bayesian ones.
-            theta = jax.tree.unflatten(treedef, [
-                m + s * jax.random.normal(k, m.shape, m.dtype)
-                for m, s, k in zip(leaves, jax.tree.leaves(scale), noise_keys)
-            ])
+            noise_key, dropout_key = jax.random.split(rng)
             variables = {**theta, MEAN_COLLECTION: mean["params"], SCALE_COLLECTION: scale["params"]}
-            return module.apply(variables, x, train=train, rngs={estimator: noise_key, "dropout": dropout_key})
+            return self._apply(variables, x, train, {estimator: noise_key, "dropout": dropout_key})
 
         return apply_under_q
 

@@ -77,7 +77,7 @@ from bdljax.posterior import LogPosterior
 from bdljax.transform import Transform, initial_params, repeat_params
 
 Params = Any
-VariationalApply = Callable[..., jax.Array]  # (mean, scale, x, rng, train) -> output
+VariationalApply = Callable[..., jax.Array]  # (mean, scale, theta, x, rng, train) -> output
 
 KL_MODES = ("auto", "closed_form", "monte_carlo")
 ESTIMATORS = ("reparameterization",) + bayesian_layers.ESTIMATORS
@@ -149,19 +149,20 @@ def variational_scales(state: MFVIState, scale_transform: str = "softplus") -> P
     return constrain_scale(state.raw_scale, scale_transform)
 
 
-def gaussian_noise(key: jax.Array, like: Params) -> Params:
-    """Independent standard normal draws shaped like every leaf of ``like``.
+def gaussian_noise(key: jax.Array, like: Params, num_draws: Optional[int] = None) -> Params:
+    """Independent standard normal draws shaped like every leaf of ``like`` (leading axis ``num_draws`` if given).
 
     One draw of the total size, cut into leaves: a single random-number
-    kernel however many leaves the network has (per-leaf draws multiply
+    call however many leaves the network has (per-leaf calls multiply
     compile time).
     """
     leaves, treedef = jax.tree.flatten(like)
     dtype = jnp.result_type(*leaves)
-    flat = jax.random.normal(key, (sum(leaf.size for leaf in leaves),), dtype)
+    batch = () if num_draws is None else (num_draws,)
+    flat = jax.random.normal(key, (*batch, sum(leaf.size for leaf in leaves)), dtype)
     noise, start = [], 0
     for leaf in leaves:
-        noise.append(flat[start:start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
+        noise.append(flat[..., start:start + leaf.size].reshape(*batch, *leaf.shape).astype(leaf.dtype))
         start += leaf.size
     return jax.tree.unflatten(treedef, noise)
 
@@ -223,8 +224,9 @@ def elbo_objective(
       scale_transform: ``"softplus"`` or ``"exp"``, σ as a function of ρ.
       kl: ``"auto"`` (closed form when ``prior.scales`` exists, else Monte
         Carlo), ``"closed_form"`` or ``"monte_carlo"``.
-      variational_apply: ``(mean, scale, x, rng, train) -> output``, one
-        draw of the network's output for every example under q, from
+      variational_apply: ``(mean, scale, theta, x, rng, train) -> output``,
+        one draw of the network's output for every example under q (``theta``
+        a weight draw for any parameter it does not sample itself), from
         :func:`bdljax.bayesian_layers.variational_apply`; ``None`` samples
         whole weight pytrees (works for any network).
     """
@@ -235,31 +237,35 @@ def elbo_objective(
     inverse_temperature = 1.0 / log_posterior.temperature
     if variational_apply is not None:
         # The same LogPosterior (same N/|B| scaling, likelihood and checks), with the network
-        # replaced by the output-sampling estimator; its "params" are the pair (μ, σ).
+        # replaced by the output-sampling estimator; its "params" are (μ, σ, θ ~ q).
         output_posterior = log_posterior._replace(
-            apply=lambda q, x, rng=None, train=False: variational_apply(q[0], q[1], x, rng, train)
+            apply=lambda q, x, rng=None, train=False: variational_apply(q[0], q[1], q[2], x, rng, train)
         )
 
-    def one_draw(mean, scale, batch, key):
-        noise_key, likelihood_key, prior_key = jax.random.split(key, 3)
+    def likelihood_and_prior(mean, scale, noise, batch, key):
+        """log p(D|θ) (N/|B|-scaled) and log p(θ) (0 when the KL is closed form) for one draw."""
+        theta = jax.tree.map(lambda m, s, e: m + s * e, mean, scale, noise)
         if variational_apply is None:
-            theta = reparameterize(noise_key, mean, scale)
-            log_likelihood = log_posterior.log_likelihood(theta, batch, likelihood_key)
+            log_likelihood = log_posterior.log_likelihood(theta, batch, key)
         else:
-            log_likelihood = output_posterior.log_likelihood((mean, scale), batch, likelihood_key)
-            theta = None if closed_form_kl else reparameterize(prior_key, mean, scale)
+            log_likelihood = output_posterior.log_likelihood((mean, scale, theta), batch, key)
         log_prior = jnp.zeros_like(log_likelihood) if closed_form_kl else log_posterior.log_prior(theta)
         return log_likelihood, log_prior
 
     def objective(variational: VariationalParams, batch, key):
         mean, raw_scale = variational
         scale = jax.tree.map(forward, raw_scale)
+        noise_key, likelihood_key = jax.random.split(key)
+        # All S weight draws from one random-number call: each separate call site costs compile time.
+        # (They go unused, and are compiled away, when the KL is closed form and the layers sample outputs.)
+        noise = gaussian_noise(noise_key, mean, num_mc_samples)
         if num_mc_samples == 1:
             # No vmap of size one: unbatched matmuls are faster on CPU.
-            log_likelihood, log_prior = one_draw(mean, scale, batch, key)
+            log_likelihood, log_prior = likelihood_and_prior(
+                mean, scale, jax.tree.map(lambda e: e[0], noise), batch, likelihood_key)
         else:
-            keys = jax.random.split(key, num_mc_samples)
-            draws = jax.vmap(one_draw, in_axes=(None, None, None, 0))(mean, scale, batch, keys)
+            keys = jax.random.split(likelihood_key, num_mc_samples)
+            draws = jax.vmap(likelihood_and_prior, in_axes=(None, None, 0, None, 0))(mean, scale, noise, batch, keys)
             log_likelihood, log_prior = (jnp.mean(d) for d in draws)
         entropy = gaussian_entropy(scale)
         if closed_form_kl:
@@ -342,7 +348,8 @@ def build(
 
     def sample(state: MFVIState, key, num_samples: int = 1):
         scale = jax.tree.map(forward, state.raw_scale)
-        return jax.vmap(lambda k: reparameterize(k, state.mean, scale))(jax.random.split(key, num_samples))
+        noise = gaussian_noise(key, state.mean, num_samples)
+        return jax.tree.map(lambda m, s, e: m + s * e, state.mean, scale, noise)
 
     return Transform(init, update, sample, num_data=log_posterior.num_data)
 

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -80,8 +79,8 @@ def build_tables(summaries: Sequence[Dict[str, Any]], published: Sequence[Dict[s
     ours: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for summary in summaries:
         ours[(summary["dataset"], summary["method"])] = summary  # a later run of the same pair wins
-    datasets = sorted({d for d, _ in ours} | set(), key=lambda d: (DATASET_ORDER.index(d) if d in DATASET_ORDER
-                                                                      else len(DATASET_ORDER), d))
+    datasets = sorted({d for d, _ in ours},
+                      key=lambda d: (DATASET_ORDER.index(d) if d in DATASET_ORDER else len(DATASET_ORDER), d))
     our_methods = sorted({m for _, m in ours})
     published_methods = [m for m in PUBLISHED_ORDER if any(p["method"] == m for p in published)]
     published_methods += sorted({p["method"] for p in published} - set(published_methods))

@@ -158,7 +158,7 @@ def test_carry_free_network_sees_the_same_mask_at_every_step(cell):
 
 # Short settings under the names recipes use; each recipe receives only those it accepts.
 TINY_SETTINGS = {
-    "num_epochs": 2, "batch_size": 8, "burnin_epochs": 1, "num_members": 2, "num_samples": 4, "num_chains": 2,
+    "num_epochs": 2, "batch_size": 8, "burnin_epochs": 1, "num_members": 2, "num_samples": 4, "num_chains": 1,
     "num_warmup": 4, "num_integration_steps": 4, "learning_rate": 1e-2, "dropout_rate": 0.2,
 }
 FULL_BATCH_SAMPLERS = {"hmc", "nuts"}

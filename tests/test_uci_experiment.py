@@ -20,7 +20,11 @@ import uci_table  # noqa: E402
 # Cost knobs of sampler recipes, set small so that every method runs in a few seconds here
 # (applied only where a method's recipe takes them).
 TINY = {"num_warmup": 5, "num_steps": 10, "num_burnin": 5, "num_burnin_steps": 5, "num_chains": 2,
-        "num_integration_steps": 5, "max_num_doublings": 3, "num_samples": 4}
+        "num_integration_steps": 5, "max_num_doublings": 3, "num_samples": 4, "chunk_size": 4}
+# The default suite runs the two methods whose recipes exercise both batching paths cheaply (map with a
+# validation grid traced into one program; ensemble with members × splits); every existing method runs
+# in the slow end-to-end test (each costs its own compilations: minutes on 2 shared cores).
+DEFAULT_SUITE_METHODS = ["map", "ensemble"]
 
 
 def existing_methods():
@@ -57,10 +61,7 @@ def tiny_settings(name):
     return flags
 
 
-@pytest.fixture(scope="module")
-def concrete_run(tmp_path_factory, shared_data_dir):
-    names = existing_methods()
-    out = tmp_path_factory.mktemp("uci") / "run"
+def run_concrete(out, shared_data_dir, names):
     argv = ["--dataset", "concrete", "--splits", "0", "--epochs-multiplier", "0.05", "--data-dir", str(shared_data_dir),
             "--out", str(out), "--method", ",".join(names), "--grid", "map.prior_scale=0.3,3"]
     for name in names:
@@ -69,8 +70,21 @@ def concrete_run(tmp_path_factory, shared_data_dir):
     return names, out, summaries
 
 
+@pytest.fixture(scope="module")
+def concrete_run(tmp_path_factory, shared_data_dir):
+    return run_concrete(tmp_path_factory.mktemp("uci") / "run", shared_data_dir, DEFAULT_SUITE_METHODS)
+
+
 def test_end_to_end_on_concrete_writes_sane_metrics(concrete_run):
-    names, out, summaries = concrete_run
+    check_run(*concrete_run)
+
+
+@pytest.mark.slow
+def test_end_to_end_every_existing_method(tmp_path, shared_data_dir):
+    check_run(*run_concrete(tmp_path / "run", shared_data_dir, existing_methods()))
+
+
+def check_run(names, out, summaries):
     for file_name in ["config.json", "metrics.jsonl", "summary.json"] + [f"summary_{n}.json" for n in names]:
         assert (out / file_name).is_file(), file_name
     listed = json.loads((out / "summary.json").read_text())
@@ -91,7 +105,8 @@ def test_end_to_end_on_concrete_writes_sane_metrics(concrete_run):
     assert sorted(r["prior_scale"] for r in validation) == [0.3, 3.0]  # the grid was validated
     chosen = max(validation, key=lambda r: r["test_ll"])["prior_scale"]
     assert listed[names.index("map")]["selected"] == [{"prior_scale": chosen}]
-    assert all(np.isfinite(r["loss"]) for r in records if r.get("split") == "train")
+    assert listed[names.index("map")]["configurations_traced"]  # both grid points in one compiled program
+    assert any(r.get("split") == "train" and r["method"] == "map" for r in records)
 
 
 def test_table_reads_the_run_beside_published_numbers(concrete_run, capsys):
@@ -116,9 +131,10 @@ def _runs(shared_data_dir, name, protocol_key_values):
     return dataset, resolved, runs
 
 
-@pytest.mark.parametrize("name", ["map", "ensemble"])
+@pytest.mark.parametrize("name", ["ensemble", pytest.param("map", marks=pytest.mark.slow)])
 def test_splits_as_a_batch_axis_equal_the_recipe_split_by_split(shared_data_dir, name):
-    # Two splits with different prior scales: one compiled program (scales traced), same numbers as methods.run.
+    # Two splits with different prior scales: one compiled program (splits × members, scales traced),
+    # the same numbers as methods.run split by split with the same keys.
     overrides = [{"prior_scale": 0.3}, {"prior_scale": 3.0}]
     dataset, resolved, runs = _runs(shared_data_dir, name, overrides)
     if name == "ensemble":
@@ -137,6 +153,7 @@ def test_splits_as_a_batch_axis_equal_the_recipe_split_by_split(shared_data_dir,
     assert not np.allclose(jax.tree.leaves(batched[0].samples)[0], jax.tree.leaves(batched[1].samples)[0])
 
 
+@pytest.mark.slow
 def test_split_loop_mode_equals_vmap_mode(shared_data_dir):
     dataset, resolved, runs = _runs(shared_data_dir, "map", [{"prior_scale": 1.0}, {"prior_scale": 1.0}])
     vmapped = uci.Runner("map", resolved, dataset, "vmap", 0, print).fit(runs)

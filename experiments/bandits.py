@@ -1,0 +1,225 @@
+"""Thompson sampling in contextual bandits with bdljax posteriors (Riquelme, Tucker & Snoek 2018).
+
+Bandits: the wheel (synthetic; context uniform on the unit disc, 5 arms, the
+safe arm pays N(1.2, 0.01²), the others N(1, 0.01²), except that outside
+radius δ the arm of the context's quadrant pays N(50, 0.01²)) and the
+mushroom bandit (UCI Mushroom, 117 one-hot features; leave it: 0; eat it: +5
+if edible, +5 or −35 with probability ½ if poisonous).
+
+Agents (:data:`bdljax.bandits.AGENTS`): uniform, greedy (MAP), MC dropout,
+MFVI, deep ensemble, bootstrapped ensemble, NeuralLinear, linear Thompson
+sampling, SGLD and SGHMC. Each neural agent uses the same MLP (one output
+per arm), Gaussian reward likelihood, prior, optimiser and retraining
+schedule: every ``--retrain-every`` steps, ``--train-steps`` minibatch steps
+on the data seen so far (warm-started), as in the paper. Every decision
+uses one posterior sample.
+
+Each agent's whole run — all seeds, acting, buffer updates and retraining —
+is one compiled program (:func:`bdljax.bandits.simulate`). All agents face
+the same episodes (the seed's key fixes contexts and rewards).
+
+Reported: cumulative regret Σ_t [max_a E r(x_t,a) − E r(x_t,a_t)] as a
+percentage of the uniform policy's expected cumulative regret on the same
+episode (uniform = 100), mean ± standard error over seeds; the fraction of
+optimal actions; compile and run times. Figure: cumulative regret over time.
+
+    python experiments/bandits.py --bandit wheel --delta 0.95 --seeds 5
+    python experiments/bandits.py --bandit mushroom --agents uniform,lints,neural_linear
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Dict, List, Optional
+
+import jax
+import numpy as np
+
+from bdljax import bandits, data
+from bdljax.logging import RunLogger, default_run_dir
+
+# Reward-noise scale σ of the neural agents' Gaussian likelihood, per bandit: the wheel's rewards are
+# nearly noiseless but the networks cannot fit its discontinuities exactly; a poisonous mushroom's reward
+# has standard deviation 20.
+DEFAULT_NOISE_SCALE = {"wheel": 1.0, "mushroom": 1.0}
+CURVE_POINTS = 100  # checkpoints of the regret curve written to metrics.jsonl
+
+
+def parse_agents(values: Optional[List[str]]) -> List[str]:
+    """``--agents a --agents b,c`` → ``[a, b, c]``, validated against :data:`bdljax.bandits.AGENTS`."""
+    if not values:
+        return list(bandits.AGENTS)
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    for name in names:
+        if name not in bandits.AGENTS:
+            raise SystemExit(f"unknown agent {name!r}; choose from {list(bandits.AGENTS)}")
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--agents lists an agent twice: {names}")
+    return names
+
+
+def make_bandit(args) -> bandits.Bandit:
+    if args.bandit == "wheel":
+        return bandits.wheel_bandit(args.delta)
+    try:
+        mushroom = data.load_mushroom(args.data_dir)
+    except data.DataNotFoundError as error:
+        raise SystemExit(f"mushroom bandit: {error}") from None
+    return bandits.mushroom_bandit(mushroom.contexts, mushroom.edible)
+
+
+def run_agent(bandit, agent, keys, args):
+    """Compile (timed separately) and run one agent's program over all seeds."""
+    config = bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls)
+    bandits.check_run_config(config, bandit.num_arms)
+    program = bandits.build_simulation(bandit.sample, bandit.num_arms, bandit.context_dim, agent, config, args.fast_compile)
+    start = time.perf_counter()
+    compiled = program.lower(bandit.tables, keys).compile()
+    compiled_at = time.perf_counter()
+    trajectory = jax.block_until_ready(compiled(bandit.tables, keys))
+    finished = time.perf_counter()
+    return jax.tree.map(np.asarray, trajectory), compiled_at - start, finished - compiled_at
+
+
+def summarise(trajectory: bandits.Trajectory) -> Dict[str, object]:
+    normalised = bandits.normalised_regret(trajectory)
+    num_seeds = len(normalised)
+    stderr = float(np.std(normalised, ddof=1) / np.sqrt(num_seeds)) if num_seeds > 1 else float("nan")
+    cumulative = trajectory.regret.sum(axis=-1)
+    return {
+        "normalised_regret": float(np.mean(normalised)),
+        "normalised_regret_stderr": stderr,
+        "normalised_regret_per_seed": normalised.tolist(),
+        "cumulative_regret": float(np.mean(cumulative)),
+        "cumulative_regret_per_seed": cumulative.tolist(),
+        "optimal_action_rate": float(np.mean(trajectory.optimal)),
+        "uniform_expected_regret": float(np.mean(trajectory.uniform_regret.sum(axis=-1))),
+    }
+
+
+def curve(trajectory: bandits.Trajectory):
+    """Mean and standard error over seeds of the cumulative regret at every step."""
+    cumulative = np.cumsum(trajectory.regret, axis=-1)
+    num_seeds = cumulative.shape[0]
+    stderr = cumulative.std(axis=0, ddof=1) / np.sqrt(num_seeds) if num_seeds > 1 else np.zeros(cumulative.shape[1])
+    return cumulative.mean(axis=0), stderr
+
+
+def format_table(results: Dict[str, Dict[str, object]], title: str) -> str:
+    lines = [title, f"{'agent':<14} {'regret (uniform=100)':>22} {'cum. regret':>12} {'optimal':>8} {'compile s':>10} {'run s':>8}"]
+    for name, r in sorted(results.items(), key=lambda item: item[1]["normalised_regret"]):
+        lines.append(f"{name:<14} {r['normalised_regret']:>13.1f} ± {r['normalised_regret_stderr']:<6.1f} "
+                     f"{r['cumulative_regret']:>12.1f} {r['optimal_action_rate']:>8.3f} {r['compile_seconds']:>10.1f} "
+                     f"{r['run_seconds']:>8.2f}")
+    return "\n".join(lines)
+
+
+def plot(path, curves: Dict[str, tuple], results: Dict[str, Dict[str, object]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    order = sorted(results, key=lambda name: results[name]["normalised_regret"])
+    for index, name in enumerate(order):
+        mean, stderr = curves[name]
+        steps = np.arange(1, len(mean) + 1)
+        left.plot(steps, mean, label=name, color=f"C{index % 10}", ls="-" if index < 10 else "--")
+        left.fill_between(steps, mean - stderr, mean + stderr, color=f"C{index % 10}", alpha=0.2)
+    left.set_xlabel("step t")
+    left.set_ylabel("cumulative regret (mean ± s.e. over seeds)")
+    left.set_title(title)
+    left.legend(fontsize=7, loc="upper left")
+    values = [results[name]["normalised_regret"] for name in order]
+    errors = [results[name]["normalised_regret_stderr"] for name in order]
+    right.barh(order, values, xerr=np.nan_to_num(errors), color=[f"C{i % 10}" for i in range(len(order))])
+    right.axvline(100.0, color="k", lw=1, ls="--")
+    right.invert_yaxis()
+    right.set_xlabel("cumulative regret, uniform = 100")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, object]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bandit", choices=("wheel", "mushroom"), default="wheel")
+    parser.add_argument("--delta", type=float, default=0.95, help=f"wheel exploration parameter δ (paper: {bandits.WHEEL_DELTAS})")
+    parser.add_argument("--agents", action="append", default=None,
+                        help=f"agent(s), repeatable or comma-separated, from {list(bandits.AGENTS)} (default: all)")
+    parser.add_argument("--horizon", type=int, default=2000, help="steps per run (default 2000)")
+    parser.add_argument("--seeds", type=int, default=5, help="independent runs (episodes) per agent (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; run i uses split(key(seed), seeds)[i]")
+    parser.add_argument("--retrain-every", type=int, default=50, help="k: retrain neural agents every k steps (default 50)")
+    parser.add_argument("--train-steps", type=int, default=100, help="minibatch steps per retraining (default 100)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--hidden", default="50", help="hidden widths, comma-separated (default 50)")
+    parser.add_argument("--learning-rate", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    parser.add_argument("--noise-scale", type=float, default=None,
+                        help=f"σ of the neural agents' reward likelihood (default per bandit: {DEFAULT_NOISE_SCALE})")
+    parser.add_argument("--prior-scale", type=float, default=1.0, help="prior N(0, s²/fan_in) on kernels, N(0, s²) on biases")
+    parser.add_argument("--num-members", type=int, default=5, help="ensemble / bootstrap members (default 5)")
+    parser.add_argument("--initial-pulls", type=int, default=2, help="round-robin pulls of every arm at the start (default 2)")
+    parser.add_argument("--fast-compile", action="store_true", help="compile with XLA optimisation level 0 (for short runs)")
+    parser.add_argument("--out", default=None, help="run directory (default runs/bandits-<time>)")
+    parser.add_argument("--data-dir", default=None, help="benchmark data root (default BDLJAX_DATA_DIR or ../shared/data)")
+    args = parser.parse_args(argv)
+    agent_names = parse_agents(args.agents)
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
+    try:
+        hidden = tuple(int(width) for width in args.hidden.split(",") if width.strip())
+    except ValueError:
+        raise SystemExit(f"--hidden expects comma-separated integers, got {args.hidden!r}") from None
+    noise_scale = DEFAULT_NOISE_SCALE[args.bandit] if args.noise_scale is None else args.noise_scale
+
+    bandit = make_bandit(args)
+    settings = bandits.AgentSettings(hidden=hidden, noise_scale=noise_scale, prior_scale=args.prior_scale,
+                                     learning_rate=args.learning_rate, batch_size=args.batch_size,
+                                     train_steps=args.train_steps, num_members=args.num_members)
+    try:
+        bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), bandit.num_arms)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    config = {
+        "experiment": "bandits", "bandit": bandit.name, "delta": args.delta if args.bandit == "wheel" else None,
+        "agents": agent_names, "horizon": args.horizon, "seeds": args.seeds, "seed": args.seed,
+        "retrain_every": args.retrain_every, "initial_pulls": args.initial_pulls, "fast_compile": args.fast_compile,
+        "settings": settings._asdict(), "model": f"mlp {bandit.context_dim}-{'-'.join(map(str, hidden))}-{bandit.num_arms} relu",
+        "regret": "expected (pseudo-)regret, normalised by the uniform policy's expected regret on the same episodes",
+    }
+    logger = RunLogger(args.out or default_run_dir("bandits"), config)
+    keys = jax.random.split(jax.random.key(args.seed), args.seeds)
+
+    results: Dict[str, Dict[str, object]] = {}
+    curves = {}
+    for name in agent_names:
+        agent = bandits.make_agent(name, bandit, args.horizon, settings)
+        trajectory, compile_seconds, run_seconds = run_agent(bandit, agent, keys, args)
+        scores = summarise(trajectory)
+        scores.update(compile_seconds=compile_seconds, run_seconds=run_seconds)
+        results[name] = scores
+        curves[name] = curve(trajectory)
+        for seed_index, value in enumerate(scores["normalised_regret_per_seed"]):
+            logger.log({"split": "seed", "agent": name, "seed_index": seed_index, "normalised_regret": value,
+                        "cumulative_regret": scores["cumulative_regret_per_seed"][seed_index]})
+        checkpoints = np.unique(np.linspace(0, args.horizon - 1, min(CURVE_POINTS, args.horizon)).astype(int))
+        mean, stderr = curves[name]
+        logger.log({"split": "curve", "agent": name, "step": (checkpoints + 1).tolist(),
+                    "cumulative_regret": mean[checkpoints].tolist(), "stderr": stderr[checkpoints].tolist()})
+        logger.log({"split": "summary", "agent": name, **{k: v for k, v in scores.items() if not k.endswith("per_seed")}})
+        print(f"{name:<14} regret {scores['normalised_regret']:6.1f} ± {scores['normalised_regret_stderr']:.1f} "
+              f"(compile {compile_seconds:.1f}s, run {run_seconds:.2f}s)", flush=True)
+
+    title = f"{bandit.name}, T={args.horizon}, {args.seeds} seeds"
+    logger.write_summary({"bandit": bandit.name, "horizon": args.horizon, "seeds": args.seeds, "agents": results})
+    plot(logger.path("regret.png"), curves, results, title)
+    print(format_table(results, title))
+    print(f"run directory: {logger.directory}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""HMC and NUTS (bdljax.hmc) against the exact posterior of a conjugate Bayesian linear regression.
+
+Target: y = w·x + b + ε, ε ~ N(0, 0.5²), prior θ = (w, b) ~ N(0, I), with two
+inputs correlated at 0.8, so the posterior N(μ, Σ),
+Σ = (XᵀX/σ² + I)⁻¹, μ = Σ Xᵀy/σ², has a correlation of about −0.8 between
+the weights. Every posterior mean and covariance entry is a posterior mean of
+some f(θ) (θ_i − μ_i, or (θ_i − μ_i)(θ_j − μ_j)); each is checked to lie
+within 4 Monte Carlo standard errors, MCSE = sd(f)/√ESS(f) with the ESS
+measured on the draws, separately for three seeds (three independent groups
+of four chains, run as one vmapped batch). A sampler with the wrong
+temperature, a doubled likelihood or a broken Metropolis step misses these
+tolerances by many MCSEs.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bdljax import diagnostics as diag
+from bdljax import hmc, likelihoods, methods, models, posterior, predictive, priors
+
+NUM_DATA, NOISE, PRIOR_SCALE = 100, 0.5, 1.0
+SEEDS, CHAINS_PER_SEED = (0, 1, 2), 4
+Z = 4.0  # tolerance in Monte Carlo standard errors
+
+
+def linear_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(NUM_DATA, 2))
+    x = np.c_[z[:, 0], 0.8 * z[:, 0] + 0.6 * z[:, 1]].astype(np.float32)
+    y = (x @ np.array([1.0, -0.5]) + 0.3 + NOISE * rng.normal(size=NUM_DATA)).astype(np.float32)
+    design = np.c_[x, np.ones(NUM_DATA)].astype(np.float64)
+    covariance = np.linalg.inv(design.T @ design / NOISE**2 + np.eye(3) / PRIOR_SCALE**2)
+    mean = covariance @ design.T @ y.astype(np.float64) / NOISE**2
+    model = models.from_functions(lambda key: {"w": jax.random.normal(key, (2,)), "b": jnp.zeros(())},
+                                  lambda params, x: x @ params["w"] + params["b"])
+    log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), NUM_DATA)
+    return x, y, model, log_post, mean, covariance
+
+
+X, Y, MODEL, LOG_POSTERIOR, EXACT_MEAN, EXACT_COV = linear_problem()
+
+
+def seed_keys():
+    return jnp.concatenate([jax.random.split(jax.random.key(seed), CHAINS_PER_SEED) for seed in SEEDS])
+
+
+def theta(samples):
+    return np.concatenate([np.asarray(samples["w"], np.float64), np.asarray(samples["b"], np.float64)[..., None]], -1)
+
+
+def check_against_exact(draws):
+    """draws (C, S, 3) of one seed: means and covariances within Z MCSEs of the exact ones."""
+    centred = draws - EXACT_MEAN
+    rows, cols = np.triu_indices(3)
+    functions = np.concatenate([centred, centred[..., rows] * centred[..., cols]], axis=-1)  # (C, S, 9)
+    targets = np.concatenate([np.zeros(3), EXACT_COV[rows, cols]])
+    ess = diag.effective_sample_size(functions)
+    assert ess.min() > 300, f"too few effective draws to test anything: ESS {ess.round()}"
+    error = functions.reshape(-1, 9).mean(0) - targets
+    mcse = diag.monte_carlo_standard_error(functions)
+    assert np.all(np.abs(error) <= Z * mcse), f"errors in MCSEs: {(error / mcse).round(2)} (ESS {ess.round()})"
+    assert diag.rhat(draws).max() < 1.05
+
+
+@pytest.fixture(scope="module")
+def nuts_run():
+    mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="nuts", num_warmup=300)
+    return hmc.sample_chains(mcmc, seed_keys(), MODEL.init, num_draws=500, chunk_size=250, warn=False)
+
+
+@pytest.fixture(scope="module")
+def hmc64():
+    """Window-adapted HMC (L = 10) in float64: also the reference for the vmap check below."""
+    return hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", num_warmup=300, float64=True)
+
+
+@pytest.fixture(scope="module")
+def hmc64_run(hmc64):
+    return hmc.sample_chains(hmc64, seed_keys(), MODEL.init, num_draws=500, chunk_size=250, warn=False)
+
+
+@pytest.mark.parametrize("run_name", ["nuts_run", "hmc64_run"])
+def test_matches_exact_posterior_mean_and_covariance(run_name, request):
+    run = request.getfixturevalue(run_name)
+    draws = theta(run.samples)
+    for group in range(len(SEEDS)):
+        check_against_exact(draws[group * CHAINS_PER_SEED:(group + 1) * CHAINS_PER_SEED])
+    assert run.diagnostics["divergences"] == 0
+    assert 0.6 < run.diagnostics["acceptance"] <= 1.0
+    assert run.diagnostics["rhat_max"] < 1.05
+
+
+def test_float64_chains_return_float32_draws_and_exact_log_density(hmc64_run):
+    assert jax.tree.leaves(hmc64_run.state.chain.position)[0].dtype == jnp.float64
+    assert hmc64_run.samples["w"].dtype == np.float32
+    # The traced log density is the float64 log posterior at the draw.
+    with jax.enable_x64(True):
+        position = jax.tree.map(lambda leaf: leaf[0], hmc64_run.state.chain.position)
+        data64 = (jnp.asarray(X, jnp.float64), jnp.asarray(Y, jnp.float64))
+        expected = LOG_POSTERIOR(position, data64)
+    np.testing.assert_allclose(hmc64_run.traces["log_density"][0, -1], expected, rtol=1e-12)
+
+
+def test_vmapped_chains_equal_chains_run_alone(hmc64, hmc64_run):
+    """Chain c depends only on its key: run alone it gives the draws it gave in the vmapped batch.
+
+    In float64, so that the one-ulp differences between batched and unbatched
+    matrix products (different summation order in XLA) stay at 1e-13 instead
+    of being amplified by 800 accept/reject decisions, as they are in float32.
+    """
+    keys = seed_keys()
+    for chain in (0, 7):
+        alone = hmc.sample_chains(hmc64, keys[chain:chain + 1], MODEL.init, num_draws=500, chunk_size=250, warn=False)
+        np.testing.assert_allclose(alone.samples["w"][0], hmc64_run.samples["w"][chain], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(alone.infos["step_size"][0], hmc64_run.infos["step_size"][chain], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def diverging():
+    """Fixed ε = 0.5, far above the leapfrog stability limit 2/√λ_max ≈ 0.07 of this posterior."""
+    mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.5, num_integration_steps=10, num_warmup=20)
+    start = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (2, *leaf.shape)), {"w": jnp.asarray(EXACT_MEAN[:2], jnp.float32),
+                                                                                     "b": jnp.asarray(EXACT_MEAN[2], jnp.float32)})
+    runs = []
+    with pytest.warns(diag.ConvergenceWarning, match="divergent"):
+        for seed in (0, 1):
+            runs.append(hmc.sample_chains(mcmc, jax.random.split(jax.random.key(seed), 2), start, num_draws=25,
+                                          chunk_size=10))
+    return mcmc, start, runs
+
+
+def test_divergences_are_counted_and_rejected(diverging):
+    _, start, runs = diverging
+    for run in runs:
+        assert run.diagnostics["divergences"] == 2 * 25 == int(run.infos["is_divergent"].sum())
+        assert run.diagnostics["warmup_divergences"] == 2 * 20
+        assert run.diagnostics["divergences_per_chain"] == [25, 25]
+        assert run.diagnostics["acceptance"] < 1e-6
+        # Every divergent proposal was rejected: no draw moved from the start.
+        np.testing.assert_array_equal(run.samples["w"], np.broadcast_to(np.asarray(start["w"])[:, None], (2, 25, 2)))
+        assert any("divergent" in warning for warning in run.diagnostics["warnings"])
+
+
+def test_one_trace_per_chunk_size(diverging):
+    mcmc, _, _ = diverging
+    counts = {key[1:]: count for key, count in hmc.TRACE_COUNTS.items() if key[0] is mcmc.transform}
+    # Two runs, each 20 warm-up transitions in chunks of 10 and 25 draws in chunks of 10, 10, 5.
+    assert counts == {("warmup", 10): 1, ("draws", 10): 1, ("draws", 5): 1}
+
+
+def test_settings_fail_early():
+    with pytest.raises(ValueError, match="num_warmup"):
+        hmc.sampler(LOG_POSTERIOR, (X, Y), step_size=None, num_warmup=0)
+    with pytest.raises(ValueError, match="trajectory_length"):
+        hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="nuts", trajectory_length=1.0)
+    with pytest.raises(ValueError, match="num_data"):
+        hmc.sampler(LOG_POSTERIOR, (X[:50], Y[:50]))
+    mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), step_size=0.01, num_warmup=0)
+    with pytest.raises(ValueError, match="leading axis of 3 chains"):
+        hmc.sample_chains(mcmc, jax.random.split(jax.random.key(0), 3), MODEL.init(jax.random.key(0)), num_draws=10)
+
+
+def test_recipe_streams_the_predictive_it_returns():
+    """methods.run("hmc") from MAP initialisations: stacked samples, diagnostics, and a running
+    predictive equal to the predictive of the returned samples."""
+    x, y = X, Y
+    problem = methods.Problem(models.mlp((2,), hidden=(8,), output_dim=1), likelihoods.gaussian(NOISE),
+                              priors.gaussian(1.0), x, y)
+    eval_data = (x[:30], y[:30])
+    fitted = methods.run("hmc", problem, jax.random.key(0), num_chains=2, num_warmup=20, num_samples=20, chunk_size=10,
+                         init="map", map_epochs=3, eval_data=eval_data, eval_every=1)
+    assert {leaf.shape[0] for leaf in jax.tree.leaves(fitted.samples)} == {40}
+    for key in ("acceptance", "divergences", "step_size", "num_integration_steps", "rhat_log_density",
+                "ess_log_density", "rhat_predictions", "rhat_max", "ess_min", "warnings"):
+        assert key in fitted.diagnostics
+    assert sum(record["split"] == "eval" for record in fitted.history) == 2
+    outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, jnp.asarray(eval_data[0]))
+    streamed = predictive.running_log_predictive_density(fitted.state.running)
+    np.testing.assert_allclose(streamed, predictive.log_predictive_density(problem.likelihood, outputs, eval_data[1]),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="init must be"):
+        methods.run("nuts", problem, jax.random.key(0), init="prior")
