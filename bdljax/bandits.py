@@ -672,7 +672,7 @@ class AgentSettings(NamedTuple):
     dropout_rate: float = 0.2  # Riquelme et al.'s keep_prob 0.8
     mfvi_init_scale: float = 1.0  # initial σ of q as a fraction of the prior's σ: q starts at the prior (no data yet)
     mfvi_mc_samples: int = 1
-    sgld_step_size: float = 1e-4
+    sgld_step_size: float = 1e-3  # ε at the first retraining; then ε ∝ 1/(retrainings so far), see make_agent
     sghmc_step_size: float = 1e-3
     sghmc_friction: float = 100.0
     nig: NIGPrior = NIGPrior()
@@ -739,10 +739,14 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
                                **common)
     from bdljax import sgmcmc
 
+    # The posterior's curvature grows like the data count n_t = (retrainings so far)·k, and a Langevin step is
+    # stable only while ε·curvature stays bounded: ε_t = ε₀ (1 + t/train_steps)⁻¹ (Welling & Teh's polynomial
+    # decay with γ = 1, t the chain's step count) keeps ε·n_t about constant as the data grow.
+    schedule = sgmcmc.polynomial(s.sgld_step_size if name == "sgld" else s.sghmc_step_size, s.train_steps, 1.0)
     if name == "sgld":
-        method = sgmcmc.sgld(log_post, sgmcmc.constant(s.sgld_step_size), num_kept=1)
+        method = sgmcmc.sgld(log_post, schedule, num_kept=1)
     else:
-        method = sgmcmc.sghmc(log_post, sgmcmc.constant(s.sghmc_step_size), friction=s.sghmc_friction, num_kept=1)
+        method = sgmcmc.sghmc(log_post, schedule, friction=s.sghmc_friction, num_kept=1)
     return transform_agent(name, method, model, **common)
 
 

@@ -76,7 +76,7 @@ Params = Any
 
 ALGORITHMS = ("hmc", "nuts")
 
-# (transform, phase, chunk length) -> number of times a chunk function was traced; the
+# (transform, chunk length, transitions per emission) -> number of times a chunk function was traced; the
 # tests assert one trace per chunk size for a whole run.
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
@@ -391,29 +391,23 @@ def _init_chains_fn(transform: Transform, init_fn: Optional[Callable]):
 
 
 @functools.lru_cache(maxsize=64)
-def _warmup_chunk_fn(transform: Transform, length: int):
+def _chunk_fn(transform: Transform, length: int, group: int, keep_samples: bool, sample_dtype,
+              apply: Optional[Callable], likelihood: Optional[Likelihood]):
+    """``length`` emissions, each after ``group`` transitions of every chain, as one jitted scan.
+
+    Warm-up (group 1, ``accumulate`` False) and sampling (group = thinning,
+    ``accumulate`` True) share this function, so with thinning 1 a whole run
+    compiles once per chunk length. What warm-up emits is dropped on the host.
+    """
     step_chains = jax.vmap(transform.update, in_axes=(0, None, 0))
 
-    def chunk(states, run_keys, start):
-        TRACE_COUNTS[(transform, "warmup", length)] += 1
-        keys = _transition_keys(run_keys, start, length)
-        return jax.lax.scan(lambda s, k: step_chains(s, None, k), states, keys)
-
-    return jax.jit(chunk)
-
-
-@functools.lru_cache(maxsize=64)
-def _draws_chunk_fn(transform: Transform, length: int, thinning: int, keep_samples: bool, sample_dtype,
-                    apply: Optional[Callable], likelihood: Optional[Likelihood]):
-    step_chains = jax.vmap(transform.update, in_axes=(0, None, 0))
-
-    def chunk(states, run_keys, start, running, points, x_pred, y_pred):
-        TRACE_COUNTS[(transform, "draws", length)] += 1
-        keys = _transition_keys(run_keys, start, length, thinning)
+    def chunk(states, run_keys, start, running, accumulate, points, x_pred, y_pred):
+        TRACE_COUNTS[(transform, length, group)] += 1
+        keys = _transition_keys(run_keys, start, length, group)
 
         def one_draw(carry, draw_keys):
             states, running = carry
-            if thinning > 1:
+            if group > 1:
                 states, infos = jax.lax.scan(lambda s, k: step_chains(s, None, k), states, draw_keys)
             else:
                 states, infos = step_chains(states, None, draw_keys)
@@ -423,8 +417,13 @@ def _draws_chunk_fn(transform: Transform, length: int, thinning: int, keep_sampl
             if keep_samples:
                 emitted["position"] = position
             if running is not None:
-                outputs = jax.vmap(lambda p: apply(p, x_pred))(position)  # (C, N, ...): one draw per chain
-                running = predictive.running_update(likelihood, running, outputs, y_pred)
+                def add(running):
+                    outputs = jax.vmap(lambda p: apply(p, x_pred))(position)  # (C, N, ...): one draw per chain
+                    return predictive.running_update(likelihood, running, outputs, y_pred)
+
+                # `accumulate` is one flag for all chains (not vmapped), so this is a real branch: warm-up
+                # pays nothing for the predictive.
+                running = jax.lax.cond(accumulate, add, lambda r: r, running)
             return (states, running), (emitted, infos)
 
         (states, running), (emitted, infos) = jax.lax.scan(one_draw, (states, running), keys)
@@ -549,17 +548,6 @@ def sample_chains(
         else:
             states = _init_chains_fn(transform, None)(init_keys, init_params)
         sample_dtype = jnp.float32 if mcmc.float64 else jax.tree.leaves(states.chain.position)[0].dtype
-        step = 0
-        for length in _chunks(mcmc.num_warmup, chunk_size):
-            start = time.perf_counter()
-            states, infos = _warmup_chunk_fn(transform, length)(states, run_keys, np.int32(step))
-            infos = _host(infos)
-            warmup_parts.append(infos)
-            step += length
-            record(_chunk_record("warmup", step, infos, time.perf_counter() - start))
-            bar.update(length)
-            bar.set_postfix(acc=f"{history[-1]['acceptance']:.2f}", eps=f"{history[-1]['step_size']:.3g}")
-
         running, points, x_pred, y_pred = None, None, None, None
         if trace_points is not None:
             points = _cast_floats(jnp.asarray(trace_points), sample_dtype)
@@ -569,14 +557,27 @@ def sample_chains(
                                      x_pred[:1])
             num_classes = example.shape[-1] if likelihood.kind == "classification" else 0
             running = predictive.running_init(likelihood, x_pred.shape[0], num_classes)
-        chunk_fns = {}
-        for index, length in enumerate(_chunks(num_draws, chunk_size), start=1):
+
+        def chunk(length, group):
+            return _chunk_fn(transform, length, group, keep_samples, sample_dtype, apply, likelihood)
+
+        step = 0
+        for length in _chunks(mcmc.num_warmup, chunk_size):
             start = time.perf_counter()
-            if length not in chunk_fns:
-                chunk_fns[length] = _draws_chunk_fn(transform, length, mcmc.thinning, keep_samples, sample_dtype,
-                                                    apply, likelihood)
-            states, running, emitted, infos = chunk_fns[length](states, run_keys, np.int32(step), running, points,
-                                                                x_pred, y_pred)
+            states, running, _, infos = chunk(length, 1)(states, run_keys, np.int32(step), running, False, points,
+                                                         x_pred, y_pred)
+            infos = _host(infos)
+            warmup_parts.append(infos)
+            step += length
+            record(_chunk_record("warmup", step, infos, time.perf_counter() - start))
+            bar.update(length)
+            bar.set_postfix(acc=f"{history[-1]['acceptance']:.2f}", eps=f"{history[-1]['step_size']:.3g}")
+
+        draw_chunks = _chunks(num_draws, chunk_size)
+        for index, length in enumerate(draw_chunks, start=1):
+            start = time.perf_counter()
+            states, running, emitted, infos = chunk(length, mcmc.thinning)(states, run_keys, np.int32(step), running,
+                                                                           True, points, x_pred, y_pred)
             emitted, infos = _host(emitted), _host(infos)
             emitted_parts.append(emitted)
             draw_parts.append(infos)
@@ -584,9 +585,8 @@ def sample_chains(
             record(_chunk_record("sampling", step, infos, time.perf_counter() - start))
             bar.update(length * mcmc.thinning)
             bar.set_postfix(acc=f"{history[-1]['acceptance']:.2f}", div=int(history[-1]["divergences"]))
-            last = index == len(_chunks(num_draws, chunk_size))
-            if running is not None and eval_every and (index % eval_every == 0 or last):
-                record({"step": step, "split": "eval", "draws": sum(p["log_density"].shape[0] for p in emitted_parts),
+            if running is not None and eval_every and (index % eval_every == 0 or index == len(draw_chunks)):
+                record({"step": step, "split": "eval", "draws": num_chains * sum(p["log_density"].shape[0] for p in emitted_parts),
                         **running_metrics(likelihood, running, predictive_data[1])})
     bar.close()
 

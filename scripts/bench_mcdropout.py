@@ -1,23 +1,26 @@
 """Benchmark: an MC dropout predictive of T passes over N test points for a one-hidden-layer MLP.
 
-Compares, in one run and on the same network and inputs:
+Compares, in one run and on the same network, weights and inputs:
 
-* ``bdljax weight samples`` (the default): T masks drawn once per pass and
-  folded into the kernel rows (W·diag(m)), then the T deterministic passes
-  vmapped — one compiled call, masks included;
+* ``bdljax weight samples`` (the default form): T masks drawn once per pass
+  and folded into the kernel rows (W·diag(m)), then the T deterministic
+  passes vmapped — sampling and predictive in one compiled call — with the
+  passes vmapped in chunks of ``mcdropout.sample_chunk_for(N, width)`` (the
+  recommended use) and all at once;
 * ``bdljax per-point masks`` (``per_point_masks=True``): T keys, the dropout
   network in training mode vmapped over them, an independent mask for every
-  activation of every test point — one compiled call;
+  activation of every test point, chunked and not;
 * ``JAX loop``: a Python loop of T calls of one jitted training-mode pass;
-* ``PyTorch loop``: T passes of the same network (same weights) in ``train()``
-  mode under ``no_grad`` (skipped, with a message, when torch is absent).
+* ``PyTorch loop``: T passes of the same network in ``train()`` mode under
+  ``no_grad``, with torch's default threads and with one (the faster is the
+  baseline); skipped with a message when torch is absent.
 
 Times are medians over ``--repeats`` calls after a warm-up call, in
 milliseconds, each ending with the results on the host. The last line is one
 JSON object with every figure and the speed-ups; the issue's target is
 bdljax ≥ 10× faster than the PyTorch loop.
 
-    python scripts/bench_mcdropout.py [--num-passes 100] [--num-points 1000] [--hidden 50]
+    python scripts/bench_mcdropout.py [--num-passes 100] [--num-points 1000] [--hidden 50] [--repeats 30]
 """
 
 from __future__ import annotations
@@ -48,13 +51,17 @@ def median_ms(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def torch_loop(params, x: np.ndarray, rate: float, num_passes: int, repeats: int) -> Optional[Dict[str, float]]:
-    """The PyTorch loop on the same weights; ``None`` when torch is not installed."""
+def torch_loop(params, x: np.ndarray, rate: float, num_passes: int, repeats: int,
+               threads: Optional[int] = None) -> Optional[Dict[str, float]]:
+    """The PyTorch loop on the same weights (``threads`` intra-op threads, default torch's); ``None`` without torch."""
     try:
         import torch
     except ImportError:
-        print("torch is not installed: skipping the PyTorch loop (pip install torch to include it).")
+        if threads is None:
+            print("torch is not installed: skipping the PyTorch loop (pip install torch to include it).")
         return None
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads)
     layers = params["params"]
     network = torch.nn.Sequential(
         torch.nn.Dropout(rate), torch.nn.Linear(*np.shape(layers["Dense_0"]["kernel"])), torch.nn.ReLU(),
@@ -71,7 +78,9 @@ def torch_loop(params, x: np.ndarray, rate: float, num_passes: int, repeats: int
         with torch.no_grad():
             return torch.stack([network(inputs) for _ in range(num_passes)]).numpy()
 
-    return {"ms": median_ms(run, repeats), "threads": torch.get_num_threads(), "version": torch.__version__}
+    result = {"ms": median_ms(run, repeats), "threads": torch.get_num_threads(), "version": torch.__version__}
+    torch.set_num_threads(default_threads)
+    return result
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
@@ -95,24 +104,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     key = jax.random.key(args.seed + 1)
     results: Dict[str, Dict[str, float]] = {}
 
-    # bdljax, both sample forms: sampling and the vmapped predictive in one compiled call.
-    for name, per_point in (("bdljax_weight_samples", False), ("bdljax_per_point_masks", True)):
+    # bdljax, both sample forms: sampling and the vmapped predictive in one compiled call, the passes vmapped
+    # in chunks of mcdropout.sample_chunk_for(...) (the recommended use) or all at once.
+    chunk = mcdropout.sample_chunk_for(args.num_points, max(args.hidden, args.input_dim))
+    for form, per_point in (("weight_samples", False), ("per_point_masks", True)):
         structure = mcdropout.dropout_structure(model.apply, params, x, per_point_masks=per_point)
         transform = mcdropout.build(problem.log_posterior(), methods.make_optimizer("adam", 1e-3), structure)
         state = transform.init(key, params)
         apply = mcdropout.sample_apply(model.apply, structure)
-        predict = jax.jit(lambda s, k, xs, t=transform, a=apply: predictive.predictive_outputs(
-            a, t.sample(s, k, num_passes), xs))
-        results[name] = {"ms": median_ms(lambda: np.asarray(predict(state, key, x_device)), args.repeats),
-                         "form": structure.form}
-
-    # The weight-sample predictive alone, given the T samples (what predictive_outputs costs).
-    structure = mcdropout.dropout_structure(model.apply, params, x)
-    samples = jax.jit(jax.vmap(mcdropout.weight_sample, in_axes=(None, 0, None)), static_argnums=2)(
-        params, jax.random.split(key, num_passes), structure)
-    apply = mcdropout.sample_apply(model.apply, structure)
-    results["bdljax_weight_samples_given_samples"] = {
-        "ms": median_ms(lambda: np.asarray(predictive.predictive_outputs(apply, samples, x_device)), args.repeats)}
+        for suffix, sample_chunk in (("", chunk), ("_unchunked", None)):
+            predict = jax.jit(lambda s, k, xs, t=transform, a=apply, c=sample_chunk: predictive.predictive_outputs(
+                a, t.sample(s, k, num_passes), xs, sample_chunk=c))
+            results[f"bdljax_{form}{suffix}"] = {
+                "ms": median_ms(lambda: np.asarray(predict(state, key, x_device)), args.repeats)}
 
     # A Python loop of T jitted training-mode passes (per-point masks, like PyTorch's train mode).
     one_pass = jax.jit(lambda p, k, xs: model.apply(p, xs, rng=k, train=True))
@@ -120,13 +124,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     results["jax_loop"] = {"ms": median_ms(lambda: np.stack([np.asarray(o) for o in [
         one_pass(params, k, x_device) for k in keys]]), args.repeats)}
 
-    torch_result = torch_loop(params, x, rate, num_passes, args.repeats)
-    if torch_result is not None:
+    # PyTorch with its default threads and with one (on a busy machine spinning threads can be the slower).
+    torch_results = {threads: torch_loop(params, x, rate, num_passes, args.repeats, threads) for threads in (None, 1)}
+    torch_result = None
+    if torch_results[None] is not None:
+        for threads, result in torch_results.items():
+            results[f"torch_loop_threads_{result['threads']}"] = result
+        torch_result = min(torch_results.values(), key=lambda r: r["ms"])
         results["torch_loop"] = torch_result
 
     best = results["bdljax_weight_samples"]["ms"]
     ratios = {
         "jax_loop_over_bdljax": results["jax_loop"]["ms"] / best,
+        "unchunked_over_chunked": results["bdljax_weight_samples_unchunked"]["ms"] / best,
         "per_point_over_weight_samples": results["bdljax_per_point_masks"]["ms"] / best,
     }
     if torch_result is not None:
@@ -134,19 +144,23 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         ratios["torch_loop_over_bdljax_per_point"] = torch_result["ms"] / results["bdljax_per_point_masks"]["ms"]
 
     labels = {
-        "bdljax_weight_samples": "bdljax, weight samples (default), vmapped",
-        "bdljax_weight_samples_given_samples": "  of which the predictive alone",
-        "bdljax_per_point_masks": "bdljax, per-point masks, vmapped",
+        "bdljax_weight_samples": f"bdljax, weight samples (default), chunks of {chunk}",
+        "bdljax_weight_samples_unchunked": "bdljax, weight samples, all passes vmapped",
+        "bdljax_per_point_masks": f"bdljax, per-point masks, chunks of {chunk}",
+        "bdljax_per_point_masks_unchunked": "bdljax, per-point masks, all passes vmapped",
         "jax_loop": f"JAX, Python loop of {num_passes} jitted passes",
-        "torch_loop": f"PyTorch, loop of {num_passes} passes in train mode",
     }
+    for name in results:
+        if name.startswith("torch_loop_threads_"):
+            labels[name] = f"PyTorch, loop of {num_passes} passes, {name.rsplit('_', 1)[1]} thread(s)"
     print(f"MC dropout predictive: T={num_passes} passes, N={args.num_points} points, "
-          f"MLP {args.input_dim}-{args.hidden}-1, p={rate}; median of {args.repeats} ({jax.devices()[0].platform})")
-    print(f"{'method':<48}{'ms':>10}{'× bdljax':>10}")
+          f"MLP {args.input_dim}-{args.hidden}-1, p={rate}; median of {args.repeats} ({jax.devices()[0].platform}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"{'method':<52}{'ms':>10}{'× bdljax':>10}")
     for name, label in labels.items():
         if name in results:
             ms = results[name]["ms"]
-            print(f"{label:<48}{ms:>10.2f}{ms / best:>10.1f}")
+            print(f"{label:<52}{ms:>10.2f}{ms / best:>10.1f}")
     if torch_result is not None:
         verdict = "met" if ratios["torch_loop_over_bdljax"] >= 10 else "NOT met"
         print(f"target bdljax ≥ 10× faster than the PyTorch loop: {verdict} ({ratios['torch_loop_over_bdljax']:.1f}×)")
@@ -154,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     summary = {
         "benchmark": "mcdropout_predictive", "num_passes": num_passes, "num_points": args.num_points,
         "input_dim": args.input_dim, "hidden": args.hidden, "dropout_rate": rate, "repeats": args.repeats,
-        "ms": {name: result["ms"] for name, result in results.items()}, "ratios": ratios,
+        "sample_chunk": chunk, "ms": {name: result["ms"] for name, result in results.items()}, "ratios": ratios,
         "target_10x_vs_torch": None if torch_result is None else ratios["torch_loop_over_bdljax"] >= 10,
         "torch": None if torch_result is None else {"version": torch_result["version"], "threads": torch_result["threads"]},
         "jax": jax.__version__, "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),

@@ -1,0 +1,118 @@
+"""The MNIST script: a tiny end-to-end run on the real data (shift and OOD included) and its flag checks."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bdljax import methods
+from bdljax.logging import read_jsonl
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY / "experiments"))
+import mnist  # noqa: E402
+
+
+def require_mnist(shared_data_dir):
+    for name in ("mnist", "fashion_mnist"):
+        if not (shared_data_dir / name).is_dir():
+            pytest.skip(f"{name} not in the shared data")
+    return shared_data_dir
+
+
+def tiny_flags(data_dir, out, model_flags=("--model", "mlp", "--mlp-hidden", "8")):
+    return [*model_flags, "--epochs", "1", "--train-size", "200", "--test-size", "100", "--shift-size", "50",
+            "--shift-angles", "0,90", "--ood-size", "80", "--num-samples", "3", "--batch-size", "50",
+            "--data-dir", str(data_dir), "--out", str(out)]
+
+
+def test_end_to_end_map_and_ensemble(shared_data_dir, tmp_path):
+    data_dir = require_mnist(shared_data_dir)
+    out = tmp_path / "run"
+    summary = mnist.main(["--method", "map,ensemble", "--set", "ensemble.num_members=2", *tiny_flags(data_dir, out)])
+    results = summary["results"]
+    assert list(results) == ["map", "ensemble"]
+    assert results["map"]["num_samples"] == 1 and results["ensemble"]["num_samples"] == 2
+    for name, result in results.items():
+        test = result["test"]
+        assert 0.0 <= test["accuracy"] <= 1.0 and 0.0 <= test["ece"] <= 1.0 and 0.0 <= test["brier"] <= 2.0
+        assert np.isfinite(test["nll"]) and test["nll"] > 0
+        assert [r["angle"] for r in result["shift"]] == [0, 90]
+        for score in mnist.OOD_SCORES:
+            assert 0.0 <= result["ood"][score]["auroc"] <= 1.0 and 0.0 < result["ood"][score]["aupr"] <= 1.0
+    # A point estimate has zero mutual information everywhere: an uninformative OOD score by construction.
+    assert results["map"]["ood"]["mutual_information"]["auroc"] == 0.5
+    assert results["ensemble"]["test"]["mean_mutual_information"] > 0
+    records = read_jsonl(out / "metrics.jsonl")
+    for name in results:
+        splits = [r["split"] for r in records if r.get("method") == name]
+        assert splits.count("train") == 1 and splits.count("test") == 1
+        assert splits.count("shift") == 2 and splits.count("ood") == 1
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["ece"] == "equal_width-15" and config["num_train"] == 200
+    assert set(summary["goals"]) >= {"ensemble_accuracy_ge_0.992", "nll_below_map", "best_ood_auroc"}
+    for figure in ("reliability.png", "shift.png", "ood.png"):
+        assert (out / figure).stat().st_size > 0
+    assert json.loads((out / "summary.json").read_text())["ece"] == "equal_width-15"
+
+
+def test_bad_flags_fail_before_loading_data(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        mnist.main(["--method", "bogus", "--data-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="not run"):
+        mnist.main(["--method", "map", "--set", "ensemble.num_members=2", "--data-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--train-size must be at least 2"):
+        mnist.main(["--method", "map", "--train-size", "1", "--data-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="METHOD.KEY=VALUE"):
+        mnist.main(["--method", "map", "--set", "num_members=2", "--data-dir", str(tmp_path)])
+
+
+def test_unknown_hyperparameter_names_the_accepted_ones(shared_data_dir, tmp_path):
+    data_dir = require_mnist(shared_data_dir)
+    with pytest.raises(ValueError, match="does not take"):
+        mnist.main(["--method", "map", "--set", "map.bogus=1", *tiny_flags(data_dir, tmp_path / "run")])
+
+
+def test_method_config_passes_shared_flags_only_where_accepted():
+    args = mnist.build_parser().parse_args(["--epochs", "3", "--num-samples", "7"])
+    config = mnist.method_config("map", args, {})
+    assert config == {"num_epochs": 3, "batch_size": 100, "learning_rate": 1e-3}  # MAP takes no num_samples
+    ensemble = mnist.method_config("ensemble", args, {"ensemble": {"num_members": 3}})
+    assert ensemble["num_members"] == 3 and "num_samples" not in ensemble
+
+
+def test_goal_checks():
+    def result(accuracy, nll, ece, auroc):
+        return {"test": {"accuracy": accuracy, "nll": nll, "ece": ece},
+                "ood": {s: {"auroc": auroc} for s in mnist.OOD_SCORES}}
+
+    goals = mnist.goal_checks({"map": result(0.99, 0.04, 0.005, 0.9), "ensemble": result(0.993, 0.03, 0.004, 0.96)})
+    assert goals["ensemble_accuracy_ge_0.992"] and goals["ensemble_ece_le_0.01"]
+    assert goals["nll_below_map"] == {"ensemble": True}
+    assert goals["best_ood_auroc"] == {"auroc": 0.96, "method": "ensemble", "score": "entropy", "ge_0.95": True}
+
+
+def importable_methods():
+    names = []
+    for name in ("map", "ensemble", "mfvi", "mcdropout", "sgld", "sghmc"):
+        try:
+            importlib.import_module(methods.RECIPES[name].split(":")[0])
+        except ModuleNotFoundError:
+            continue
+        names.append(name)
+    return names
+
+
+@pytest.mark.slow
+def test_end_to_end_cnn_every_method(shared_data_dir, tmp_path):
+    """The LeNet-like CNN with every available method (minutes on two CPU cores)."""
+    data_dir = require_mnist(shared_data_dir)
+    names = importable_methods()
+    summary = mnist.main(["--method", ",".join(names), "--set", "ensemble.num_members=2",
+                          *tiny_flags(data_dir, tmp_path / "run", ("--model", "cnn", "--features", "4,8", "--hidden", "16"))])
+    assert list(summary["results"]) == names
+    for result in summary["results"].values():
+        assert np.isfinite(result["test"]["nll"])
