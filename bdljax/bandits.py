@@ -386,7 +386,8 @@ def _retrain_nothing(state, buffer, num_filled, key):
 
 
 def uniform_agent(num_arms: int) -> Agent:
-    """Plays an arm uniformly at random: the reference every regret is normalised by."""
+    """Plays an arm uniformly at random (its expected regret, computed exactly per episode, is the
+    normaliser of :func:`normalised_regret`; this agent's own regret scatters around 100)."""
 
     def init(key):
         del key
@@ -673,8 +674,10 @@ class AgentSettings(NamedTuple):
     mfvi_init_scale: float = 1.0  # initial σ of q as a fraction of the prior's σ: q starts at the prior (no data yet)
     mfvi_mc_samples: int = 1
     sgld_step_size: float = 1e-3  # ε at the first retraining; then ε ∝ 1/(retrainings so far), see make_agent
-    sghmc_step_size: float = 1e-3
-    sghmc_friction: float = 100.0
+    # SGHMC's drift per step is ε∇U/α (SGLD's is ε∇U) and its momentum decay 1 − αε must stay in (0, 1):
+    # α = 10, ε₀ = 0.03 gives it SGLD's drift and noise scales.
+    sghmc_step_size: float = 3e-2
+    sghmc_friction: float = 10.0
     nig: NIGPrior = NIGPrior()
 
 

@@ -374,7 +374,9 @@ def plot_errors(path: Path, curves, args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    method_names = sorted({m for m, _ in curves})
+    from matplotlib.ticker import FormatStrFormatter
+
+    method_names = list(dict.fromkeys(m for m, _ in curves))
     fig, axes = plt.subplots(1, len(method_names), figsize=(5.5 * len(method_names), 4), squeeze=False)
     acquired = np.arange(args.steps + 1) * args.acquire_size
     for ax, method in zip(axes[0], method_names):
@@ -392,6 +394,8 @@ def plot_errors(path: Path, curves, args) -> None:
         ax.set_xlabel("acquired images")
         ax.set_ylabel("test error (%)")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -398,8 +398,9 @@ def goal_checks(results) -> Dict[str, Any]:
     if "map" in results:
         map_nll = results["map"]["test"]["nll"]
         goals["nll_below_map"] = {name: r["test"]["nll"] < map_nll for name, r in results.items() if name != "map"}
+    # Ties go to the first candidate (methods in run order, entropy before mutual information).
     best = max(((r["ood"][s]["auroc"], name, s) for name, r in results.items()
-                for s in ("entropy", "mutual_information")), default=None)
+                for s in ("entropy", "mutual_information")), key=lambda candidate: candidate[0], default=None)
     if best is not None:
         goals["best_ood_auroc"] = {"auroc": best[0], "method": best[1], "score": best[2],
                                    "ge_0.95": best[0] >= GOAL_OOD_AUROC}

@@ -393,3 +393,20 @@ def _map_method(bandit, horizon):
 
     model = bandits.bandit_model(2, 5)
     return map_method.build(bandits.bandit_log_posterior(model, 2, 1.0, priors.gaussian(1.0), horizon), optax.adam(1e-3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", bandits.AGENTS)
+def test_every_agent_runs_and_learns_the_easy_wheel(name):
+    """Every agent on the wheel with δ = 0.5 (half the disc pays 50): learning agents beat uniform by far."""
+    bandit = bandits.wheel_bandit(0.5)
+    horizon = 600
+    agent = bandits.make_agent(name, bandit, horizon, bandits.AgentSettings(hidden=(32,), train_steps=50))
+    trajectory = bandits.simulate(bandit, agent, jax.random.split(jax.random.key(0), 3), horizon=horizon,
+                                  retrain_every=50, fast_compile=True)
+    regret = bandits.normalised_regret(trajectory)
+    assert np.all(np.isfinite(regret))
+    if name == "uniform":
+        assert abs(regret.mean() - 100) < 10
+    else:
+        assert regret.mean() < 60, f"{name}: regret {regret} (uniform = 100)"

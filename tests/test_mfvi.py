@@ -42,11 +42,15 @@ PRIOR = priors.gaussian(prior_scale)
 LIKELIHOOD = likelihoods.gaussian(NOISE)
 
 
-def regression_data(num_points=NUM_POINTS, seed=0):
-    """Inputs with correlations 0.9/0.5/0.7 and an offset, so the posterior is strongly correlated."""
+def regression_data(num_points=NUM_POINTS, seed=0, correlated=True):
+    """Inputs with correlations 0.9/0.5/0.7 and an offset, so the posterior is strongly correlated.
+
+    ``correlated=False``: independent centred inputs, a well-conditioned posterior that
+    optimisers reach quickly (for tests about scaling rather than about correlation).
+    """
     rng = np.random.default_rng(seed)
-    cov = np.array([[1.0, 0.9, 0.5], [0.9, 1.0, 0.7], [0.5, 0.7, 1.0]])
-    x = rng.normal(size=(num_points, NUM_FEATURES)) @ np.linalg.cholesky(cov).T + 0.5
+    cov = np.array([[1.0, 0.9, 0.5], [0.9, 1.0, 0.7], [0.5, 0.7, 1.0]]) if correlated else np.eye(NUM_FEATURES)
+    x = rng.normal(size=(num_points, NUM_FEATURES)) @ np.linalg.cholesky(cov).T + (0.5 if correlated else 0.0)
     y = x @ np.array([1.0, -1.0, 0.5]) + 0.3 + NOISE * rng.normal(size=num_points)
     return x.astype(np.float32), y.astype(np.float32)
 
@@ -151,8 +155,9 @@ def train_runs(model, variational_apply=None, scale_transform="softplus", x=None
 
 
 @pytest.mark.parametrize("model_name, estimator, scale_transform", [
-    ("linear", None, "softplus"),
-    ("bayesian_linear", bayesian_layers.FLIPOUT, "exp"),
+    ("linear", None, "exp"),
+    # The Bayesian-layer estimators end to end (their output distributions are checked exactly, and fast, below).
+    pytest.param("bayesian_linear", bayesian_layers.FLIPOUT, "softplus", marks=pytest.mark.slow),
     pytest.param("bayesian_linear", bayesian_layers.LOCAL_REPARAMETERIZATION, "softplus", marks=pytest.mark.slow),
 ])
 def test_mfvi_reaches_the_closed_form_optimum_of_conjugate_regression(model_name, estimator, scale_transform):
@@ -270,7 +275,7 @@ def test_monte_carlo_kl_path_estimates_the_same_tempered_objective():
 
 
 def test_duplicated_data_equals_doubled_num_data_and_minibatches_reach_the_same_optimum():
-    x, y = regression_data(20)
+    x, y = regression_data(20, correlated=False)
     x_twice, y_twice = np.concatenate([x, x]), np.concatenate([y, y])
     optimizer = optax.adam(1e-2)
 
@@ -287,7 +292,7 @@ def test_duplicated_data_equals_doubled_num_data_and_minibatches_reach_the_same_
     # Minibatch training (KL once, likelihood ×N/|B|) on each reaches the closed form of the doubled data,
     # R vmapped runs as an ensemble, the step compiled once across calls of the driver.
     exact_mean, precision = exact_posterior(x_twice, y_twice)
-    num_epochs, num_runs = 400, 8
+    num_epochs, num_runs = 250, 8
     schedule = optax.cosine_decay_schedule(0.03, num_epochs * 4)
     for data, num_data, batch_size in (((x_twice, y_twice), 40, 10), ((x, y), 40, 5)):
         log_post = posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, num_data)
@@ -315,18 +320,25 @@ def test_states_vmap_and_samples_follow_q():
     x, y = regression_data()
     method = mfvi.build(posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, NUM_POINTS), optax.adam(1e-2),
                         init_scale={"w": 0.3, "b": 0.05})
-    states = jax.vmap(method.init, in_axes=(0, None))(jax.random.split(jax.random.key(0), 3), unflat_linear(LINEAR, [1, 2, 3, 4]))
-    states, infos = jax.vmap(method.update, in_axes=(0, None, 0))(states, (x, y), jax.random.split(jax.random.key(1), 3))
-    assert infos.elbo.shape == (3,) and np.all(np.isfinite(infos.elbo))
-    state = jax.tree.map(lambda leaf: leaf[0], states)
     num_samples = 20000
-    samples = flat_linear(method.sample(state, jax.random.key(2), num_samples))
+
+    @jax.jit
+    def run(key):
+        init_key, update_key, sample_key = jax.random.split(key, 3)
+        states = jax.vmap(method.init, in_axes=(0, None))(jax.random.split(init_key, 3), unflat_linear(LINEAR, [1, 2, 3, 4]))
+        initial_scales = mfvi.variational_scales(states)
+        states, infos = jax.vmap(method.update, in_axes=(0, None, 0))(states, (x, y), jax.random.split(update_key, 3))
+        state = jax.tree.map(lambda leaf: leaf[0], states)
+        return initial_scales, infos, state, method.sample(state, sample_key, num_samples)
+
+    initial_scales, infos, state, samples = run(jax.random.key(0))
+    np.testing.assert_allclose(flat_linear(initial_scales), [[0.3, 0.3, 0.3, 0.05]] * 3, rtol=1e-5)
+    assert infos.elbo.shape == (3,) and np.all(np.isfinite(infos.elbo))
+    samples = flat_linear(samples)
     assert samples.shape == (num_samples, 4)
     mean, scale = flat_linear(mfvi.mean_params(state)), flat_linear(mfvi.variational_scales(state))
     np.testing.assert_array_less(np.abs(samples.mean(0) - mean), Z * scale / math.sqrt(num_samples))
     np.testing.assert_array_less(np.abs(samples.std(0) / scale - 1), Z * math.sqrt(0.5 / num_samples))
-    np.testing.assert_allclose(flat_linear(mfvi.variational_scales(method.init(None, LINEAR.init))),
-                               [0.3, 0.3, 0.3, 0.05], rtol=1e-5)
 
 
 def test_nonfinite_steps_are_skipped_and_counted():
@@ -458,27 +470,30 @@ def test_output_sampling_lowers_the_gradient_variance():
 
 
 def test_recipe_end_to_end_with_pretraining_estimators_and_mean_prediction():
-    x, y = regression_data(48)
-    problem = methods.Problem(bayesian_layers.mlp((NUM_FEATURES,), (8,), 1), LIKELIHOOD, PRIOR, x, y)
-    assert "num_mc_samples" in methods.hyperparameters("mfvi")
-    fitted = methods.run("mfvi", problem, jax.random.key(0), num_epochs=3, batch_size=16, learning_rate=1e-2,
-                         pretrain_epochs=2, num_samples=7, estimator="flipout", num_mc_samples=2,
-                         eval_data=(x, y), eval_every=1, log_fields={"method": "mfvi"})
+    x, y = regression_data(48, correlated=False)
+    problem = methods.Problem(BAYESIAN_LINEAR, LIKELIHOOD, PRIOR, x, y)
+    assert {"num_mc_samples", "num_samples", "pretrain_epochs", "estimator", "predict_with_mean"} <= set(
+        methods.hyperparameters("mfvi"))
+    fitted = methods.run("mfvi", problem, jax.random.key(0), num_epochs=2, batch_size=16, learning_rate=0.05,
+                         pretrain_epochs=30, num_samples=7, estimator="flipout", num_mc_samples=2,
+                         log_fields={"method": "mfvi"})
     assert jax.tree.leaves(fitted.samples)[0].shape[0] == 7
     stages = [record.get("stage") for record in fitted.history if record["split"] == "train"]
-    assert stages == ["map_pretrain"] * 2 + [None] * 3
+    assert stages == ["map_pretrain"] * 30 + [None] * 2
     assert all(record["method"] == "mfvi" for record in fitted.history)
-    assert {"elbo", "expected_log_likelihood", "kl"} <= set(fitted.history[-2])
-    assert [r for r in fitted.history if r["split"] == "eval"] and fitted.diagnostics["nonfinite_steps"] == 0
-    assert fitted.diagnostics["pretrain_nonfinite_steps"] == 0
+    assert {"elbo", "expected_log_likelihood", "kl"} <= set(fitted.history[-1])
+    assert fitted.diagnostics == {"pretrain_nonfinite_steps": 0, "nonfinite_steps": 0}
+    # MFVI started from the MAP solution: 6 Adam steps of 0.05 cannot reach it from a random initialisation.
+    exact_mean, _ = exact_posterior(x, y)
+    distance = np.linalg.norm(flat_linear(fitted.state.mean) - exact_mean)
+    assert distance < 0.2 and np.linalg.norm(flat_linear(BAYESIAN_LINEAR.init(jax.random.key(0))) - exact_mean) > 1.0
 
-    point = methods.run("mfvi", problem._replace(model=models.mlp((NUM_FEATURES,), (8,), 1)), jax.random.key(0),
-                        num_epochs=2, batch_size=16, predict_with_mean=True, num_samples=50)
+    point = methods.run("mfvi", problem._replace(model=LINEAR), jax.random.key(0), num_epochs=1, batch_size=16,
+                        predict_with_mean=True, num_samples=50)
     assert jax.tree.leaves(point.samples)[0].shape[0] == 1
     for got, want in zip(jax.tree.leaves(point.samples), jax.tree.leaves(point.state.mean)):
         np.testing.assert_array_equal(got[0], want)
     with pytest.raises(ValueError, match="Bayesian layers"):
-        methods.run("mfvi", problem._replace(model=models.mlp((NUM_FEATURES,), (8,), 1)), jax.random.key(0),
-                    estimator="local_reparameterization")
+        methods.run("mfvi", problem._replace(model=LINEAR), jax.random.key(0), estimator="local_reparameterization")
     with pytest.raises(ValueError, match="unknown estimator"):
         methods.run("mfvi", problem, jax.random.key(0), estimator="lrt")
