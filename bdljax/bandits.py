@@ -649,7 +649,36 @@ def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int
 
 # ----------------------------------------------------------------------------- agents by name
 
-AGENTS = ("uniform", "greedy", "mcdropout", "mfvi", "ensemble", "bootstrap", "neural_linear", "lints", "sgld", "sghmc")
+AGENTS = ("uniform", "greedy", "mcdropout", "mfvi", "ensemble", "bootstrap", "rp_ensemble", "neural_linear", "lints",
+          "sgld", "sghmc")
+
+
+def randomized_prior_model(model: models.Model, scale: float) -> models.Model:
+    """f(x; θ) + β p(x; φ): a trainable network plus a fixed random "prior function" of the same architecture.
+
+    Osband, Aslanides & Cassirer (2018), "Randomized Prior Functions for Deep
+    Reinforcement Learning": an ensemble member fitted this way is, for a
+    linear-Gaussian model, an exact posterior draw; for networks it keeps the
+    members apart where there are no data, which plain ensembles do not. The
+    parameters are ``{"net": θ, "prior_function": φ}``; φ is drawn by
+    ``model.init`` and never trained (``stop_gradient`` here, and
+    :func:`trainable_prior` puts no prior on it, so its gradient is exactly 0).
+    """
+
+    def init(key):
+        net_key, prior_key = jax.random.split(key)
+        return {"net": model.init(net_key), "prior_function": model.init(prior_key)}
+
+    def apply(params, x, rng=None, train=False):
+        prior_output = jax.lax.stop_gradient(model.apply(params["prior_function"], x))
+        return model.apply(params["net"], x, rng=rng, train=train) + scale * prior_output
+
+    return models.Model(init, apply)
+
+
+def trainable_prior(prior: Prior) -> Prior:
+    """``prior`` on the ``"net"`` part of :func:`randomized_prior_model` parameters only."""
+    return Prior(f"{prior.name}(net)", lambda params: prior.log_prob(params["net"]), None, None)
 
 
 class AgentSettings(NamedTuple):
@@ -671,6 +700,7 @@ class AgentSettings(NamedTuple):
     num_members: int = 5  # ensemble and bootstrap
     bootstrap_probability: float = 0.95  # BootRMS's p
     dropout_rate: float = 0.2  # Riquelme et al.'s keep_prob 0.8
+    prior_function_scale: float = 1.0  # β of rp_ensemble's randomized prior functions
     mfvi_init_scale: float = 1.0  # initial σ of q as a fraction of the prior's σ: q starts at the prior (no data yet)
     mfvi_mc_samples: int = 1
     sgld_step_size: float = 1e-3  # ε at the first retraining; then ε ∝ 1/(retrainings so far), see make_agent
@@ -690,6 +720,8 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     * ``mfvi``: :func:`bdljax.mfvi.build`; one draw from q per decision.
     * ``ensemble``: K MAP members from independent initialisations; one member per decision.
     * ``bootstrap``: the same with each observation in each member's data with probability p.
+    * ``rp_ensemble``: the ensemble with a fixed random prior function added to each member
+      (:func:`randomized_prior_model`).
     * ``neural_linear``: MAP network + exact NIG regression on its last hidden layer.
     * ``sgld`` / ``sghmc``: :mod:`bdljax.sgmcmc`; the chain's current state per decision.
     """
@@ -721,6 +753,11 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
         method = ensemble.deep_ensemble(log_post, optimizer, s.num_members)
         return transform_agent(name, method, model, samples_per_draw=s.num_members,
                                bootstrap_probability=s.bootstrap_probability if name == "bootstrap" else None, **common)
+    if name == "rp_ensemble":
+        rp_model = randomized_prior_model(model, s.prior_function_scale)
+        rp_log_post = bandit_log_posterior(rp_model, context_dim, s.noise_scale, trainable_prior(prior), horizon)
+        return transform_agent(name, ensemble.deep_ensemble(rp_log_post, optimizer, s.num_members), rp_model,
+                               samples_per_draw=s.num_members, **common)
     if name == "mfvi":
         from bdljax import mfvi
 

@@ -472,6 +472,7 @@ def sample_chains(
     trace_points: Optional[Any] = None,
     predictive_data: Optional[Tuple[Any, Any]] = None,
     eval_every: int = 0,
+    diagnose: bool = True,
     warn: bool = True,
     logger=None,
     log_fields: Optional[Dict[str, Any]] = None,
@@ -507,6 +508,9 @@ def sample_chains(
         (log-mean-exp over draws, as bnn_hmc's running ensemble).
       eval_every: with ``predictive_data``, log predictive metrics every this
         many kept chunks (and after the last).
+      diagnose: compute R̂ and ESS of the traces (one compiled diagnostic per
+        trace shape); the sampler summary (acceptance, divergences, ...) is
+        always computed.
       warn: issue :class:`bdljax.diagnostics.ConvergenceWarning` for large R̂,
         small ESS or divergences.
     """
@@ -603,7 +607,8 @@ def sample_chains(
     warmup_infos, infos = _stack_infos(warmup_parts), _stack_infos(draw_parts)
     summary = diag.sampler_summary(infos["acceptance_rate"], infos["is_divergent"], np.asarray(states.step_size),
                                    infos["num_integration_steps"], warmup_infos["is_divergent"])
-    summary.update(diag.summarise(traces))
+    if diagnose:
+        summary.update(diag.summarise(traces))
     summary.update({"algorithm": mcmc.algorithm, "num_chains": num_chains, "num_draws": int(num_draws),
                     "num_warmup": mcmc.num_warmup, "thinning": mcmc.thinning, "float64": mcmc.float64})
     summary["warnings"] = diag.check(summary, num_chains, warn=warn)

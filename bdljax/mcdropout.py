@@ -473,7 +473,8 @@ def sample_apply(apply: Apply, structure: DropoutStructure) -> Apply:
 # ---------------------------------------------------------------------------
 
 
-def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation, structure: DropoutStructure) -> Transform:
+def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
+          structure: DropoutStructure) -> Transform:
     """MC dropout on the shared log posterior of a dropout network.
 
     ``init``/``update``: MAP steps (:func:`bdljax.map.build`) with dropout on,
@@ -517,7 +518,8 @@ def sample_chunk_for(num_points: int, activations_per_point: int, budget_bytes: 
       budget_bytes: memory for one layer's activations of one chunk.
     """
     if num_points < 1 or activations_per_point < 1:
-        raise ValueError(f"num_points and activations_per_point must be positive, got {num_points}, {activations_per_point}")
+        raise ValueError(f"num_points and activations_per_point must be positive, got {num_points} and "
+                         f"{activations_per_point}")
     return max(1, budget_bytes // (4 * num_points * activations_per_point))
 
 

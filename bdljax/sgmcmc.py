@@ -100,12 +100,14 @@ def cyclical(initial_step_size: float, num_steps: int, num_cycles: int, explorat
     if not 0 <= exploration_fraction < 1:
         raise ValueError(f"exploration_fraction must lie in [0, 1), got {exploration_fraction}")
     cycle_length = math.ceil(num_steps / num_cycles)
+    # Steps t with mod(t, L)/L < β, counted in integers so that rounding cannot move a cycle's boundary.
+    exploration_steps = math.ceil(exploration_fraction * cycle_length)
 
-    def phase(t):
-        return jnp.mod(t, cycle_length) / cycle_length
+    def step_size(t):
+        phase = jnp.mod(t, cycle_length) / cycle_length
+        return jnp.asarray(initial_step_size / 2 * (jnp.cos(jnp.pi * phase) + 1), jnp.float32)
 
-    return Schedule(lambda t: jnp.asarray(initial_step_size / 2 * (jnp.cos(jnp.pi * phase(t)) + 1), jnp.float32),
-                    lambda t: phase(t) < exploration_fraction)
+    return Schedule(step_size, lambda t: jnp.mod(t, cycle_length) < exploration_steps)
 
 
 def _check_positive(name, value):
@@ -172,7 +174,7 @@ def _build(log_posterior: LogPosterior, schedule: Schedule, move: Callable, with
             position, momentum, state.step + 1, state.num_eligible + eligible.astype(jnp.int32), draws,
             state.num_stored + keep.astype(jnp.int32), state.num_nonfinite + (~finite).astype(jnp.int32),
         )
-        return new_state, SGMCMCInfo(value, terms.log_likelihood, terms.log_prior, eps, optax.global_norm(grads), keep)
+        return new_state, SGMCMCInfo(value, terms.log_likelihood, terms.log_prior, eps, optax.tree.norm(grads), keep)
 
     def sample(state: SGMCMCState, key, num_samples: int = num_kept):
         """The last ``num_samples`` kept draws, oldest first (``num_samples <= num_kept``)."""

@@ -463,7 +463,7 @@ def plot_co2(bands, months, levels, test_months, path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(bands)
-    fig, axes = plt.subplots(len(names), 2, figsize=(12, 3.2 * len(names)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 3.2 * len(names)), squeeze=False, sharey="row")
     context = slice(max(0, len(levels) - len(test_months) - 36), None)
     for row, name in enumerate(names):
         for col, (kind, title) in enumerate((("one_step", "one-step forecasts"),

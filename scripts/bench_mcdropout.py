@@ -163,14 +163,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
             print(f"{label:<52}{ms:>10.2f}{ms / best:>10.1f}")
     if torch_result is not None:
         verdict = "met" if ratios["torch_loop_over_bdljax"] >= 10 else "NOT met"
-        print(f"target bdljax ≥ 10× faster than the PyTorch loop: {verdict} ({ratios['torch_loop_over_bdljax']:.1f}×)")
+        speedup = ratios["torch_loop_over_bdljax"]
+        print(f"target bdljax ≥ 10× faster than the PyTorch loop: {verdict} ({speedup:.1f}×)")
 
     summary = {
         "benchmark": "mcdropout_predictive", "num_passes": num_passes, "num_points": args.num_points,
         "input_dim": args.input_dim, "hidden": args.hidden, "dropout_rate": rate, "repeats": args.repeats,
         "sample_chunk": chunk, "ms": {name: result["ms"] for name, result in results.items()}, "ratios": ratios,
         "target_10x_vs_torch": None if torch_result is None else ratios["torch_loop_over_bdljax"] >= 10,
-        "torch": None if torch_result is None else {"version": torch_result["version"], "threads": torch_result["threads"]},
+        "torch": None if torch_result is None else {k: torch_result[k] for k in ("version", "threads")},
         "jax": jax.__version__, "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),

@@ -115,9 +115,9 @@ def test_vmapped_chains_equal_chains_run_alone():
     mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.03, num_integration_steps=10,
                        num_warmup=50, float64=True)
     keys = jax.random.split(jax.random.key(5), 3)
-    batch = hmc.sample_chains(mcmc, keys, MODEL.init, num_draws=150, chunk_size=50, warn=False)
+    batch = hmc.sample_chains(mcmc, keys, MODEL.init, num_draws=150, chunk_size=50, diagnose=False)
     for chain in (0, 2):
-        alone = hmc.sample_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=150, chunk_size=50, warn=False)
+        alone = hmc.sample_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=150, chunk_size=50, diagnose=False)
         np.testing.assert_allclose(alone.traces["log_density"][0], batch.traces["log_density"][chain], rtol=1e-10)
         np.testing.assert_allclose(alone.samples["w"][0], batch.samples["w"][chain], rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(alone.infos["is_divergent"][0], batch.infos["is_divergent"][chain])
@@ -134,7 +134,7 @@ def diverging():
     with pytest.warns(diag.ConvergenceWarning, match="divergent"):
         for seed in (0, 1):
             runs.append(hmc.sample_chains(mcmc, jax.random.split(jax.random.key(seed), 2), start, num_draws=25,
-                                          chunk_size=10))
+                                          chunk_size=10, diagnose=False))
     return mcmc, start, runs
 
 
@@ -173,10 +173,8 @@ def test_settings_fail_early():
 def test_recipe_streams_the_predictive_it_returns():
     """methods.run("hmc") from MAP initialisations: stacked samples, diagnostics, and a running
     predictive equal to the predictive of the returned samples."""
-    x, y = X, Y
-    problem = methods.Problem(models.mlp((2,), hidden=(8,), output_dim=1), likelihoods.gaussian(NOISE),
-                              priors.gaussian(1.0), x, y)
-    eval_data = (x[:30], y[:30])
+    problem = methods.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
+    eval_data = (X[:30], Y[:30])
     fitted = methods.run("hmc", problem, jax.random.key(0), num_chains=2, num_warmup=20, num_samples=20, chunk_size=10,
                          init="map", map_epochs=3, eval_data=eval_data, eval_every=1)
     assert {leaf.shape[0] for leaf in jax.tree.leaves(fitted.samples)} == {40}

@@ -320,8 +320,8 @@ def test_recipe_compiles_training_and_prediction_once():
     assert fitted.diagnostics["tau"] == pytest.approx(50.0, rel=1e-5) and fitted.diagnostics["form"] == "weight_sample"
     # The evaluation during training scored the predictive with the τ it trained with, as the paper's formula does.
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
-    np.testing.assert_allclose(fitted.history[-1]["test_ll"],
-                               mcdropout.regression_predictive(outputs, toy.y_test, 50.0).test_log_likelihood, rtol=1e-4)
+    paper = mcdropout.regression_predictive(outputs, toy.y_test, 50.0)
+    np.testing.assert_allclose(fitted.history[-1]["test_ll"], paper.test_log_likelihood, rtol=1e-4)
     assert traces["train"] == 1  # the epoch, compiled once for all four
     after_fit = traces["predict"]
     for seed in range(3):  # new inputs and new samples of the same shapes: no new trace
