@@ -77,6 +77,9 @@ class Fitted(NamedTuple):
       history: training records (see :func:`bdljax.train.fit`).
       diagnostics: method-specific figures (acceptance, R̂, non-finite steps, ...).
       state: the method's final state.
+      likelihood: the likelihood the method was fitted with when it differs
+        from the problem's (MC dropout with its own τ); ``None`` means the
+        problem's. Score predictions with :func:`likelihood_of`.
     """
 
     samples: Params
@@ -84,6 +87,12 @@ class Fitted(NamedTuple):
     history: List[Dict[str, Any]]
     diagnostics: Dict[str, Any]
     state: Any
+    likelihood: Optional[Likelihood] = None
+
+
+def likelihood_of(fitted: Fitted, problem: Problem) -> Likelihood:
+    """The likelihood to score ``fitted``'s predictions with."""
+    return fitted.likelihood or problem.likelihood
 
 
 def names() -> List[str]:
@@ -192,4 +201,4 @@ def fit_transform(
     samples = method.sample(result.state, sample_key, num_samples)
     nonfinite = getattr(result.state, "num_nonfinite", None)
     diagnostics = {} if nonfinite is None else {"nonfinite_steps": int(np.sum(np.asarray(nonfinite)))}
-    return Fitted(samples, apply, result.history, diagnostics, result.state)
+    return Fitted(samples, apply, result.history, diagnostics, result.state, problem.likelihood)
