@@ -29,10 +29,10 @@ from bdljax.logging import RunLogger, default_run_dir
 
 NOISE_SCALE = 0.1
 
-# Per-method settings for this small problem (40 points, so full-batch training).
-# Keys a method's recipe does not take are simply not passed to it.
 # vmapping many samples at once is slower on CPU than chunks that fit in cache (bench_mcdropout.py).
 SAMPLE_CHUNK = 10
+# Per-method settings for this small problem (40 points, so full-batch training).
+# Keys a method's recipe does not take are simply not passed to it.
 COMMON_SETTINGS = {"num_epochs": 2000, "batch_size": None, "learning_rate": 1e-2}
 
 
