@@ -22,9 +22,11 @@ Pieces, all on any parameter pytree:
   set is bound at build time: the state caches U and ∇U at the current
   position, and a Metropolis ratio must compare values computed on the same
   data in the same order.
-* :func:`sample_chains` runs several chains as a leading, vmapped axis —
-  each with its own key and initialisation (random, or around given
-  parameters such as MAP solutions) — in compiled ``lax.scan`` chunks of
+* :func:`sample_chains` runs several chains as a leading axis — vmapped on
+  accelerators, mapped one after another inside the compiled step on CPU
+  (:func:`resolve_chain_method`) — each with its own key and
+  initialisation (random, or around given parameters such as MAP
+  solutions), in compiled ``lax.scan`` chunks of
   ``chunk_size`` transitions (one compilation per chunk size), keeps draws
   stacked ``(chains, draws, ...)`` on the host and/or streams them into a
   :class:`bdljax.predictive.RunningPredictive`, and traces the log
@@ -383,42 +385,70 @@ def _transition_keys(run_keys, start, length, thinning=1):
     return keys.reshape((length, thinning, *keys.shape[1:])) if thinning > 1 else keys
 
 
+CHAIN_METHODS = ("auto", "vectorized", "sequential")
+
+
+def resolve_chain_method(chain_method: str) -> str:
+    """``auto``: ``vectorized`` (``jax.vmap`` over chains) on accelerators, ``sequential`` on CPU.
+
+    On XLA's CPU backend a vmapped matrix product becomes a batched
+    ``dot_general`` that runs several times slower per chain than the plain
+    product (scripts/bench_hmc.py measures it), so CPU runs chains one after
+    another inside the same compiled step (``lax.map``); the state layout,
+    keys and draws are the same either way.
+    """
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"unknown chain_method {chain_method!r}; choose one of {CHAIN_METHODS}")
+    if chain_method == "auto":
+        return "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    return chain_method
+
+
+def _over_chains(fn: Callable, chain_method: str) -> Callable:
+    """``fn`` of one chain's arguments → the same over a leading chain axis of every argument."""
+    if chain_method == "vectorized":
+        return jax.vmap(fn)
+    return lambda *args: jax.lax.map(lambda chain_args: fn(*chain_args), args)
+
+
 @functools.lru_cache(maxsize=64)
-def _init_chains_fn(transform: Transform, init_fn: Optional[Callable]):
+def _init_chains_fn(transform: Transform, init_fn: Optional[Callable], chain_method: str):
     if init_fn is None:
-        return jax.jit(jax.vmap(transform.init))
-    return jax.jit(jax.vmap(lambda key: transform.init(key, init_fn)))
+        return jax.jit(_over_chains(transform.init, chain_method))
+    return jax.jit(_over_chains(lambda key: transform.init(key, init_fn), chain_method))
 
 
 @functools.lru_cache(maxsize=64)
 def _chunk_fn(transform: Transform, length: int, group: int, keep_samples: bool, sample_dtype,
-              apply: Optional[Callable], likelihood: Optional[Likelihood]):
+              apply: Optional[Callable], likelihood: Optional[Likelihood], chain_method: str):
     """``length`` emissions, each after ``group`` transitions of every chain, as one jitted scan.
 
     Warm-up (group 1, ``accumulate`` False) and sampling (group = thinning,
     ``accumulate`` True) share this function, so with thinning 1 a whole run
     compiles once per chunk length. What warm-up emits is dropped on the host.
     """
-    step_chains = jax.vmap(transform.update, in_axes=(0, None, 0))
+    # The transform is full batch (its data is bound at build time), so every update gets batch=None.
+    step_chains = _over_chains(lambda state, key: transform.update(state, None, key), chain_method)
 
     def chunk(states, run_keys, start, running, accumulate, points, x_pred, y_pred):
         TRACE_COUNTS[(transform, length, group)] += 1
         keys = _transition_keys(run_keys, start, length, group)
+        summaries = _over_chains(lambda p: diag.draw_summaries(apply, likelihood, p, points), chain_method)
 
         def one_draw(carry, draw_keys):
             states, running = carry
             if group > 1:
-                states, infos = jax.lax.scan(lambda s, k: step_chains(s, None, k), states, draw_keys)
+                states, infos = jax.lax.scan(step_chains, states, draw_keys)
             else:
-                states, infos = step_chains(states, None, draw_keys)
+                states, infos = step_chains(states, draw_keys)
             position = jax.tree.map(lambda p: p.astype(sample_dtype), states.chain.position)
             emitted = {"log_density": states.chain.logdensity}
-            emitted.update(jax.vmap(lambda p: diag.draw_summaries(apply, likelihood, p, points))(position))
+            emitted.update(summaries(position))
             if keep_samples:
                 emitted["position"] = position
             if running is not None:
                 def add(running):
-                    outputs = jax.vmap(lambda p: apply(p, x_pred))(position)  # (C, N, ...): one draw per chain
+                    outputs = _over_chains(lambda p: apply(p, x_pred), chain_method)(position)  # (C, N, ...)
                     return predictive.running_update(likelihood, running, outputs, y_pred)
 
                 # `accumulate` is one flag for all chains (not vmapped), so this is a real branch: warm-up
@@ -472,6 +502,7 @@ def sample_chains(
     trace_points: Optional[Any] = None,
     predictive_data: Optional[Tuple[Any, Any]] = None,
     eval_every: int = 0,
+    chain_method: str = "auto",
     diagnose: bool = True,
     warn: bool = True,
     logger=None,
@@ -508,6 +539,9 @@ def sample_chains(
         (log-mean-exp over draws, as bnn_hmc's running ensemble).
       eval_every: with ``predictive_data``, log predictive metrics every this
         many kept chunks (and after the last).
+      chain_method: ``"vectorized"`` (``jax.vmap`` over chains), ``"sequential"``
+        (``lax.map`` over chains inside each compiled step) or ``"auto"``
+        (see :func:`resolve_chain_method`).
       diagnose: compute R̂ and ESS of the traces (one compiled diagnostic per
         trace shape); the sampler summary (acceptance, divergences, ...) is
         always computed.
@@ -517,6 +551,7 @@ def sample_chains(
     from tqdm.auto import tqdm
 
     transform = mcmc.transform
+    chain_method = resolve_chain_method(chain_method)
     num_chains = int(chain_keys.shape[0])
     if num_draws < 2 or chunk_size < 1:
         raise ValueError(f"need num_draws >= 2 and chunk_size >= 1, got {num_draws} and {chunk_size}")
@@ -548,9 +583,9 @@ def sample_chains(
     warmup_parts, draw_parts, emitted_parts = [], [], []
     with context:
         if callable(init_params):
-            states = _init_chains_fn(transform, init_params)(init_keys)
+            states = _init_chains_fn(transform, init_params, chain_method)(init_keys)
         else:
-            states = _init_chains_fn(transform, None)(init_keys, init_params)
+            states = _init_chains_fn(transform, None, chain_method)(init_keys, init_params)
         sample_dtype = jnp.float32 if mcmc.float64 else jax.tree.leaves(states.chain.position)[0].dtype
         running, points, x_pred, y_pred = None, None, None, None
         if trace_points is not None:
@@ -563,7 +598,7 @@ def sample_chains(
             running = predictive.running_init(likelihood, x_pred.shape[0], num_classes)
 
         def chunk(length, group):
-            return _chunk_fn(transform, length, group, keep_samples, sample_dtype, apply, likelihood)
+            return _chunk_fn(transform, length, group, keep_samples, sample_dtype, apply, likelihood, chain_method)
 
         step = 0
         for length in _chunks(mcmc.num_warmup, chunk_size):
@@ -609,7 +644,7 @@ def sample_chains(
                                    infos["num_integration_steps"], warmup_infos["is_divergent"])
     if diagnose:
         summary.update(diag.summarise(traces))
-    summary.update({"algorithm": mcmc.algorithm, "num_chains": num_chains, "num_draws": int(num_draws),
+    summary.update({"algorithm": mcmc.algorithm, "chain_method": chain_method, "num_chains": num_chains, "num_draws": int(num_draws),
                     "num_warmup": mcmc.num_warmup, "thinning": mcmc.thinning, "float64": mcmc.float64})
     summary["warnings"] = diag.check(summary, num_chains, warn=warn)
     if logger is not None:
@@ -656,8 +691,8 @@ def map_initialisations(problem: Problem, key: jax.Array, num_chains: int, *, nu
 
 def _recipe(problem: Problem, key: jax.Array, algorithm: str, *, num_chains, num_warmup, num_samples, thinning,
             step_size, num_integration_steps, trajectory_length, max_num_doublings, target_acceptance_rate, init,
-            map_epochs, map_learning_rate, map_batch_size, float64, chunk_size, eval_data, eval_every, logger,
-            log_fields, progress) -> Fitted:
+            map_epochs, map_learning_rate, map_batch_size, float64, chunk_size, chain_method, eval_data, eval_every,
+            logger, log_fields, progress) -> Fitted:
     if init not in ("random", "map"):
         raise ValueError(f"init must be 'random' (the model's initialiser) or 'map' (one MAP solution per chain), got {init!r}")
     if num_chains < 1:
@@ -677,8 +712,8 @@ def _recipe(problem: Problem, key: jax.Array, algorithm: str, *, num_chains, num
     run = sample_chains(
         mcmc, jax.random.split(run_key, num_chains), init_params, num_draws=num_samples, chunk_size=chunk_size,
         apply=problem.model.apply, likelihood=problem.likelihood, trace_points=np.asarray(points_source)[:8],
-        predictive_data=eval_data, eval_every=eval_every, logger=logger, log_fields=log_fields, progress=progress,
-        description=algorithm,
+        predictive_data=eval_data, eval_every=eval_every, chain_method=chain_method, logger=logger,
+        log_fields=log_fields, progress=progress, description=algorithm,
     )
     return Fitted(flatten_chains(run.samples), problem.model.apply, run.history, run.diagnostics, run)
 
@@ -701,6 +736,7 @@ def hmc_recipe(
     map_batch_size: Optional[int] = 100,
     float64: bool = False,
     chunk_size: int = 100,
+    chain_method: str = "auto",
     eval_data: Optional[Tuple[Any, Any]] = None,
     eval_every: int = 0,
     logger=None,
@@ -721,7 +757,7 @@ def hmc_recipe(
                    thinning=thinning, step_size=step_size, num_integration_steps=num_integration_steps,
                    trajectory_length=trajectory_length, max_num_doublings=10, target_acceptance_rate=target_acceptance_rate,
                    init=init, map_epochs=map_epochs, map_learning_rate=map_learning_rate, map_batch_size=map_batch_size,
-                   float64=float64, chunk_size=chunk_size, eval_data=eval_data, eval_every=eval_every, logger=logger,
+                   float64=float64, chunk_size=chunk_size, chain_method=chain_method, eval_data=eval_data, eval_every=eval_every, logger=logger,
                    log_fields=log_fields, progress=progress)
 
 
@@ -742,6 +778,7 @@ def nuts_recipe(
     map_batch_size: Optional[int] = 100,
     float64: bool = False,
     chunk_size: int = 100,
+    chain_method: str = "auto",
     eval_data: Optional[Tuple[Any, Any]] = None,
     eval_every: int = 0,
     logger=None,
@@ -757,5 +794,5 @@ def nuts_recipe(
                    thinning=thinning, step_size=step_size, num_integration_steps=10, trajectory_length=None,
                    max_num_doublings=max_num_doublings, target_acceptance_rate=target_acceptance_rate, init=init,
                    map_epochs=map_epochs, map_learning_rate=map_learning_rate, map_batch_size=map_batch_size,
-                   float64=float64, chunk_size=chunk_size, eval_data=eval_data, eval_every=eval_every, logger=logger,
+                   float64=float64, chunk_size=chunk_size, chain_method=chain_method, eval_data=eval_data, eval_every=eval_every, logger=logger,
                    log_fields=log_fields, progress=progress)

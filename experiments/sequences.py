@@ -86,7 +86,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "windows before the test period (default all)")
     parser.add_argument("--test-size", type=int, default=10000, help="MNIST and Fashion-MNIST test images (mnist_rows)")
     parser.add_argument("--cell", choices=recurrent.CELLS, default="lstm")
-    parser.add_argument("--hidden", type=str, default=None, help="recurrent layer widths, comma list (default: mnist_rows 64, co2 32)")
+    parser.add_argument("--hidden", type=str, default=None,
+                        help="recurrent layer widths, comma list (default: mnist_rows 64, co2 32)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--prior-scale", type=float, default=1.0,
@@ -99,7 +100,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--paths-per-sample", type=int, default=20, help="co2: forecast trajectories per posterior sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=str, default=None, help="run directory (default runs/sequences-<time>)")
-    parser.add_argument("--data-dir", type=str, default=None, help="benchmark data root (default: BDLJAX_DATA_DIR or ../shared/data)")
+    parser.add_argument("--data-dir", type=str, default=None,
+                        help="benchmark data root (default: BDLJAX_DATA_DIR or ../shared/data)")
     parser.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
     args = parser.parse_args(argv)
 

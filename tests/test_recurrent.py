@@ -95,7 +95,8 @@ def test_one_mask_per_sequence_applied_at_every_step():
     masks = state["intermediates"]
     (input_mask,), (recurrent_mask,), (output_mask,) = masks["input_mask_0"], masks["recurrent_mask_0"], masks["output_mask"]
     # No time axis: one mask per example, values 0 or 1/(1 − p).
-    assert input_mask.shape == (batch, features) and recurrent_mask.shape == (batch, width) and output_mask.shape == (batch, width)
+    assert input_mask.shape == (batch, features)
+    assert recurrent_mask.shape == output_mask.shape == (batch, width)
     for mask in (input_mask, recurrent_mask, output_mask):
         assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, 1.0 / (1.0 - rate)}
     # Different examples get different masks.
@@ -188,7 +189,8 @@ def tiny_sequence_problem():
     x = jax.random.normal(jax.random.key(0), (48, 5, 2)).astype(jnp.float32)
     y = (jnp.sum(x[:, :, 0], axis=1) > 0).astype(jnp.int32)
     model = recurrent.lstm((5, 2), hidden=(4,), output_dim=2)
-    return methods.Problem(model, likelihoods.categorical(), priors.gaussian(priors.fan_in_scales(1.0)), np.asarray(x), np.asarray(y))
+    prior = priors.gaussian(priors.fan_in_scales(1.0))
+    return methods.Problem(model, likelihoods.categorical(), prior, np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.filterwarnings("ignore::bdljax.diagnostics.ConvergenceWarning")  # two-epoch chains do not mix
