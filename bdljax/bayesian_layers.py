@@ -63,6 +63,7 @@ still sampled from q.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
@@ -277,10 +278,10 @@ class BayesianApply:
     def __init__(self, module: nn.Module):
         self.module = module
         # A bare layer (Dense, Conv) used as a whole network takes no ``train`` argument.
-        self._takes_train = "train" in inspect.signature(type(module).__call__).parameters
+        self.takes_train = "train" in inspect.signature(type(module).__call__).parameters
 
     def _apply(self, variables, x, train, rngs):
-        if self._takes_train:
+        if self.takes_train:
             return self.module.apply(variables, x, train=train, rngs=rngs)
         return self.module.apply(variables, x, rngs=rngs)
 
@@ -302,7 +303,7 @@ class BayesianApply:
         def apply_under_q(mean, scale, theta, x, rng, train=False):
             if rng is None:
                 raise ValueError("variational_apply needs a PRNG key: it samples the network's outputs")
-            if not isinstance(mean, dict) or "params" not in mean:
+            if not isinstance(mean, Mapping) or "params" not in mean:
                 raise ValueError(f"variational_apply expects Flax variables {{'params': ...}}, got a {type(mean).__name__}")
             noise_key, dropout_key = jax.random.split(rng)
             variables = {**theta, MEAN_COLLECTION: mean["params"], SCALE_COLLECTION: scale["params"]}
@@ -326,14 +327,17 @@ def variational_apply(model: Union[Model, BayesianApply], estimator: str = LOCAL
 def from_flax(module: nn.Module, example_input: jax.Array, rebuild: Optional[Callable[[float], nn.Module]] = None) -> Model:
     """A :class:`bdljax.models.Model` of a linen module built from these layers (cf. :func:`bdljax.models.from_flax`)."""
     example_input = jnp.asarray(example_input)[:1]
+    apply = BayesianApply(module)
 
     def init(key):
-        return module.init(key, example_input, train=False)
+        if apply.takes_train:
+            return module.init(key, example_input, train=False)
+        return module.init(key, example_input)
 
     with_dropout = None
     if rebuild is not None:
         with_dropout = lambda rate: from_flax(rebuild(rate), example_input, rebuild)  # noqa: E731
-    return Model(init, BayesianApply(module), with_dropout)
+    return Model(init, apply, with_dropout)
 
 
 def mlp(input_shape: Sequence[int], hidden: Sequence[int], output_dim: int, activation: str = "relu",

@@ -257,7 +257,7 @@ def elbo_objective(
         scale = jax.tree.map(forward, raw_scale)
         noise_key, likelihood_key = jax.random.split(key)
         # All S weight draws from one random-number call: each separate call site costs compile time.
-        # (They go unused, and are compiled away, when the KL is closed form and the layers sample outputs.)
+        # (Draws nobody reads — those of Bayesian layers that sample their outputs — are compiled away.)
         noise = gaussian_noise(noise_key, mean, num_mc_samples)
         if num_mc_samples == 1:
             # No vmap of size one: unbatched matmuls are faster on CPU.

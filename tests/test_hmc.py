@@ -67,7 +67,9 @@ def check_against_exact(draws):
 @pytest.fixture(scope="module")
 def nuts_run():
     mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="nuts", num_warmup=300)
-    return hmc.sample_chains(mcmc, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, warn=False)
+    run = hmc.sample_chains(mcmc, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, chain_method="sequential",
+                            warn=False)
+    return mcmc, run
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,7 @@ def hmc64_run(hmc64):
 @pytest.mark.parametrize("run_name", ["nuts_run", "hmc64_run"])
 def test_matches_exact_posterior_mean_and_covariance(run_name, request):
     run = request.getfixturevalue(run_name)
+    run = run if isinstance(run, hmc.ChainRun) else run[1]  # nuts_run also carries its sampler
     draws = theta(run.samples)
     for group in range(len(SEEDS)):
         check_against_exact(draws[group * CHAINS_PER_SEED:(group + 1) * CHAINS_PER_SEED])
@@ -103,8 +106,21 @@ def test_float64_chains_return_float32_draws_and_exact_log_density(hmc64_run):
     np.testing.assert_allclose(hmc64_run.traces["log_density"][0, -1], expected, rtol=1e-12)
 
 
+def test_sequential_chains_equal_chains_run_alone_exactly(nuts_run):
+    """Chains mapped one after another (the CPU default) compute each chain unbatched: a chain run
+    alone reproduces its batch draws bit for bit, window adaptation and NUTS included."""
+    mcmc, batch = nuts_run
+    keys = seed_keys()
+    for chain in (0, 9):
+        alone = hmc.sample_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=600, chunk_size=300,
+                                  chain_method="sequential", diagnose=False)
+        np.testing.assert_array_equal(alone.samples["w"][0], batch.samples["w"][chain])
+        np.testing.assert_array_equal(alone.warmup_infos["step_size"][0], batch.warmup_infos["step_size"][chain])
+
+
 def test_vmapped_chains_equal_chains_run_alone():
-    """Chain c depends only on its key and initialisation: run alone, it gives the draws it gave in the batch.
+    """Vmapped chains: chain c depends only on its key and initialisation, so run alone it gives the
+    draws it gave in the batch.
 
     XLA sums batched and unbatched products in different orders, so the two
     agree to rounding, not bit for bit. Window adaptation amplifies rounding
@@ -115,9 +131,11 @@ def test_vmapped_chains_equal_chains_run_alone():
     mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.03, num_integration_steps=10,
                        num_warmup=50, float64=True)
     keys = jax.random.split(jax.random.key(5), 3)
-    batch = hmc.sample_chains(mcmc, keys, MODEL.init, num_draws=150, chunk_size=50, diagnose=False)
+    batch = hmc.sample_chains(mcmc, keys, MODEL.init, num_draws=150, chunk_size=50, chain_method="vectorized",
+                              diagnose=False)
     for chain in (0, 2):
-        alone = hmc.sample_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=150, chunk_size=50, diagnose=False)
+        alone = hmc.sample_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=150, chunk_size=50,
+                                  chain_method="vectorized", diagnose=False)
         np.testing.assert_allclose(alone.traces["log_density"][0], batch.traces["log_density"][chain], rtol=1e-10)
         np.testing.assert_allclose(alone.samples["w"][0], batch.samples["w"][chain], rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(alone.infos["is_divergent"][0], batch.infos["is_divergent"][chain])

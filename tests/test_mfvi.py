@@ -79,23 +79,15 @@ LINEAR = models.from_functions(
     lambda key: {"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}, lambda params, x: x @ params["w"] + params["b"]
 )
 
-
-class Linear(nn.Module):
-    """x ↦ x w + b as one Bayesian dense layer, with the ``train`` argument networks take."""
-
-    @nn.compact
-    def __call__(self, x, train=False):
-        return bayesian_layers.Dense(1)(x)
-
-
-BAYESIAN_LINEAR = bayesian_layers.from_flax(Linear(), jnp.zeros((1, NUM_FEATURES)))
+# A bare Bayesian layer is a whole network: x ↦ x W + b.
+BAYESIAN_LINEAR = bayesian_layers.from_flax(bayesian_layers.Dense(1), jnp.zeros((1, NUM_FEATURES)))
 
 
 def flat_linear(tree):
     """[w, b] along the last axis (leading axes kept) for either linear network."""
     if "w" in tree:
         return jnp.concatenate([tree["w"], tree["b"][..., None]], -1)
-    dense = tree["params"]["Dense_0"]
+    dense = tree["params"]
     return jnp.concatenate([dense["kernel"][..., 0], dense["bias"]], -1)
 
 
@@ -103,7 +95,7 @@ def unflat_linear(model, vector):
     vector = jnp.asarray(vector, jnp.float32)
     if model is LINEAR:
         return {"w": vector[:NUM_FEATURES], "b": vector[NUM_FEATURES]}
-    return {"params": {"Dense_0": {"kernel": vector[:NUM_FEATURES, None], "bias": vector[NUM_FEATURES:]}}}
+    return {"params": {"kernel": vector[:NUM_FEATURES, None], "bias": vector[NUM_FEATURES:]}}
 
 
 def assert_converged_to(runs, target, scale, max_error=0.25, num_checks=48, what=""):
@@ -510,3 +502,20 @@ def test_recipe_end_to_end_with_pretraining_estimators_and_mean_prediction():
         methods.run("mfvi", problem._replace(model=LINEAR), jax.random.key(0), estimator="local_reparameterization")
     with pytest.raises(ValueError, match="unknown estimator"):
         methods.run("mfvi", problem, jax.random.key(0), estimator="lrt")
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_end_to_end(capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_mfvi.py"
+    spec = importlib.util.spec_from_file_location("bench_mfvi", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = module.main(["--quick", "--no-torch"])
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last_line) == json.loads(json.dumps(summary))
+    assert all(value > 0 for value in summary["steps_per_second"].values())
+    assert summary["ratios"]["grad_var_reduction_local_reparameterization_mean_b1000"] > 2
