@@ -123,18 +123,19 @@ def plot(path, curves: Dict[str, tuple], results: Dict[str, Dict[str, object]], 
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     order = sorted(results, key=lambda name: results[name]["normalised_regret"])
+    colours = [plt.cm.tab20(index % 20) if len(order) > 10 else f"C{index}" for index in range(len(order))]
     for index, name in enumerate(order):
         mean, stderr = curves[name]
         steps = np.arange(1, len(mean) + 1)
-        left.plot(steps, mean, label=name, color=f"C{index % 10}", ls="-" if index < 10 else "--")
-        left.fill_between(steps, mean - stderr, mean + stderr, color=f"C{index % 10}", alpha=0.2)
+        left.plot(steps, mean, label=name, color=colours[index], ls="--" if name == "uniform" else "-")
+        left.fill_between(steps, mean - stderr, mean + stderr, color=colours[index], alpha=0.2)
     left.set_xlabel("step t")
     left.set_ylabel("cumulative regret (mean ± s.e. over seeds)")
     left.set_title(title)
     left.legend(fontsize=7, loc="upper left")
     values = [results[name]["normalised_regret"] for name in order]
     errors = [results[name]["normalised_regret_stderr"] for name in order]
-    right.barh(order, values, xerr=np.nan_to_num(errors), color=[f"C{i % 10}" for i in range(len(order))])
+    right.barh(order, values, xerr=np.nan_to_num(errors), color=colours)
     right.axvline(100.0, color="k", lw=1, ls="--")
     right.invert_yaxis()
     right.set_xlabel("cumulative regret, uniform = 100")

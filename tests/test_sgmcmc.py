@@ -3,16 +3,19 @@
 Same target as tests/test_hmc.py (two inputs correlated at 0.8, posterior
 correlation ≈ −0.8), sampled on minibatches of 50 of the 100 points with the
 shared N/|B| scaling. SG-MCMC has no Metropolis correction, so its draws are
-biased by the discretisation and the minibatch noise. With SGLD's ε = 5·10⁻⁵
-(SGHMC: ε = 5·10⁻³, α = 100, the same effective Langevin step ε/α), the
-stiffest posterior direction has ελ_max ≈ 0.04 and the predicted variance
+biased by the discretisation and the minibatch noise. With SGLD's ε = 7·10⁻⁵
+(SGHMC: ε = 7·10⁻³, α = 100, the same effective Langevin step ε/α), the
+stiffest posterior direction has ελ_max ≈ 0.05 and the predicted variance
 inflation (ελ_max/2 from the Euler step, ε·Var[∇Û]/2 from the minibatches)
-is about 2 % + 2 %. The stated tolerance is therefore looser than for HMC:
-every posterior mean and covariance entry within 4 Monte Carlo standard
+is about 2.5 % + 2.5 %. The stated tolerance is therefore looser than for
+HMC: every posterior mean and covariance entry within 4 Monte Carlo standard
 errors (ESS measured on the draws) **plus 10 % of the exact posterior scale**
-(sd_i for means, sd_i·sd_j for covariances), for each of three seeds. A
-missing or doubled N/|B| factor, or a wrong temperature, changes the
-covariance by a factor of 2 or more.
+(sd_i for means, sd_i·sd_j for covariances), for each of three seeds (96
+chains each, started from the model's random initialisation). The ESS is
+required to exceed 250, which makes 4 MCSE of a variance (4·√2/√250 ≈ 0.36
+of it) plus 10 % smaller than the factor-2 change a missing or doubled
+N/|B| factor, or a wrong temperature, would cause; the gradient itself is
+checked against a hand-written one below.
 """
 
 import jax
@@ -24,8 +27,8 @@ from bdljax import diagnostics as diag
 from bdljax import ensemble, likelihoods, methods, models, posterior, priors, sgmcmc
 
 NUM_DATA, BATCH, NOISE, PRIOR_SCALE = 100, 50, 0.5, 1.0
-SEEDS, CHAINS_PER_SEED = (0, 1, 2), 128
-NUM_STEPS, NUM_BURNIN, THINNING = 4000, 2500, 15
+SEEDS, CHAINS_PER_SEED = (0, 1, 2), 96
+NUM_STEPS, NUM_BURNIN, THINNING = 4000, 1500, 25
 NUM_KEPT = (NUM_STEPS - NUM_BURNIN) // THINNING  # 100 draws per chain
 Z, BIAS = 4.0, 0.10
 
@@ -78,7 +81,7 @@ def run_chains(member, key):
 
 @pytest.mark.parametrize("name", ["sgld", "sghmc"])
 def test_matches_exact_posterior_within_stated_tolerance(name):
-    schedule = sgmcmc.constant(5e-5 if name == "sgld" else 5e-3)
+    schedule = sgmcmc.constant(7e-5 if name == "sgld" else 7e-3)
     settings = dict(num_burnin=NUM_BURNIN, thinning=THINNING, num_kept=NUM_KEPT)
     member = (sgmcmc.sgld(log_posterior(), schedule, **settings) if name == "sgld"
               else sgmcmc.sghmc(log_posterior(), schedule, friction=100.0, **settings))
@@ -93,7 +96,7 @@ def test_matches_exact_posterior_within_stated_tolerance(name):
         targets = np.concatenate([np.zeros(3), EXACT_COV[rows, cols]])
         allowed_bias = BIAS * np.concatenate([scale, scale[rows] * scale[cols]])
         ess = diag.effective_sample_size(functions)
-        assert ess.min() > 150, f"too few effective draws to test anything: ESS {ess.round()}"
+        assert ess.min() > 250, f"too few effective draws to catch a factor-2 variance error: ESS {ess.round()}"
         error = functions.reshape(-1, 9).mean(0) - targets
         tolerance = Z * diag.monte_carlo_standard_error(functions) + allowed_bias
         assert np.all(np.abs(error) <= tolerance), f"error / tolerance: {(error / tolerance).round(2)}"
