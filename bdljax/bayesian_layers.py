@@ -103,7 +103,8 @@ def _variational_weights(module: nn.Module, use_bias: bool):
     mean_kernel = module.get_variable(MEAN_COLLECTION, "kernel")
     scale_kernel = module.get_variable(SCALE_COLLECTION, "kernel")
     if use_bias:
-        return mean_kernel, scale_kernel, module.get_variable(MEAN_COLLECTION, "bias"), module.get_variable(SCALE_COLLECTION, "bias")
+        mean_bias, scale_bias = module.get_variable(MEAN_COLLECTION, "bias"), module.get_variable(SCALE_COLLECTION, "bias")
+        return mean_kernel, scale_kernel, mean_bias, scale_bias
     return mean_kernel, scale_kernel, None, None
 
 
@@ -155,7 +156,8 @@ class Dense(nn.Module):
             variance = jnp.matmul(jnp.square(x), jnp.square(scale_kernel))
             if scale_bias is not None:
                 variance = variance + jnp.square(scale_bias)
-            return mean_out + jnp.sqrt(jnp.maximum(variance, _MIN_VARIANCE)) * jax.random.normal(key, mean_out.shape, mean_out.dtype)
+            noise = jax.random.normal(key, mean_out.shape, mean_out.dtype)
+            return mean_out + jnp.sqrt(jnp.maximum(variance, _MIN_VARIANCE)) * noise
         sign_in, sign_out, kernel_noise, bias_noise = _flipout_noise(key, x, scale_kernel, self.features)
         out = mean_out + jnp.matmul(x * sign_in, scale_kernel * kernel_noise) * sign_out
         if scale_bias is not None:

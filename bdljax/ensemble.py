@@ -93,6 +93,7 @@ def recipe(
     logger=None,
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
+    steps_per_call: Optional[int] = None,
 ) -> Fitted:
     """Experiment recipe (:mod:`bdljax.methods`): Lakshminarayanan et al. (2017) defaults — 5 members,
     Adam, batch 100, 40 epochs — vmapped; each member is one sample."""
@@ -101,4 +102,5 @@ def recipe(
         problem, method, key, init_params=problem.model.init, num_epochs=num_epochs,
         batch_size=map_method.batch_size_for(batch_size, problem.num_data), num_samples=num_members, eval_data=eval_data,
         eval_every=eval_every, logger=logger, log_fields=log_fields, progress=progress, description="ensemble",
+        steps_per_call=steps_per_call,
     )

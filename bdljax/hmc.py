@@ -325,7 +325,10 @@ def build(log_posterior: LogPosterior, data: Tuple[Any, Any], **settings) -> Tra
         NUTS; 0.65 is optimal for HMC in high dimension, Beskos et al. 2013).
       dense_mass: adapt a dense M⁻¹ instead of a diagonal one.
       divergence_threshold: energy error above which a transition is counted
-        as divergent (and, being rejected, leaves the chain where it was).
+        as divergent. HMC then rejects the proposal (its acceptance probability
+        is below e^-threshold); NUTS stops extending the trajectory and samples
+        from the part built before the divergence. Either way the count is
+        reported, and :mod:`bdljax.diagnostics` warns about it.
       num_kept: size of a ring buffer of kept draws in the state (for
         ``sample``); 0 keeps none (use :func:`sample_chains`).
       thinning: keep every ``thinning``-th transition after warm-up.

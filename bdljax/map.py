@@ -98,13 +98,14 @@ def recipe(
     logger=None,
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
+    steps_per_call: Optional[int] = None,
 ) -> Fitted:
     """Experiment recipe (:mod:`bdljax.methods`): MAP with an optax optimiser; one sample, the estimate."""
     method = build(problem.log_posterior(), make_optimizer(optimizer, learning_rate))
     return fit_transform(
         problem, method, key, init_params=problem.model.init, num_epochs=num_epochs,
         batch_size=batch_size_for(batch_size, problem.num_data), num_samples=1, eval_data=eval_data, eval_every=eval_every,
-        logger=logger, log_fields=log_fields, progress=progress, description="map",
+        logger=logger, log_fields=log_fields, progress=progress, description="map", steps_per_call=steps_per_call,
     )
 
 

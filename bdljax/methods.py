@@ -173,6 +173,7 @@ def fit_transform(
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
     description: str = "fit",
+    steps_per_call: Optional[int] = None,
 ) -> Fitted:
     """Shared body of the recipes that train with :func:`bdljax.train.fit`.
 
@@ -196,7 +197,7 @@ def fit_transform(
     result = fit(
         method, state, (problem.x_train, problem.y_train), key=fit_key, num_epochs=num_epochs,
         batch_size=batch_size, evaluate=evaluate, eval_every=eval_every, logger=logger,
-        log_fields=log_fields, progress=progress, description=description,
+        log_fields=log_fields, progress=progress, description=description, steps_per_call=steps_per_call,
     )
     samples = method.sample(result.state, sample_key, num_samples)
     nonfinite = getattr(result.state, "num_nonfinite", None)
