@@ -343,6 +343,9 @@ def sgld_recipe(
     (``None``: spread evenly over the steps after ``burnin_epochs``, which
     default to half the run, or none for ``schedule="cyclical"``).
     ``step_size`` is ε in θ ← θ + ε∇Û + √(2ε)ξ (the peak ε_0 for schedules).
+    Evaluations (``eval_every``) use the draws kept so far; before
+    ``num_samples`` of them exist, the buffer's unfilled slots still hold
+    the initialisation.
     """
     return _recipe(problem, key, "sgld", num_chains=num_chains, num_epochs=num_epochs, batch_size=batch_size,
                    step_size=step_size, schedule=schedule, num_cycles=num_cycles,

@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -78,7 +79,11 @@ def build_tables(summaries: Sequence[Dict[str, Any]], published: Sequence[Dict[s
     """Markdown for every metric, and the figures as a dict."""
     ours: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for summary in summaries:
-        ours[(summary["dataset"], summary["method"])] = summary  # a later run of the same pair wins
+        pair = (summary["dataset"], summary["method"])
+        if pair in ours:
+            print(f"note: {pair[1]} on {pair[0]} appears in several runs; the last one given is tabled",
+                  file=sys.stderr)
+        ours[pair] = summary
     datasets = sorted({d for d, _ in ours},
                       key=lambda d: (DATASET_ORDER.index(d) if d in DATASET_ORDER else len(DATASET_ORDER), d))
     our_methods = sorted({m for _, m in ours})
