@@ -717,6 +717,12 @@ class Runner:
             self.batched, self.reason = False, reason
             self.log(f"  {self.name}: runs one by one through methods.run: {reason}")
             return None
+        if self.level == 0 and not callable(plan.init_params):
+            # Level 0 shares the first run's initial parameters; a recipe that computes them from its data
+            # (a pretrained start) must run split by split.
+            self.batched, self.reason = False, "the recipe starts from parameters computed on the host"
+            self.log(f"  {self.name}: runs one by one through methods.run: {self.reason}")
+            return None
         chunk = 1 if self.mode == "loop" else self.chunk
         traced = [k for k in TRACEABLE_KEYS if k in first.config] if self.level == 2 else []
         try:
@@ -738,6 +744,8 @@ class Runner:
             fitted: List[Optional[Tuple[methods.Fitted, FitPlan]]] = [None] * len(runs)
             for members in by_config.values():
                 group = self._fit_group([runs[i] for i in members])
+                if group is None:
+                    return None  # not batchable after all: every run goes through methods.run
                 for i, result in zip(members, group):
                     fitted[i] = result
             return fitted
