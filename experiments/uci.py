@@ -81,10 +81,11 @@ Three levels, the first that works for a recipe:
 1. only the key traced (a recipe that turns a grid value into a Python float):
    one compilation per grid point, runs still exact;
 0. the recipe cannot run under a trace (it computes on the host before training,
-   as mcdropout's structure check and SG-MCMC's schedule do): the transform of one
-   concrete capture per grid point serves all its runs, and each run's key is
-   given to ``fit_transform`` directly instead of the key the recipe would derive
-   from it — the same computation with other random numbers.
+   as mcdropout's structure check and SG-MCMC's schedule do): one concrete
+   capture per run gives its exact key and initial parameters, and the first
+   run's transform serves all runs of its grid point (one compilation per grid
+   point; this assumes the transform depends on the configuration, not on the
+   run's key or data).
 
 A recipe that trains otherwise (HMC/NUTS run their own sampler loops) or calls
 ``fit_transform`` more than once (MFVI with MAP pretraining) runs split by split
@@ -498,7 +499,7 @@ class _NotBatchable(Exception):
 
 def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, runs: Sequence[Run],
                      plan: FitPlan, traced_keys: Sequence[str], chunk: int = 0,
-                     traced_capture: bool = True) -> List[methods.Fitted]:
+                     run_plans: Optional[Sequence[FitPlan]] = None) -> List[methods.Fitted]:
     """Train ``runs`` (splits, or grid points × splits) as one vmapped program.
 
     The runs share every configuration value except ``traced_keys`` (problem-level
@@ -510,11 +511,10 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     fold_in(fit key, e)), so each run equals ``methods.run`` on its own (tested).
     ``chunk`` runs per call (0: all; 1: a Python loop through the same program).
 
-    ``traced_capture=False`` is for recipes that cannot run under a trace (host
-    checks on parameters, say): ``plan``'s transform, captured concretely for the
-    first run, serves every run (all of one configuration), and the key each run
-    gives ``fit_transform`` is the run's own key rather than the one the recipe
-    would derive from it: the same computation with other random numbers.
+    ``run_plans`` is for recipes that cannot run under a trace (host checks on
+    parameters, say): one concrete capture per run (all of one configuration)
+    gives each run's key and initial parameters exactly, and the first run's
+    transform serves every run.
     """
     num_points = int(np.shape(plan.x)[0])
     batch_size = num_points if plan.batch_size is None else int(plan.batch_size)
@@ -528,18 +528,20 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     any_key = jax.random.key(0)
 
     def plan_for(values, key):
-        if not traced_capture:
-            return plan._replace(key=key)
+        if run_plans is not None:
+            return plan
         problem = build_problem(protocol, {**static, **values}, dataset, x0, y0)
         traced_plan, _, reason = capture_fit_plan(name, problem, key, hyper)
         if traced_plan is None:
             raise _NotBatchable(reason)
         return traced_plan
 
-    def init_one(values, key):
+    def init_one(values, key, params=None):
         traced_plan = plan_for(values, key)
-        init_key, fit_key, sample_key = jax.random.split(traced_plan.key, 3)
-        return traced_plan.method.init(init_key, traced_plan.init_params), fit_key, sample_key
+        fit_transform_key = key if run_plans is not None else traced_plan.key
+        init_key, fit_key, sample_key = jax.random.split(fit_transform_key, 3)
+        init_params = traced_plan.init_params if params is None else params
+        return traced_plan.method.init(init_key, init_params), fit_key, sample_key
 
     def epoch_one(values, state, x, y, key):
         return train.build_epoch(plan_for(values, any_key).method, batch_size, num_points)(state, x, y, key)
@@ -549,7 +551,13 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
 
     init, epoch, sample = (jax.jit(jax.vmap(f)) for f in (init_one, epoch_one, sample_one))
     values = {k: jnp.asarray([float(run.config[k]) for run in runs], jnp.float32) for k in traced_keys}
-    keys = jnp.stack([run.key for run in runs])
+    if run_plans is None:
+        keys = jnp.stack([run.key for run in runs])
+        stacked_params = None
+    else:  # the keys the recipe gave fit_transform, and its initial parameters when it computed them
+        keys = jnp.stack([p.key for p in run_plans])
+        stacked_params = (None if callable(plan.init_params) else
+                          jax.tree.map(lambda *leaves: jnp.stack(leaves), *[p.init_params for p in run_plans]))
     xs = jnp.stack([jnp.asarray(run.x) for run in runs])
     ys = jnp.stack([jnp.asarray(run.y) for run in runs])
     chunk = len(runs) if chunk <= 0 else min(chunk, len(runs))
@@ -558,7 +566,10 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     for start in range(0, len(runs), chunk):
         part = slice(start, min(start + chunk, len(runs)))
         part_values = {k: v[part] for k, v in values.items()}
-        states, fit_keys, sample_keys = init(part_values, keys[part])
+        if stacked_params is None:
+            states, fit_keys, sample_keys = init(part_values, keys[part])
+        else:
+            states, fit_keys, sample_keys = init(part_values, keys[part], _take(stacked_params, part))
         infos = []
         for e in range(1, plan.num_epochs + 1):
             epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(fit_keys, e)
@@ -717,17 +728,23 @@ class Runner:
             self.batched, self.reason = False, reason
             self.log(f"  {self.name}: runs one by one through methods.run: {reason}")
             return None
-        if self.level == 0 and not callable(plan.init_params):
-            # Level 0 shares the first run's initial parameters; a recipe that computes them from its data
-            # (a pretrained start) must run split by split.
-            self.batched, self.reason = False, "the recipe starts from parameters computed on the host"
-            self.log(f"  {self.name}: runs one by one through methods.run: {self.reason}")
-            return None
+        run_plans = None
+        if self.level == 0:  # one concrete capture per run: its exact key and initial parameters
+            run_plans = [plan]
+            for run in runs[1:]:
+                problem = build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y)
+                run_plan, _, reason = capture_fit_plan(self.name, problem, run.key,
+                                                       recipe_hyperparameters(self.name, run.config))
+                if run_plan is None or callable(run_plan.init_params) != callable(plan.init_params):
+                    self.batched, self.reason = False, reason or "the recipe's initialisation differs between runs"
+                    self.log(f"  {self.name}: runs one by one through methods.run: {self.reason}")
+                    return None
+                run_plans.append(run_plan)
         chunk = 1 if self.mode == "loop" else self.chunk
         traced = [k for k in TRACEABLE_KEYS if k in first.config] if self.level == 2 else []
         try:
             results = fit_runs_batched(self.name, self.resolved.protocol, self.dataset, runs, plan, traced, chunk,
-                                       traced_capture=self.level >= 1)
+                                       run_plans=run_plans)
             self.compiled_groups += 1
             return [(result, plan) for result in results]
         except _TRACING_ERRORS as error:
@@ -736,8 +753,8 @@ class Runner:
             self.level -= 1
             self.log(f"  {self.name}: " + (
                 f"one program per configuration; the recipe does not take traced {traced}" if self.level == 1 else
-                "the recipe cannot run under a trace; one concrete transform per configuration, the fit keys "
-                "derived from each run's key") + f" ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
+                "the recipe cannot run under a trace; one concrete capture per run, one program per "
+                "configuration") + f" ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
             by_config: Dict[str, List[int]] = {}
             for i, run in enumerate(runs):
                 by_config.setdefault(json.dumps(to_json(run.config), sort_keys=True), []).append(i)
