@@ -203,7 +203,8 @@ MUSHROOM_PROB_POISON_BAD = 0.5
 def mushroom_expected_rewards(edible: jax.Array) -> jax.Array:
     """E[r | mushroom, a], ``(n, 2)``: leaving pays 0; eating pays 5 if edible, else
     ½·5 + ½·(−35) = −15."""
-    poison = MUSHROOM_PROB_POISON_BAD * MUSHROOM_REWARD_POISON_BAD + (1 - MUSHROOM_PROB_POISON_BAD) * MUSHROOM_REWARD_POISON_GOOD
+    bad = MUSHROOM_PROB_POISON_BAD
+    poison = bad * MUSHROOM_REWARD_POISON_BAD + (1 - bad) * MUSHROOM_REWARD_POISON_GOOD
     eat = jnp.where(edible, MUSHROOM_REWARD_EDIBLE, poison)
     return jnp.stack([jnp.full_like(eat, MUSHROOM_REWARD_LEAVE), eat], axis=-1)
 
@@ -327,7 +328,8 @@ def nig_sample(key: jax.Array, post: NIGPosterior):
     gamma_key, normal_key = jax.random.split(key)
     variance = post.b / jax.random.gamma(gamma_key, post.a)
     noise = jax.random.normal(normal_key, post.mean.shape)
-    whitened = jax.vmap(lambda c, z: jax.scipy.linalg.solve_triangular(c, z, lower=True, trans="T"))(post.precision_cholesky, noise)
+    solve = jax.vmap(lambda c, z: jax.scipy.linalg.solve_triangular(c, z, lower=True, trans="T"))
+    whitened = solve(post.precision_cholesky, noise)  # L⁻ᵀ z
     return post.mean + jnp.sqrt(variance)[:, None] * whitened, variance
 
 
