@@ -15,7 +15,10 @@ Gaussian likelihood (σ = 0.1) and Gaussian prior N(0, 1), i.e. one
    diagonal mass matrix, tree depth ≤ 10) against NumPyro's NUTS given the
    *same* potential (−log posterior on the same parameter pytree) and the
    same start: effective samples per second of the predictive mean at 5
-   test points (bulk ESS, smallest over the points), timed after compilation.
+   test points (bulk ESS, smallest over the points; warm-up included in the
+   time), timed after a compiling run, the two samplers' runs alternating;
+   plus gradient evaluations per second (implementation speed, independent
+   of how the adaptation turned out).
    Skipped with a message when NumPyro is not installed (``pip install numpyro``).
 3. Chains: total gradient evaluations per second of bdljax HMC with 1, 4
    and 16 chains, vmapped (``chain_method="vectorized"``) and mapped one
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 
@@ -60,12 +64,19 @@ def make_problem(seed: int = 0):
 
 def best_time(fn, repeats):
     """Best wall time of ``repeats`` calls of ``fn`` (which blocks on its result)."""
-    times = []
+    return best_times([fn], repeats)[0]
+
+
+def best_times(fns, repeats):
+    """Best wall time of each of ``fns`` over ``repeats`` rounds, the functions interleaved within a round
+    so that a change in the machine's load (shared CPUs) hits all of them alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [min(spent) for spent in times]
 
 
 def bench_hmc(x, y, model, log_post, *, num_transitions, step_size, repeats):
@@ -86,7 +97,6 @@ def bench_hmc(x, y, model, log_post, *, num_transitions, step_size, repeats):
 
     first = run_bdljax()
     acceptance = first.diagnostics["acceptance"]
-    t_bdljax = best_time(run_bdljax, repeats)
 
     # (b) hand-written BlackJAX loop: jit + lax.scan over hmc.step.
     flat, _ = jax.flatten_util.ravel_pytree(params)
@@ -102,7 +112,6 @@ def bench_hmc(x, y, model, log_post, *, num_transitions, step_size, repeats):
 
     state0 = kernel.init(params)
     jax.block_until_ready(run_blackjax(state0, jax.random.key(2)))
-    t_blackjax = best_time(lambda: jax.block_until_ready(run_blackjax(state0, jax.random.key(2))), repeats)
 
     # (c) the floor: the same number of value_and_grad evaluations and nothing else.
     value_and_grad = jax.value_and_grad(log_density)
@@ -116,7 +125,11 @@ def bench_hmc(x, y, model, log_post, *, num_transitions, step_size, repeats):
         return jax.lax.scan(step, p, None, length=10 * num_transitions)
 
     jax.block_until_ready(run_gradients(params))
-    t_floor = best_time(lambda: jax.block_until_ready(run_gradients(params)), repeats)
+    t_bdljax, t_blackjax, t_floor = best_times([
+        run_bdljax,
+        lambda: jax.block_until_ready(run_blackjax(state0, jax.random.key(2))),
+        lambda: jax.block_until_ready(run_gradients(params)),
+    ], repeats)
     return {
         "hmc_transitions": num_transitions,
         "hmc_acceptance": acceptance,
@@ -133,67 +146,77 @@ def predictions(model, samples, x_test):
     return np.asarray(predictive.predictive_outputs(model.apply, samples, jnp.asarray(x_test))[..., 0])
 
 
-def bench_nuts(x, y, x_test, model, log_post, *, num_warmup, num_draws):
+def bench_nuts(x, y, x_test, model, log_post, *, num_warmup, num_draws, repeats):
+    """bdljax NUTS and NumPyro NUTS on the same potential and start; runs alternate (after one compiling
+    run each) so that both see the same machine load; ESS/s pools the timed runs of each."""
     data = (jnp.asarray(x), jnp.asarray(y))
     params = model.init(jax.random.key(0))
-    results = {"nuts_warmup": num_warmup, "nuts_draws": num_draws}
+    results = {"nuts_warmup": num_warmup, "nuts_draws": num_draws, "nuts_timed_runs": repeats}
 
     mcmc = hmc.sampler(log_post, (x, y), algorithm="nuts", num_warmup=num_warmup, target_acceptance_rate=0.8)
     start = repeat_params(params, 1)
-    chunk = max(num_warmup, num_draws) if num_draws % num_warmup and num_warmup % num_draws else min(num_warmup, num_draws)
+    chunk = math.gcd(num_warmup, num_draws)  # one chunk length for warm-up and draws: one compilation
 
     def run_bdljax(seed):
-        return hmc.sample_chains(mcmc, jax.random.split(jax.random.key(seed), 1), start, num_draws=num_draws,
-                                 chunk_size=chunk, diagnose=False, warn=False)
+        run = hmc.sample_chains(mcmc, jax.random.split(jax.random.key(seed), 1), start, num_draws=num_draws,
+                                chunk_size=chunk, diagnose=False, warn=False)
+        draws = predictions(model, hmc.flatten_chains(run.samples), x_test)
+        steps = np.concatenate([run.warmup_infos["num_integration_steps"], run.infos["num_integration_steps"]], 1)
+        return draws, float(np.sum(steps)), run.diagnostics
 
-    tic = time.perf_counter()
-    run_bdljax(10)  # compiles
-    results["bdljax_nuts_first_run_s"] = time.perf_counter() - tic
-    tic = time.perf_counter()
-    run = run_bdljax(11)
-    seconds = time.perf_counter() - tic
-    draws = predictions(model, hmc.flatten_chains(run.samples), x_test)
-    ess = float(np.min(diag.ess_bulk(draws[None])))
-    results.update({
-        "bdljax_nuts_seconds": seconds, "bdljax_nuts_ess_min": ess, "bdljax_nuts_ess_per_s": ess / seconds,
-        "bdljax_nuts_mean_leapfrog_steps": run.diagnostics["num_integration_steps"],
-        "bdljax_nuts_step_size": run.diagnostics["step_size"], "bdljax_nuts_divergences": run.diagnostics["divergences"],
-    })
-
+    runners = {"bdljax": run_bdljax}
     try:
         import numpyro
         from numpyro.infer import MCMC, NUTS
     except ImportError:
         print("NumPyro is not installed: skipping the NumPyro NUTS baseline (pip install numpyro)")
         results["numpyro"] = "not installed"
-        return results
-    results["numpyro_version"] = numpyro.__version__
+        numpyro = None
+    if numpyro is not None:
+        results["numpyro_version"] = numpyro.__version__
 
-    def potential(p):  # the very same log posterior, negated
-        return -log_post(p, data)
+        def potential(p):  # the very same log posterior, negated
+            return -log_post(p, data)
 
-    def run_numpyro(seed, sampler=None):
-        sampler = sampler or MCMC(NUTS(potential_fn=potential, target_accept_prob=0.8, max_tree_depth=10),
-                                  num_warmup=num_warmup, num_samples=num_draws, progress_bar=False)
-        sampler.run(jax.random.key(seed), init_params=params, extra_fields=("num_steps", "diverging"))
-        jax.block_until_ready(sampler.get_samples())
-        return sampler
+        sampler = MCMC(NUTS(potential_fn=potential, target_accept_prob=0.8, max_tree_depth=10),
+                       num_warmup=num_warmup, num_samples=num_draws, progress_bar=False)
 
-    tic = time.perf_counter()
-    sampler = run_numpyro(10)  # compiles
-    results["numpyro_nuts_first_run_s"] = time.perf_counter() - tic
-    tic = time.perf_counter()
-    sampler = run_numpyro(11, sampler)  # the same MCMC object reuses its compiled kernel
-    seconds = time.perf_counter() - tic
-    draws = predictions(model, sampler.get_samples(), x_test)
-    ess = float(np.min(diag.ess_bulk(draws[None])))
-    extra = sampler.get_extra_fields()
-    results.update({
-        "numpyro_nuts_seconds": seconds, "numpyro_nuts_ess_min": ess, "numpyro_nuts_ess_per_s": ess / seconds,
-        "numpyro_nuts_mean_leapfrog_steps": float(np.mean(extra["num_steps"])),
-        "numpyro_nuts_divergences": int(np.sum(extra["diverging"])),
-        "bdljax_over_numpyro_ess_per_s": results["bdljax_nuts_ess_per_s"] / (ess / seconds),
-    })
+        def run_numpyro(seed):
+            # The same MCMC object reuses its compiled kernel from the first run.
+            sampler.run(jax.random.key(seed), init_params=params, extra_fields=("num_steps", "diverging"))
+            draws = predictions(model, jax.block_until_ready(sampler.get_samples()), x_test)
+            extra = sampler.get_extra_fields()
+            # extra fields cover the kept draws only; warm-up steps are not reported by NumPyro.
+            return draws, float(np.sum(extra["num_steps"])), {"divergences": int(np.sum(extra["diverging"])),
+                                                               "num_integration_steps": float(np.mean(extra["num_steps"]))}
+
+        runners["numpyro"] = run_numpyro
+
+    for name, runner in runners.items():
+        tic = time.perf_counter()
+        runner(10)  # compiles
+        results[f"{name}_nuts_first_run_s"] = time.perf_counter() - tic
+    totals = {name: {"seconds": 0.0, "ess": 0.0, "draw_steps": 0.0} for name in runners}
+    for repeat in range(repeats):
+        for name, runner in runners.items():
+            tic = time.perf_counter()
+            draws, steps, info = runner(11 + repeat)
+            totals[name]["seconds"] += time.perf_counter() - tic
+            totals[name]["ess"] += float(np.min(diag.ess_bulk(draws[None])))
+            totals[name]["mean_steps"] = info["num_integration_steps"]
+            totals[name]["divergences"] = info["divergences"]
+    for name, total in totals.items():
+        results.update({
+            f"{name}_nuts_seconds": total["seconds"] / repeats, f"{name}_nuts_ess_min": total["ess"] / repeats,
+            f"{name}_nuts_ess_per_s": total["ess"] / total["seconds"],
+            f"{name}_nuts_mean_leapfrog_steps": total["mean_steps"], f"{name}_nuts_divergences": total["divergences"],
+            # warm-up + draws at the kept draws' mean trajectory length: gradient throughput of the implementation
+            f"{name}_nuts_gradients_per_s": (num_warmup + num_draws) * total["mean_steps"] * repeats / total["seconds"],
+        })
+    if "numpyro" in totals:
+        results["bdljax_over_numpyro_ess_per_s"] = results["bdljax_nuts_ess_per_s"] / results["numpyro_nuts_ess_per_s"]
+        results["bdljax_over_numpyro_gradients_per_s"] = (results["bdljax_nuts_gradients_per_s"]
+                                                          / results["numpyro_nuts_gradients_per_s"])
     return results
 
 
@@ -201,17 +224,17 @@ def bench_chains(x, y, model, log_post, *, num_transitions, step_size, repeats, 
     """Total gradient evaluations per second with C chains, vmapped and mapped one after another."""
     mcmc = hmc.sampler(log_post, (x, y), algorithm="hmc", step_size=step_size, num_integration_steps=10, num_warmup=0)
     results = {}
-    for method in ("vectorized", "sequential"):
-        for num_chains in chain_counts:
-            keys = jax.random.split(jax.random.key(3), num_chains)
-
-            def run():
-                return hmc.sample_chains(mcmc, keys, model.init, num_draws=num_transitions, chunk_size=num_transitions,
-                                         chain_method=method, diagnose=False, warn=False)
-
+    methods = ("vectorized", "sequential")
+    for num_chains in chain_counts:
+        keys = jax.random.split(jax.random.key(3), num_chains)
+        runs = [lambda method=method: hmc.sample_chains(mcmc, keys, model.init, num_draws=num_transitions,
+                                                        chunk_size=num_transitions, chain_method=method,
+                                                        diagnose=False, warn=False) for method in methods]
+        for run in runs:
             run()
-            seconds = best_time(run, repeats)
+        for method, seconds in zip(methods, best_times(runs, repeats)):
             results[f"gradients_per_s_{method}_{num_chains}_chains"] = num_chains * num_transitions * 10 / seconds
+    for method in methods:
         base = results[f"gradients_per_s_{method}_{chain_counts[0]}_chains"]
         for num_chains in chain_counts[1:]:
             results[f"chain_speedup_{method}_{num_chains}"] = results[f"gradients_per_s_{method}_{num_chains}_chains"] / base
@@ -223,6 +246,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best taken (default 3)")
+    parser.add_argument("--nuts-repeats", type=int, default=1, help="timed NUTS runs per sampler (default 1)")
     parser.add_argument("--skip-nuts", action="store_true", help="skip the NUTS/NumPyro comparison")
     args = parser.parse_args(argv)
     transitions = 20 if args.quick else 500
@@ -235,7 +259,8 @@ def main(argv=None):
     results.update(bench_hmc(x, y, model, log_post, num_transitions=transitions, step_size=step_size,
                              repeats=args.repeats))
     if not args.skip_nuts:
-        results.update(bench_nuts(x, y, x_test, model, log_post, num_warmup=warmup, num_draws=draws))
+        results.update(bench_nuts(x, y, x_test, model, log_post, num_warmup=warmup, num_draws=draws,
+                                  repeats=args.nuts_repeats))
     results.update(bench_chains(x, y, model, log_post, num_transitions=max(transitions // 5, 10), step_size=step_size,
                                 repeats=args.repeats))
 
@@ -249,11 +274,14 @@ def main(argv=None):
     if "bdljax_nuts_ess_per_s" in results:
         rows += [("NUTS: bdljax ESS/s (min over 5 test points)",
                   f"{results['bdljax_nuts_ess_per_s']:.2f} (ESS {results['bdljax_nuts_ess_min']:.0f} in "
-                  f"{results['bdljax_nuts_seconds']:.1f} s, {results['bdljax_nuts_mean_leapfrog_steps']:.0f} steps)")]
+                  f"{results['bdljax_nuts_seconds']:.1f} s, {results['bdljax_nuts_mean_leapfrog_steps']:.0f} steps, "
+                  f"{results['bdljax_nuts_gradients_per_s']:.0f} gradients/s)")]
     if "numpyro_nuts_ess_per_s" in results:
         rows += [("NUTS: NumPyro ESS/s", f"{results['numpyro_nuts_ess_per_s']:.2f} (ESS {results['numpyro_nuts_ess_min']:.0f} "
-                  f"in {results['numpyro_nuts_seconds']:.1f} s, {results['numpyro_nuts_mean_leapfrog_steps']:.0f} steps)"),
-                 ("bdljax / NumPyro ESS/s (target >= 1)", f"{results['bdljax_over_numpyro_ess_per_s']:.3f}")]
+                  f"in {results['numpyro_nuts_seconds']:.1f} s, {results['numpyro_nuts_mean_leapfrog_steps']:.0f} steps, "
+                  f"{results['numpyro_nuts_gradients_per_s']:.0f} gradients/s)"),
+                 ("bdljax / NumPyro ESS/s (target >= 1)", f"{results['bdljax_over_numpyro_ess_per_s']:.3f}"),
+                 ("bdljax / NumPyro gradients/s", f"{results['bdljax_over_numpyro_gradients_per_s']:.3f}")]
     for count in (1, 4, 16):
         rows.append((f"HMC, {count} chain(s): vmapped | sequential",
                      f"{results[f'gradients_per_s_vectorized_{count}_chains']:.0f} | "

@@ -94,8 +94,10 @@ def check_run(names, out, summaries):
         assert json.loads((out / f"summary_{summary['method']}.json").read_text()) == summary
         rmse, test_ll = summary["rmse"]["mean"], summary["test_ll"]["mean"]
         # Concrete strength has std ≈ 16.7 MPa: a fit of 2 epochs lies between the published 5 and a constant's 17.
+        # Its log-likelihood in MPa lies below the published −2.9 and, with MC dropout's fixed τ = 0.05 (σ ≈ 4.5)
+        # and residuals of 17, near −10; scored in standardised units it would be near −1.4 (caught here).
         assert 3.0 < rmse < 25.0, (summary["method"], rmse)
-        assert -6.0 < test_ll < -2.5, (summary["method"], test_ll)
+        assert -15.0 < test_ll < -2.5, (summary["method"], test_ll)
         assert 0.0 <= summary["coverage_95"]["mean"] <= 1.0
         assert summary["rmse"]["stderr"] is None  # one split: no standard error
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
