@@ -179,7 +179,8 @@ def sampler_summary(acceptance_rate, is_divergent, step_size, num_integration_st
         "divergences_per_chain": is_divergent.reshape(is_divergent.shape[0], -1).sum(axis=1).tolist(),
         "step_size": float(per_chain_step.mean()),
         "step_size_per_chain": per_chain_step.tolist(),
-        "num_integration_steps": float(np.mean(num_integration_steps)) if np.size(num_integration_steps) else float("nan"),
+        "num_integration_steps": (float(np.mean(num_integration_steps)) if np.size(num_integration_steps)
+                                  else float("nan")),
     }
     if warmup_divergent is not None:
         summary["warmup_divergences"] = int(np.asarray(warmup_divergent, dtype=bool).sum())

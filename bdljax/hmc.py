@@ -22,8 +22,8 @@ Pieces, all on any parameter pytree:
   set is bound at build time: the state caches U and ∇U at the current
   position, and a Metropolis ratio must compare values computed on the same
   data in the same order.
-* :func:`sample_chains` runs several chains as a leading axis — vmapped on
-  accelerators, mapped one after another inside the compiled step on CPU
+* :func:`sample_chains` runs several chains as a leading axis — vmapped, or
+  mapped one after another inside the compiled step
   (:func:`resolve_chain_method`) — each with its own key and
   initialisation (random, or around given parameters such as MAP
   solutions), in compiled ``lax.scan`` chunks of
@@ -46,7 +46,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import math
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -162,6 +161,7 @@ def sampler(
     trajectory_length: Optional[float] = None,
     max_num_integration_steps: int = 1024,
     max_num_doublings: int = 10,
+    step_size_jitter: float = 0.0,
     target_acceptance_rate: float = 0.8,
     dense_mass: bool = False,
     divergence_threshold: float = 1000.0,
@@ -178,7 +178,8 @@ def sampler(
     if step_size is not None and not step_size > 0:
         raise ValueError(f"step_size must be positive, got {step_size}")
     if num_warmup < 0 or thinning < 1 or num_kept < 0:
-        raise ValueError(f"need num_warmup >= 0, thinning >= 1 and num_kept >= 0; got {num_warmup}, {thinning}, {num_kept}")
+        raise ValueError(f"need num_warmup >= 0, thinning >= 1 and num_kept >= 0; "
+                         f"got {num_warmup}, {thinning}, {num_kept}")
     if algorithm == "nuts" and trajectory_length is not None:
         raise ValueError("NUTS chooses its own trajectory length; trajectory_length is for algorithm='hmc'")
     if algorithm == "hmc" and trajectory_length is None and (int(num_integration_steps) != num_integration_steps
@@ -188,6 +189,8 @@ def sampler(
         raise ValueError(f"trajectory_length must be positive, got {trajectory_length}")
     if not 0 < target_acceptance_rate < 1:
         raise ValueError(f"target_acceptance_rate must lie in (0, 1), got {target_acceptance_rate}")
+    if not 0 <= step_size_jitter < 1:
+        raise ValueError(f"step_size_jitter must lie in [0, 1), got {step_size_jitter}")
     x, y = _check_data(log_posterior, data)
     if float64:
         with jax.enable_x64(True):
@@ -259,7 +262,8 @@ def sampler(
         t = jnp.clip(state.step, 0, num_warmup - 1)
         in_warmup = state.step < num_warmup
         da = da_update(state.warmup.step_size, acceptance_rate)
-        mm = _select(jnp.asarray(slow_window)[t], mm_update(state.warmup.mass_matrix, chain.position), state.warmup.mass_matrix)
+        mm = state.warmup.mass_matrix
+        mm = _select(jnp.asarray(slow_window)[t], mm_update(mm, chain.position), mm)
         # End of a slow window: M⁻¹ from the window's draws; dual averaging restarts from its average ε.
         ends = jnp.asarray(window_end)[t]
         mm = _select(ends, mm_final(mm), mm)
@@ -273,7 +277,11 @@ def sampler(
 
     def update(state: HMCState, batch, key):
         del batch  # the target is the full data set bound at build time (see the module docstring)
-        chain, info = transition(key, state.chain, state.step_size, state.inverse_mass_matrix)
+        eps = state.step_size
+        if step_size_jitter:  # ε·U(1 − j, 1 + j) per transition breaks periodic trajectories (Neal 2011, §5.4.2.2)
+            key, jitter_key = jax.random.split(key)
+            eps = eps * jax.random.uniform(jitter_key, (), eps.dtype, 1 - step_size_jitter, 1 + step_size_jitter)
+        chain, info = transition(key, state.chain, eps, state.inverse_mass_matrix)
         is_warmup = state.step < num_warmup
         if adapt:
             eps, inverse_mass_matrix, warmup = adapted(state, chain, info.acceptance_rate)
@@ -288,7 +296,7 @@ def sampler(
                 draws, chain.position)
             num_stored = num_stored + keep.astype(jnp.int32)
         new_state = HMCState(chain, eps, inverse_mass_matrix, warmup, state.step + 1, draws, num_stored)
-        step_info = TransitionInfo(chain.logdensity, info.acceptance_rate, info.is_divergent, state.step_size,
+        step_info = TransitionInfo(chain.logdensity, info.acceptance_rate, info.is_divergent, eps,
                                    jnp.asarray(info.num_integration_steps, jnp.int32), is_warmup)
         return new_state, step_info
 
@@ -321,6 +329,10 @@ def build(log_posterior: LogPosterior, data: Tuple[Any, Any], **settings) -> Tra
       trajectory_length: HMC's εL instead of L; L = ⌈length/ε⌉ then follows the
         adapted ε (at most ``max_num_integration_steps``).
       max_num_doublings: NUTS's tree depth limit (2^depth leapfrog steps).
+      step_size_jitter: j > 0 draws each transition's ε uniformly from
+        [(1 − j)ε, (1 + j)ε], so that a fixed trajectory length cannot sit on a
+        multiple of some direction's period (where HMC would not move) —
+        Neal (2011), "MCMC using Hamiltonian dynamics", §5.4.2.2.
       target_acceptance_rate: dual-averaging target (0.8 is Stan's default for
         NUTS; 0.65 is optimal for HMC in high dimension, Beskos et al. 2013).
       dense_mass: adapt a dense M⁻¹ instead of a diagonal one.
@@ -391,19 +403,22 @@ def _transition_keys(run_keys, start, length, thinning=1):
 CHAIN_METHODS = ("auto", "vectorized", "sequential")
 
 
-def resolve_chain_method(chain_method: str) -> str:
-    """``auto``: ``vectorized`` (``jax.vmap`` over chains) on accelerators, ``sequential`` on CPU.
+def resolve_chain_method(chain_method: str, num_chains: int) -> str:
+    """``auto``: ``sequential`` for one chain, ``vectorized`` (``jax.vmap``) for several.
 
-    On XLA's CPU backend a vmapped matrix product becomes a batched
-    ``dot_general`` that runs several times slower per chain than the plain
-    product (scripts/bench_hmc.py measures it), so CPU runs chains one after
-    another inside the same compiled step (``lax.map``); the state layout,
-    keys and draws are the same either way.
+    XLA's CPU backend runs a matrix product vmapped over a batch of one as a
+    batched ``dot_general``, measurably slower than the plain product
+    (scripts/bench_hmc.py), so a single chain is run unbatched. With several
+    chains the batched products win on an idle machine (1.7× the gradient
+    throughput of running 4 chains one after another, 2.0× for 16, in
+    scripts/bench_hmc.py on 2 CPU cores) but can lose on heavily shared CPUs;
+    ``sequential`` maps the chains one after another inside the compiled
+    step (``lax.map``). State layout, keys and draws are the same either way.
     """
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"unknown chain_method {chain_method!r}; choose one of {CHAIN_METHODS}")
     if chain_method == "auto":
-        return "sequential" if jax.default_backend() == "cpu" else "vectorized"
+        return "sequential" if num_chains == 1 else "vectorized"
     return chain_method
 
 
@@ -478,8 +493,9 @@ def _stack_infos(parts: List[TransitionInfo]) -> Dict[str, np.ndarray]:
         return {field: np.zeros((0, 0)) for field in TransitionInfo._fields}
     fields = {}
     for field in TransitionInfo._fields:
-        values = np.concatenate([np.asarray(getattr(p, field)).reshape(-1, np.shape(getattr(p, field))[-1]) for p in parts])
-        fields[field] = values.T  # (C, T)
+        # (length[, thinning], C) per chunk -> (T, C) -> (C, T)
+        values = np.concatenate([np.reshape(getattr(p, field), (-1, np.shape(getattr(p, field))[-1])) for p in parts])
+        fields[field] = values.T
     return fields
 
 
@@ -517,7 +533,7 @@ def sample_chains(
 
     Every chunk of ``chunk_size`` draws (``chunk_size · thinning``
     transitions; ``chunk_size`` transitions in warm-up) is one jitted
-    ``lax.scan`` over a ``vmap`` of the transition across chains, so the host
+    ``lax.scan`` of the transition of all chains (vmapped or mapped), so the host
     sees the chains once per chunk (progress, logs) and device memory holds
     one chunk of draws. Chunk functions are cached per (sampler, chunk
     length): a run compiles once per distinct chunk length, and a second run
@@ -554,8 +570,8 @@ def sample_chains(
     from tqdm.auto import tqdm
 
     transform = mcmc.transform
-    chain_method = resolve_chain_method(chain_method)
     num_chains = int(chain_keys.shape[0])
+    chain_method = resolve_chain_method(chain_method, num_chains)
     if num_draws < 2 or chunk_size < 1:
         raise ValueError(f"need num_draws >= 2 and chunk_size >= 1, got {num_draws} and {chunk_size}")
     if (trace_points is not None or predictive_data is not None) and apply is None:
@@ -628,7 +644,8 @@ def sample_chains(
             bar.update(length * mcmc.thinning)
             bar.set_postfix(acc=f"{history[-1]['acceptance']:.2f}", div=int(history[-1]["divergences"]))
             if running is not None and eval_every and (index % eval_every == 0 or index == len(draw_chunks)):
-                record({"step": step, "split": "eval", "draws": num_chains * sum(p["log_density"].shape[0] for p in emitted_parts),
+                num_kept = num_chains * sum(part["log_density"].shape[0] for part in emitted_parts)
+                record({"step": step, "split": "eval", "draws": num_kept,
                         **running_metrics(likelihood, running, predictive_data[1])})
     bar.close()
 
@@ -647,8 +664,9 @@ def sample_chains(
                                    infos["num_integration_steps"], warmup_infos["is_divergent"])
     if diagnose:
         summary.update(diag.summarise(traces))
-    summary.update({"algorithm": mcmc.algorithm, "chain_method": chain_method, "num_chains": num_chains, "num_draws": int(num_draws),
-                    "num_warmup": mcmc.num_warmup, "thinning": mcmc.thinning, "float64": mcmc.float64})
+    summary.update({"algorithm": mcmc.algorithm, "chain_method": chain_method, "num_chains": num_chains,
+                    "num_draws": int(num_draws), "num_warmup": mcmc.num_warmup, "thinning": mcmc.thinning,
+                    "float64": mcmc.float64})
     summary["warnings"] = diag.check(summary, num_chains, warn=warn)
     if logger is not None:
         logger.log({**extra, "split": "diagnostics", **summary})
@@ -693,18 +711,19 @@ def map_initialisations(problem: Problem, key: jax.Array, num_chains: int, *, nu
 
 
 def _recipe(problem: Problem, key: jax.Array, algorithm: str, *, num_chains, num_warmup, num_samples, thinning,
-            step_size, num_integration_steps, trajectory_length, max_num_doublings, target_acceptance_rate, init,
-            map_epochs, map_learning_rate, map_batch_size, float64, chunk_size, chain_method, eval_data, eval_every,
-            logger, log_fields, progress) -> Fitted:
+            step_size, num_integration_steps, trajectory_length, max_num_doublings, step_size_jitter,
+            target_acceptance_rate, init, map_epochs, map_learning_rate, map_batch_size, float64, chunk_size,
+            chain_method, eval_data, eval_every, logger, log_fields, progress) -> Fitted:
     if init not in ("random", "map"):
-        raise ValueError(f"init must be 'random' (the model's initialiser) or 'map' (one MAP solution per chain), got {init!r}")
+        raise ValueError(f"init must be 'random' (the model's initialiser) or 'map' (one MAP solution per chain), "
+                         f"got {init!r}")
     if num_chains < 1:
         raise ValueError(f"num_chains must be at least 1, got {num_chains}")
     mcmc = sampler(
         problem.log_posterior(), (problem.x_train, problem.y_train), algorithm=algorithm, step_size=step_size,
         num_warmup=num_warmup, num_integration_steps=num_integration_steps, trajectory_length=trajectory_length,
-        max_num_doublings=max_num_doublings, target_acceptance_rate=target_acceptance_rate, thinning=thinning,
-        float64=float64,
+        max_num_doublings=max_num_doublings, step_size_jitter=step_size_jitter,
+        target_acceptance_rate=target_acceptance_rate, thinning=thinning, float64=float64,
     )
     init_key, run_key = jax.random.split(key)
     init_params = problem.model.init
@@ -732,6 +751,7 @@ def hmc_recipe(
     step_size: Optional[float] = None,
     num_integration_steps: int = 10,
     trajectory_length: Optional[float] = None,
+    step_size_jitter: float = 0.1,
     target_acceptance_rate: float = 0.65,
     init: str = "random",
     map_epochs: int = 100,
@@ -746,22 +766,26 @@ def hmc_recipe(
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): full-batch HMC, ``num_chains`` vmapped chains.
+    """Experiment recipe (:mod:`bdljax.methods`): full-batch HMC, ``num_chains`` chains.
 
     ``num_samples`` draws per chain after ``num_warmup`` adaptation
     transitions (``step_size=None``) or burn-in (a fixed ``step_size``);
     ``Fitted.samples`` holds all ``num_chains · num_samples`` draws, chain-major.
     ``init="map"`` starts each chain at its own MAP solution (``map_epochs``
-    of Adam). ``Fitted.diagnostics``: acceptance, divergences, step size,
-    leapfrog steps, R̂ and ESS of the log posterior, parameter norms and
-    predictions at 8 points (of ``eval_data`` when given).
+    of Adam). ``step_size_jitter`` (default ±10 %) varies ε per transition so
+    that the fixed trajectory cannot be periodic in some direction.
+    ``Fitted.diagnostics``: acceptance, divergences, step size, leapfrog
+    steps, R̂ and ESS of the log posterior, parameter norms and predictions
+    at 8 points (of ``eval_data`` when given); ``Fitted.state`` is the
+    :class:`ChainRun` (traces, per-transition infos, running predictive).
     """
     return _recipe(problem, key, "hmc", num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
                    thinning=thinning, step_size=step_size, num_integration_steps=num_integration_steps,
-                   trajectory_length=trajectory_length, max_num_doublings=10, target_acceptance_rate=target_acceptance_rate,
-                   init=init, map_epochs=map_epochs, map_learning_rate=map_learning_rate, map_batch_size=map_batch_size,
-                   float64=float64, chunk_size=chunk_size, chain_method=chain_method, eval_data=eval_data, eval_every=eval_every, logger=logger,
-                   log_fields=log_fields, progress=progress)
+                   trajectory_length=trajectory_length, max_num_doublings=10, step_size_jitter=step_size_jitter,
+                   target_acceptance_rate=target_acceptance_rate, init=init, map_epochs=map_epochs,
+                   map_learning_rate=map_learning_rate, map_batch_size=map_batch_size, float64=float64,
+                   chunk_size=chunk_size, chain_method=chain_method, eval_data=eval_data, eval_every=eval_every,
+                   logger=logger, log_fields=log_fields, progress=progress)
 
 
 def nuts_recipe(
@@ -788,14 +812,15 @@ def nuts_recipe(
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): full-batch NUTS, ``num_chains`` vmapped chains.
+    """Experiment recipe (:mod:`bdljax.methods`): full-batch NUTS, ``num_chains`` chains.
 
     As :func:`hmc_recipe`, with the trajectory length chosen per transition
     by the no-U-turn criterion (at most 2^``max_num_doublings`` leapfrog steps).
     """
     return _recipe(problem, key, "nuts", num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
                    thinning=thinning, step_size=step_size, num_integration_steps=10, trajectory_length=None,
-                   max_num_doublings=max_num_doublings, target_acceptance_rate=target_acceptance_rate, init=init,
-                   map_epochs=map_epochs, map_learning_rate=map_learning_rate, map_batch_size=map_batch_size,
-                   float64=float64, chunk_size=chunk_size, chain_method=chain_method, eval_data=eval_data, eval_every=eval_every, logger=logger,
-                   log_fields=log_fields, progress=progress)
+                   max_num_doublings=max_num_doublings, step_size_jitter=0.0,
+                   target_acceptance_rate=target_acceptance_rate, init=init, map_epochs=map_epochs,
+                   map_learning_rate=map_learning_rate, map_batch_size=map_batch_size, float64=float64,
+                   chunk_size=chunk_size, chain_method=chain_method, eval_data=eval_data, eval_every=eval_every,
+                   logger=logger, log_fields=log_fields, progress=progress)

@@ -137,7 +137,8 @@ class SGMCMCInfo(NamedTuple):
 def _build(log_posterior: LogPosterior, schedule: Schedule, move: Callable, with_momentum: bool, *, num_burnin: int,
            thinning: int, num_kept: int) -> Transform:
     if num_burnin < 0 or thinning < 1 or num_kept < 1:
-        raise ValueError(f"need num_burnin >= 0, thinning >= 1, num_kept >= 1; got {num_burnin}, {thinning}, {num_kept}")
+        raise ValueError(f"need num_burnin >= 0, thinning >= 1, num_kept >= 1; "
+                         f"got {num_burnin}, {thinning}, {num_kept}")
 
     def init(key, params) -> SGMCMCState:
         params = initial_params(key, params)
@@ -145,7 +146,8 @@ def _build(log_posterior: LogPosterior, schedule: Schedule, move: Callable, with
         if with_momentum:  # r ~ N(0, I), the stationary law of the momentum at T = 1
             leaves, treedef = jax.tree.flatten(params)
             keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-            momentum = jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
+            momentum = jax.tree.unflatten(
+                treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
         draws = jax.tree.map(lambda p: jnp.broadcast_to(p, (num_kept, *p.shape)), params)
         zero = jnp.zeros((), jnp.int32)
         return SGMCMCState(params, momentum, zero, zero, draws, zero, zero)
@@ -169,7 +171,8 @@ def _build(log_posterior: LogPosterior, schedule: Schedule, move: Callable, with
         eligible = finite & (state.step >= num_burnin) & ~exploring
         keep = eligible & (state.num_eligible % thinning == thinning - 1)
         slot = state.num_stored % num_kept
-        draws = jax.tree.map(lambda buffer, p: buffer.at[slot].set(jnp.where(keep, p, buffer[slot])), state.draws, position)
+        draws = jax.tree.map(lambda buffer, p: buffer.at[slot].set(jnp.where(keep, p, buffer[slot])),
+                             state.draws, position)
         new_state = SGMCMCState(
             position, momentum, state.step + 1, state.num_eligible + eligible.astype(jnp.int32), draws,
             state.num_stored + keep.astype(jnp.int32), state.num_nonfinite + (~finite).astype(jnp.int32),
@@ -261,7 +264,8 @@ def draw_traces(log_posterior: LogPosterior, data: Tuple[Any, Any], samples: Par
     @jax.jit
     def trace(flat, x, y, points):
         def one(params):
-            return {"log_density": log_posterior(params, (x, y)), **diag.draw_summaries(apply, likelihood, params, points)}
+            return {"log_density": log_posterior(params, (x, y)),
+                    **diag.draw_summaries(apply, likelihood, params, points)}
 
         return jax.lax.map(one, flat, batch_size=min(64, num_chains * num_draws))
 
@@ -273,7 +277,8 @@ def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epoc
             num_cycles, exploration_fraction, burnin_epochs, num_samples, thinning, friction, eval_data, eval_every,
             logger, log_fields, progress) -> Fitted:
     if num_chains < 1 or num_epochs < 1 or num_samples < 2:
-        raise ValueError(f"need num_chains >= 1, num_epochs >= 1, num_samples >= 2; got {num_chains}, {num_epochs}, {num_samples}")
+        raise ValueError(f"need num_chains >= 1, num_epochs >= 1, num_samples >= 2; "
+                         f"got {num_chains}, {num_epochs}, {num_samples}")
     batch_size = batch_size_for(batch_size, problem.num_data)
     steps_per_epoch = problem.num_data // batch_size
     num_steps = num_epochs * steps_per_epoch
@@ -281,7 +286,8 @@ def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epoc
         burnin_epochs = 0 if schedule == "cyclical" else num_epochs // 2
     if not 0 <= burnin_epochs < num_epochs:
         raise ValueError(f"burnin_epochs={burnin_epochs} must lie in [0, num_epochs={num_epochs})")
-    chosen = make_schedule(schedule, step_size, num_steps, num_cycles=num_cycles, exploration_fraction=exploration_fraction)
+    chosen = make_schedule(schedule, step_size, num_steps, num_cycles=num_cycles,
+                           exploration_fraction=exploration_fraction)
     num_burnin = burnin_epochs * steps_per_epoch
     eligible = eligible_steps(chosen, num_steps, num_burnin)
     if thinning is None:  # spread the kept draws over every eligible step
@@ -289,7 +295,8 @@ def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epoc
     if eligible // thinning < num_samples:
         raise ValueError(
             f"{name}: only {eligible // thinning} draws can be kept ({eligible} eligible steps after burn-in, thinning "
-            f"{thinning}) but num_samples={num_samples}; train longer, lower thinning or burnin_epochs, or ask for fewer samples")
+            f"{thinning}) but num_samples={num_samples}; train longer, lower thinning or burnin_epochs, or ask for "
+            "fewer samples")
     log_posterior = problem.log_posterior()
     if name == "sgld":
         member = sgld(log_posterior, chosen, num_burnin=num_burnin, thinning=thinning, num_kept=num_samples)

@@ -21,8 +21,9 @@ Gaussian likelihood (σ = 0.1) and Gaussian prior N(0, 1), i.e. one
    of how the adaptation turned out).
    Skipped with a message when NumPyro is not installed (``pip install numpyro``).
 3. Chains: total gradient evaluations per second of bdljax HMC with 1, 4
-   and 16 chains, vmapped (``chain_method="vectorized"``) and mapped one
-   after another inside the compiled step (``"sequential"``, the CPU default).
+   and 16 chains, vmapped (``chain_method="vectorized"``, the default for
+   several chains) and mapped one after another inside the compiled step
+   (``"sequential"``, the default for one chain).
 
 Prints a table, then one JSON line with every figure and ratio (last line).
 
@@ -54,7 +55,8 @@ NUM_DATA, NUM_FEATURES, HIDDEN, NOISE = 1000, 8, 50, 0.1
 def make_problem(seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(NUM_DATA, NUM_FEATURES)).astype(np.float32)
-    w1, w2 = rng.normal(size=(NUM_FEATURES, HIDDEN)) / np.sqrt(NUM_FEATURES), rng.normal(size=(HIDDEN, 1)) / np.sqrt(HIDDEN)
+    w1 = rng.normal(size=(NUM_FEATURES, HIDDEN)) / np.sqrt(NUM_FEATURES)
+    w2 = rng.normal(size=(HIDDEN, 1)) / np.sqrt(HIDDEN)
     y = (np.tanh(x @ w1) @ w2)[:, 0] + NOISE * rng.normal(size=NUM_DATA)
     x_test = rng.normal(size=(5, NUM_FEATURES)).astype(np.float32)
     model = models.mlp((NUM_FEATURES,), (HIDDEN,), 1)
@@ -187,8 +189,9 @@ def bench_nuts(x, y, x_test, model, log_post, *, num_warmup, num_draws, repeats)
             draws = predictions(model, jax.block_until_ready(sampler.get_samples()), x_test)
             extra = sampler.get_extra_fields()
             # extra fields cover the kept draws only; warm-up steps are not reported by NumPyro.
-            return draws, float(np.sum(extra["num_steps"])), {"divergences": int(np.sum(extra["diverging"])),
-                                                               "num_integration_steps": float(np.mean(extra["num_steps"]))}
+            info = {"divergences": int(np.sum(extra["diverging"])),
+                    "num_integration_steps": float(np.mean(extra["num_steps"]))}
+            return draws, float(np.sum(extra["num_steps"])), info
 
         runners["numpyro"] = run_numpyro
 
@@ -237,8 +240,9 @@ def bench_chains(x, y, model, log_post, *, num_transitions, step_size, repeats, 
     for method in methods:
         base = results[f"gradients_per_s_{method}_{chain_counts[0]}_chains"]
         for num_chains in chain_counts[1:]:
-            results[f"chain_speedup_{method}_{num_chains}"] = results[f"gradients_per_s_{method}_{num_chains}_chains"] / base
-    results["chain_method_auto"] = hmc.resolve_chain_method("auto")
+            speed = results[f"gradients_per_s_{method}_{num_chains}_chains"]
+            results[f"chain_speedup_{method}_{num_chains}"] = speed / base
+    results["chain_method_auto"] = {count: hmc.resolve_chain_method("auto", count) for count in chain_counts}
     return results
 
 
@@ -277,8 +281,9 @@ def main(argv=None):
                   f"{results['bdljax_nuts_seconds']:.1f} s, {results['bdljax_nuts_mean_leapfrog_steps']:.0f} steps, "
                   f"{results['bdljax_nuts_gradients_per_s']:.0f} gradients/s)")]
     if "numpyro_nuts_ess_per_s" in results:
-        rows += [("NUTS: NumPyro ESS/s", f"{results['numpyro_nuts_ess_per_s']:.2f} (ESS {results['numpyro_nuts_ess_min']:.0f} "
-                  f"in {results['numpyro_nuts_seconds']:.1f} s, {results['numpyro_nuts_mean_leapfrog_steps']:.0f} steps, "
+        rows += [("NUTS: NumPyro ESS/s",
+                  f"{results['numpyro_nuts_ess_per_s']:.2f} (ESS {results['numpyro_nuts_ess_min']:.0f} in "
+                  f"{results['numpyro_nuts_seconds']:.1f} s, {results['numpyro_nuts_mean_leapfrog_steps']:.0f} steps, "
                   f"{results['numpyro_nuts_gradients_per_s']:.0f} gradients/s)"),
                  ("bdljax / NumPyro ESS/s (target >= 1)", f"{results['bdljax_over_numpyro_ess_per_s']:.3f}"),
                  ("bdljax / NumPyro gradients/s", f"{results['bdljax_over_numpyro_gradients_per_s']:.3f}")]

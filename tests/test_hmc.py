@@ -68,19 +68,27 @@ def check_against_exact(draws):
 def nuts_run():
     mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="nuts", num_warmup=300)
     run = hmc.sample_chains(mcmc, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, chain_method="sequential",
-                            warn=False)
+                            diagnose=False, warn=False)
     return mcmc, run
 
 
 @pytest.fixture(scope="module")
 def hmc64():
-    """Window-adapted HMC (L = 10) in float64: also the reference for the vmap check below."""
-    return hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", num_warmup=300, float64=True)
+    """HMC in float64 with a fixed ε = 0.02 (ε√λ_max ≈ 0.5), jittered by ±20 % so that the trajectory
+    (L = 10) cannot sit on a period of the posterior, after 300 transitions of burn-in.
+
+    NUTS above covers window adaptation; a fixed step size keeps this run free
+    of adaptation's chaotic sensitivity to rounding, so it is also the
+    reference for the vmap check below.
+    """
+    return hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.02, num_integration_steps=10,
+                       step_size_jitter=0.2, num_warmup=300, float64=True)
 
 
 @pytest.fixture(scope="module")
 def hmc64_run(hmc64):
-    return hmc.sample_chains(hmc64, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, warn=False)
+    return hmc.sample_chains(hmc64, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, chain_method="vectorized",
+                             diagnose=False, warn=False)
 
 
 @pytest.mark.parametrize("run_name", ["nuts_run", "hmc64_run"])
@@ -92,7 +100,6 @@ def test_matches_exact_posterior_mean_and_covariance(run_name, request):
         check_against_exact(draws[group * CHAINS_PER_SEED:(group + 1) * CHAINS_PER_SEED])
     assert run.diagnostics["divergences"] == 0
     assert 0.6 < run.diagnostics["acceptance"] <= 1.0
-    assert run.diagnostics["rhat_max"] < 1.05
 
 
 def test_float64_chains_return_float32_draws_and_exact_log_density(hmc64_run):
@@ -118,36 +125,34 @@ def test_sequential_chains_equal_chains_run_alone_exactly(nuts_run):
         np.testing.assert_array_equal(alone.warmup_infos["step_size"][0], batch.warmup_infos["step_size"][chain])
 
 
-def test_vmapped_chains_equal_chains_run_alone():
+def test_vmapped_chains_equal_chains_run_alone(hmc64, hmc64_run):
     """Vmapped chains: chain c depends only on its key and initialisation, so run alone it gives the
     draws it gave in the batch.
 
     XLA sums batched and unbatched products in different orders, so the two
     agree to rounding, not bit for bit. Window adaptation amplifies rounding
-    chaotically (dual averaging reacts to every acceptance rate), so this runs
-    a fixed step size in float64, where rounding stays at 1e-13 over the whole
-    run; a chain given another chain's key or start would differ at once by O(1).
+    chaotically (dual averaging reacts to every acceptance rate), so this uses
+    the fixed-step float64 run, where rounding stays near 1e-13 for all 900
+    transitions; a chain given another chain's key or start would differ at
+    once by O(1).
     """
-    mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.03, num_integration_steps=10,
-                       num_warmup=50, float64=True)
-    keys = jax.random.split(jax.random.key(5), 3)
-    batch = hmc.sample_chains(mcmc, keys, MODEL.init, num_draws=150, chunk_size=50, chain_method="vectorized",
-                              diagnose=False)
-    for chain in (0, 2):
-        alone = hmc.sample_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=150, chunk_size=50,
+    keys = seed_keys()
+    for chain in (0, 7):
+        alone = hmc.sample_chains(hmc64, keys[chain:chain + 1], MODEL.init, num_draws=600, chunk_size=300,
                                   chain_method="vectorized", diagnose=False)
-        np.testing.assert_allclose(alone.traces["log_density"][0], batch.traces["log_density"][chain], rtol=1e-10)
-        np.testing.assert_allclose(alone.samples["w"][0], batch.samples["w"][chain], rtol=1e-6, atol=1e-7)
-        np.testing.assert_array_equal(alone.infos["is_divergent"][0], batch.infos["is_divergent"][chain])
-    assert np.abs(batch.samples["w"][0] - batch.samples["w"][1]).max() > 0.1  # distinct chains really differ
+        np.testing.assert_allclose(alone.traces["log_density"][0], hmc64_run.traces["log_density"][chain], rtol=1e-10)
+        np.testing.assert_allclose(alone.samples["w"][0], hmc64_run.samples["w"][chain], rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(alone.infos["is_divergent"][0], hmc64_run.infos["is_divergent"][chain])
+    other = hmc64_run.samples["w"]
+    assert np.abs(other[0] - other[1]).max() > 0.1  # distinct chains really differ
 
 
 @pytest.fixture(scope="module")
 def diverging():
     """Fixed ε = 0.5, far above the leapfrog stability limit 2/√λ_max ≈ 0.07 of this posterior."""
     mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.5, num_integration_steps=10, num_warmup=20)
-    start = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (2, *leaf.shape)), {"w": jnp.asarray(EXACT_MEAN[:2], jnp.float32),
-                                                                                     "b": jnp.asarray(EXACT_MEAN[2], jnp.float32)})
+    mode = {"w": jnp.asarray(EXACT_MEAN[:2], jnp.float32), "b": jnp.asarray(EXACT_MEAN[2], jnp.float32)}
+    start = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (2, *leaf.shape)), mode)
     runs = []
     with pytest.warns(diag.ConvergenceWarning, match="divergent"):
         for seed in (0, 1):
