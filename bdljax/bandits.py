@@ -437,6 +437,60 @@ def bandit_model(context_dim: int, num_arms: int, hidden: Sequence[int] = (50,),
     return models.mlp((context_dim,), hidden, num_arms, activation, dropout_rate, dropout_input=False)
 
 
+def uniform_init_model(model: models.Model, scale: float) -> models.Model:
+    """``model`` initialised as Riquelme et al.'s reference networks: every kernel U(−s, s), every bias 0.
+
+    Their ``NeuralBanditModel`` draws weights from ``random_uniform_initializer(−0.3, 0.3)`` whatever the
+    fan-in (biases start at TensorFlow's 0). On the wheel's 2-D contexts this is ~2.5x wider than a LeCun
+    initialisation of the first layer, so freshly initialised ensemble members disagree more about arms
+    and regions they have no data on (see :class:`AgentSettings`).
+    """
+    if not scale > 0:
+        raise ValueError(f"uniform_init_model: scale must be positive, got {scale}")
+
+    def rebuild(net: models.Model) -> models.Model:
+        def init(key):
+            params = net.init(key)
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+            keys = jax.random.split(key, len(leaves))
+
+            def draw(k, path, leaf):
+                if getattr(path[-1], "key", None) == "kernel":
+                    return jax.random.uniform(k, leaf.shape, leaf.dtype, -scale, scale)
+                return jnp.zeros_like(leaf)
+
+            return jax.tree.unflatten(treedef, [draw(k, path, leaf) for k, (path, leaf) in zip(keys, leaves)])
+
+        with_dropout = None if net.with_dropout is None else (lambda rate: rebuild(net.with_dropout(rate)))
+        return models.Model(init, net.apply, with_dropout)
+
+    return rebuild(model)
+
+
+def bandit_optimizer(name: str, learning_rate: float, *, train_steps: int, lr_decay: float = 0.0,
+                     max_grad_norm: Optional[float] = None):
+    """The optimiser of the neural agents' retrainings.
+
+    ``lr_decay`` > 0 gives Riquelme et al.'s inverse-time decay restarted at every retraining,
+    η_s = η₀ / (1 + lr_decay · s) with s the step *within* the current retraining (their ``reset_lr``):
+    every retraining runs exactly ``train_steps`` updates, so s = count mod train_steps. Their networks
+    use RMSProp, η₀ = 0.1, decay 0.5 and global-norm clipping at 5.
+    """
+    import optax
+
+    if name not in ("adam", "rmsprop"):
+        raise ValueError(f"bandit optimizer must be 'adam' or 'rmsprop', got {name!r}")
+    if not learning_rate > 0 or lr_decay < 0:
+        raise ValueError(f"need learning_rate > 0 and lr_decay >= 0, got {learning_rate} and {lr_decay}")
+    schedule = learning_rate
+    if lr_decay:
+        schedule = lambda count: learning_rate / (1.0 + lr_decay * (count % train_steps))  # noqa: E731
+    optimizer = optax.adam(schedule) if name == "adam" else optax.rmsprop(schedule)
+    if max_grad_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)
+    return optimizer
+
+
 def mlp_features(params: Params, x: jax.Array, num_hidden: int, activation: str = "relu") -> jax.Array:
     """The last hidden layer of a :func:`bandit_model` network (``Dense_0 … Dense_{L−1}``), ``(B, h)``.
 
@@ -504,6 +558,7 @@ def bandit_log_posterior(model: models.Model, context_dim: int, noise_scale: flo
 class TransformAgentState(NamedTuple):
     method: State  # the transform's state
     inclusion: Optional[jax.Array]  # (T, K) bootstrap inclusion of every observation per member; None without bootstrap
+    perturbation: Optional[jax.Array] = None  # (T, K) each member's N(0, s²) noise on every reward; None without
 
 
 def _streams(method: Transform) -> int:
@@ -511,9 +566,10 @@ def _streams(method: Transform) -> int:
 
 
 def _train_on_buffer(method: Transform, method_state, inclusion, buffer: Buffer, num_filled, key, *,
-                     num_arms: int, capacity: int, batch_size: int, train_steps: int):
+                     num_arms: int, capacity: int, batch_size: int, train_steps: int, perturbation=None):
     """``train_steps`` updates of ``method`` on minibatches drawn uniformly (with replacement) from the
-    first ``num_filled`` buffer rows; one batch per member for multi-stream methods."""
+    first ``num_filled`` buffer rows; one batch per member for multi-stream methods. ``perturbation (T, K)``
+    is added to member k's copy of each reward."""
     streams = method.batch_streams
     shape = (streams, batch_size) if streams else (batch_size,)
     scale = num_filled.astype(jnp.float32) / capacity  # n_t / N: see the module docstring
@@ -526,7 +582,10 @@ def _train_on_buffer(method: Transform, method_state, inclusion, buffer: Buffer,
         if inclusion is not None:
             member = jnp.arange(streams)[:, None] if streams else 0
             weight = weight * inclusion[index, member]
-        y = jnp.stack([buffer.rewards[index], weight], axis=-1)
+        rewards = buffer.rewards[index]
+        if perturbation is not None:
+            rewards = rewards + perturbation[index, jnp.arange(streams)[:, None] if streams else 0]
+        y = jnp.stack([rewards, weight], axis=-1)
         state, _ = method.update(state, (x, y), update_key)
         return state, None
 
@@ -536,7 +595,8 @@ def _train_on_buffer(method: Transform, method_state, inclusion, buffer: Buffer,
 
 def transform_agent(name: str, method: Transform, model: models.Model, *, num_arms: int, horizon: int,
                     samples_per_draw: int = 1, sample_apply: Optional[models.Apply] = None, batch_size: int = 64,
-                    train_steps: int = 100, bootstrap_probability: Optional[float] = None) -> Agent:
+                    train_steps: int = 100, bootstrap_probability: Optional[float] = None,
+                    reward_perturbation: Optional[float] = None) -> Agent:
     """Thompson sampling with any bdljax transform.
 
     ``act`` draws ``samples_per_draw`` samples with ``method.sample`` (the
@@ -555,6 +615,12 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
       bootstrap_probability: when set, observation i enters member k's data
         with this probability (independently per member; Riquelme et al.'s
         ``BootRMS``, p = 0.95); needs a multi-stream method (an ensemble).
+      reward_perturbation: when set (s > 0), member k fits r_i + s·z_ik with z_ik ~ N(0, 1) drawn once per
+        observation and member (Lu & Van Roy 2017, "Ensemble Sampling"; Osband et al. 2018 train their
+        randomized-prior members on such perturbed targets). For a linear-Gaussian model with noise s, a
+        member fitted to perturbed targets and regularised towards its own prior draw is an exact posterior
+        sample; without the perturbation the members' spread ignores the observation noise and collapses
+        wherever data exist. Needs an ensemble.
     """
     if samples_per_draw < 1:
         raise ValueError(f"samples_per_draw must be at least 1, got {samples_per_draw}")
@@ -563,6 +629,11 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
             raise ValueError("bootstrap_probability needs an ensemble (a method with batch_streams = K members).")
         if not 0.0 < bootstrap_probability <= 1.0:
             raise ValueError(f"bootstrap_probability must lie in (0, 1], got {bootstrap_probability}")
+    if reward_perturbation is not None:
+        if not method.batch_streams:
+            raise ValueError("reward_perturbation needs an ensemble (a method with batch_streams = K members).")
+        if not reward_perturbation > 0:
+            raise ValueError(f"reward_perturbation must be positive, got {reward_perturbation}")
     if method.num_data is not None and method.num_data != horizon:
         raise ValueError(f"the log posterior was built for {method.num_data} points but the horizon is {horizon}; "
                          "build it with bandit_log_posterior(..., capacity=horizon).")
@@ -572,7 +643,8 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
     def init(key):
         method_state = method.init(key, model.init)
         inclusion = None if bootstrap_probability is None else jnp.zeros((horizon, _streams(method)))
-        return TransformAgentState(method_state, inclusion)
+        perturbation = None if reward_perturbation is None else jnp.zeros((horizon, _streams(method)))
+        return TransformAgentState(method_state, inclusion, perturbation)
 
     def act(state, context, key):
         sample_key, pick_key = jax.random.split(key)
@@ -582,15 +654,19 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
         return jnp.argmax(sample_apply(one_sample, context[None])[0]).astype(jnp.int32)
 
     def observe(state, index, context, action, reward, key):
-        if bootstrap_probability is None:
-            return state
-        included = jax.random.bernoulli(key, bootstrap_probability, (_streams(method),)).astype(jnp.float32)
-        return state._replace(inclusion=state.inclusion.at[index].set(included))
+        inclusion_key, noise_key = jax.random.split(key)
+        if bootstrap_probability is not None:
+            included = jax.random.bernoulli(inclusion_key, bootstrap_probability, (_streams(method),)).astype(jnp.float32)
+            state = state._replace(inclusion=state.inclusion.at[index].set(included))
+        if reward_perturbation is not None:
+            noise = reward_perturbation * jax.random.normal(noise_key, (_streams(method),))
+            state = state._replace(perturbation=state.perturbation.at[index].set(noise))
+        return state
 
     def retrain(state, buffer, num_filled, key):
         method_state = _train_on_buffer(method, state.method, state.inclusion, buffer, num_filled, key,
                                         num_arms=num_arms, capacity=horizon, batch_size=batch_size,
-                                        train_steps=train_steps)
+                                        train_steps=train_steps, perturbation=state.perturbation)
         return state._replace(method=method_state)
 
     return Agent(name, init, act, observe, retrain)
@@ -698,12 +774,19 @@ class AgentSettings(NamedTuple):
     noise_scale: float = 1.0
     prior_scale: float = 1.0
     learning_rate: float = 1e-2
+    optimizer: str = "adam"  # or "rmsprop" (Riquelme et al.); see bandit_optimizer
+    lr_decay: float = 0.0  # inverse-time decay within each retraining (Riquelme et al.: 0.5)
+    max_grad_norm: Optional[float] = None  # global-norm clipping (Riquelme et al.: 5)
+    init_scale: Optional[float] = None  # None: the MLP's LeCun init; s: kernels U(−s, s), biases 0 (Riquelme et al.: 0.3)
     batch_size: int = 64
     train_steps: int = 100
     num_members: int = 5  # ensemble and bootstrap
     bootstrap_probability: float = 0.95  # BootRMS's p
     dropout_rate: float = 0.2  # Riquelme et al.'s keep_prob 0.8
     prior_function_scale: float = 1.0  # β of rp_ensemble's randomized prior functions
+    # rp_ensemble's members fit rewards perturbed by N(0, s²) noise, s = this × noise_scale (Osband et al. 2018;
+    # 1: the likelihood's own σ, as exact posterior sampling needs for a linear-Gaussian model; None: no noise).
+    rp_reward_perturbation: Optional[float] = 1.0
     mfvi_init_scale: float = 1.0  # initial σ of q as a fraction of the prior's σ: q starts at the prior (no data yet)
     mfvi_mc_samples: int = 1
     sgld_step_size: float = 1e-3  # ε at the first retraining; then ε ∝ 1/(retrainings so far), see make_agent
@@ -725,12 +808,11 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     * ``ensemble``: K MAP members from independent initialisations; one member per decision.
     * ``bootstrap``: the same with each observation in each member's data with probability p.
     * ``rp_ensemble``: the ensemble with a fixed random prior function added to each member
-      (:func:`randomized_prior_model`).
+      (:func:`randomized_prior_model`), each member fitting its own noise-perturbed copy of the rewards
+      (``rp_reward_perturbation``), as Osband et al. (2018).
     * ``neural_linear``: MAP network + exact NIG regression on its last hidden layer.
     * ``sgld`` / ``sghmc``: :mod:`bdljax.sgmcmc`; the chain's current state per decision.
     """
-    import optax  # local: the environments and linear agents do not need it
-
     if name not in AGENTS:
         raise ValueError(f"unknown bandit agent {name!r}; choose from {list(AGENTS)}")
     num_arms, context_dim = bandit.num_arms, bandit.context_dim
@@ -744,9 +826,12 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
 
     s = settings
     model = bandit_model(context_dim, num_arms, s.hidden, s.activation)
+    if s.init_scale is not None:
+        model = uniform_init_model(model, s.init_scale)
     prior = priors.gaussian(priors.fan_in_scales(s.prior_scale))
     log_post = bandit_log_posterior(model, context_dim, s.noise_scale, prior, horizon)
-    optimizer = optax.adam(s.learning_rate)
+    optimizer = bandit_optimizer(s.optimizer, s.learning_rate, train_steps=s.train_steps, lr_decay=s.lr_decay,
+                                 max_grad_norm=s.max_grad_norm)
     common = dict(num_arms=num_arms, horizon=horizon, batch_size=s.batch_size, train_steps=s.train_steps)
     if name == "greedy":
         return transform_agent(name, map_method.build(log_post, optimizer), model, **common)
@@ -760,8 +845,9 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     if name == "rp_ensemble":
         rp_model = randomized_prior_model(model, s.prior_function_scale)
         rp_log_post = bandit_log_posterior(rp_model, context_dim, s.noise_scale, trainable_prior(prior), horizon)
+        perturbation = None if s.rp_reward_perturbation is None else s.rp_reward_perturbation * s.noise_scale
         return transform_agent(name, ensemble.deep_ensemble(rp_log_post, optimizer, s.num_members), rp_model,
-                               samples_per_draw=s.num_members, **common)
+                               samples_per_draw=s.num_members, reward_perturbation=perturbation, **common)
     if name == "mfvi":
         from bdljax import mfvi
 

@@ -98,11 +98,10 @@ T passes, mean (1/T) Σ_t ŷ_t, variance τ⁻¹ + (1/T) Σ_t ŷ_t² − mean²,
 log-likelihood log (1/T) Σ_t N(y | ŷ_t, τ⁻¹), a log-sum-exp over T Gaussians,
 in original units (:func:`regression_predictive`).
 
-Not here: concrete dropout (Gal, Hron & Kendall 2017), which learns p
-through a relaxed Bernoulli. It needs a network layer with a learnable rate
-and a dropout-entropy term p·log p + (1 − p)·log(1 − p) per unit in the
-objective, a term of the variational family that the shared log posterior
-(log-likelihood + log prior) does not have.
+Concrete dropout (Gal, Hron & Kendall 2017), which learns p through a
+relaxed Bernoulli, is :mod:`bdljax.concrete_dropout`; ``recipe(...,
+concrete=True)`` runs it. Its KL term, −Σ_k [‖K_k‖²/(2 s²(1 − p_k)) − D_k H(p_k)],
+enters the shared log posterior as the prior term of the ELBO.
 """
 
 from __future__ import annotations
@@ -353,9 +352,17 @@ def per_point_apply(apply: Apply) -> Apply:
     return run
 
 
+_STRUCTURES: Dict[Any, DropoutStructure] = {}
+
+
 def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_masks: bool = False,
                       check_seed: int = 0) -> DropoutStructure:
     """Find which kernel rows each ``nn.Dropout`` of ``apply``'s network masks (host side, once).
+
+    The structure is a property of the architecture: it is found once per
+    ``(apply, parameter shapes, input shape, per_point_masks, check_seed)``
+    and then served from a cache (a benchmark calls the recipe hundreds of
+    times; each search compiles a small check).
 
     Traces ``apply(params, x, train=False)`` abstractly (``jax.eval_shape``,
     nothing compiled) under a Flax method interceptor, recording every
@@ -378,6 +385,18 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
       per_point_masks: force the ``"per_point"`` form.
       check_seed: seed of the numerical check's masks.
     """
+    leaves, treedef = jax.tree.flatten(params)
+    cache_key = (apply, treedef, tuple((tuple(np.shape(leaf)), str(jnp.result_type(leaf))) for leaf in leaves),
+                 tuple(np.shape(example_input)[1:]), bool(per_point_masks), int(check_seed))
+    if cache_key not in _STRUCTURES:
+        if len(_STRUCTURES) > 256:
+            _STRUCTURES.clear()
+        _STRUCTURES[cache_key] = _find_dropout_structure(apply, params, example_input, per_point_masks, check_seed)
+    return _STRUCTURES[cache_key]
+
+
+def _find_dropout_structure(apply: Apply, params: Params, example_input, per_point_masks: bool,
+                            check_seed: int) -> DropoutStructure:
     leaves = jax.tree.leaves(params)
     example = jnp.asarray(example_input[:2])  # slice first: the whole training set need not reach the device
     dropouts: List[Tuple[float, Tuple[int, ...]]] = []
@@ -531,7 +550,14 @@ def dropout_model(model: Model, dropout_rate: float) -> Model:
             "MC dropout needs a model that can rebuild itself with dropout (Model.with_dropout); build it with "
             "bdljax.models.mlp / cnn, or from_flax(module, x, rebuild=lambda rate: ...)."
         )
-    return model.with_dropout(dropout_rate)
+    return _rebuild_with_dropout(model.with_dropout, float(dropout_rate))
+
+
+@functools.lru_cache(maxsize=128)
+def _rebuild_with_dropout(with_dropout, dropout_rate: float) -> Model:
+    # One Model per (network, rate): its apply is then the same function for every run of a rate, so the
+    # jitted predictive and initialiser (static in it) compile once, not once per recipe call.
+    return with_dropout(dropout_rate)
 
 
 def gal_prior(params: Params, structure: DropoutStructure, length_scale: float) -> priors.Prior:
@@ -666,6 +692,8 @@ def recipe(
     optimizer: str = "adam",
     num_samples: int = 100,
     per_point_masks: bool = False,
+    concrete: bool = False,
+    concrete_temperature: float = 0.1,
     eval_data: Optional[Tuple[Any, Any]] = None,
     eval_every: int = 0,
     logger=None,
@@ -689,9 +717,16 @@ def recipe(
         kernels, 1/l elsewhere), which makes the objective Gal's, with
         weight decay λ = (1 − p) l²/(2 N τ) on the mean loss.
 
+      concrete: learn the drop rate of every dropout layer, concrete dropout
+        (Gal, Hron & Kendall 2017; :mod:`bdljax.concrete_dropout`);
+        ``dropout_rate`` is then the initial rate and ``length_scale`` (or
+        the problem's Gaussian prior) the prior N(0, l⁻²) of the KL term.
+      concrete_temperature: temperature of the relaxed Bernoulli masks (0.1).
+
     ``Fitted.diagnostics`` holds ``tau`` (the noise precision used, or
     ``None``), ``dropout_rate``, ``length_scale``, ``form`` and
-    ``form_reason``; feed ``tau`` to :func:`regression_predictive`.
+    ``form_reason``; feed ``tau`` to :func:`regression_predictive`. With
+    ``concrete=True`` also ``learned_dropout_rates`` (one per dropout layer).
     """
     _check_rate(dropout_rate)
     if not (isinstance(num_samples, int) and num_samples >= 1):
@@ -708,18 +743,35 @@ def recipe(
             )
         likelihood = likelihoods.gaussian(float(tau) ** -0.5)
 
+    if concrete and not 0.0 < dropout_rate:
+        raise ValueError("with concrete=True, dropout_rate is the initial rate of the learned ones; give one in (0, 1)")
+    if concrete and per_point_masks:
+        raise ValueError("concrete=True draws weight samples of the learned rates; per_point_masks is not supported")
     model = dropout_model(problem.model, dropout_rate)
     init_key, fit_key = jax.random.split(key)
     params = jax.jit(model.init)(init_key)  # the initialisation, also used to find the dropout structure
     structure = dropout_structure(model.apply, params, problem.x_train, per_point_masks=per_point_masks)
-    prior = problem.prior if length_scale is None else gal_prior(params, structure, length_scale)
-    dropout_problem = problem._replace(model=model, likelihood=likelihood, prior=prior)
-    method = build(dropout_problem.log_posterior(), make_optimizer(optimizer, learning_rate), structure)
+    if concrete:
+        from bdljax import concrete_dropout  # it builds on this module
+
+        base_prior = problem.prior if length_scale is None else priors.gaussian(1.0 / length_scale)
+        apply = concrete_dropout.concrete_apply(model.apply, structure, concrete_temperature)
+        dropout_problem = problem._replace(model=Model(model.init, apply, None), likelihood=likelihood,
+                                           prior=concrete_dropout.kl_prior(base_prior, structure))
+        method = concrete_dropout.build(dropout_problem.log_posterior(), make_optimizer(optimizer, learning_rate),
+                                        structure)
+        params = concrete_dropout.init_params(params, structure, dropout_rate)
+        sample_evaluator = apply
+    else:
+        prior = problem.prior if length_scale is None else gal_prior(params, structure, length_scale)
+        dropout_problem = problem._replace(model=model, likelihood=likelihood, prior=prior)
+        method = build(dropout_problem.log_posterior(), make_optimizer(optimizer, learning_rate), structure)
+        sample_evaluator = sample_apply(model.apply, structure)
     fitted = fit_transform(
         dropout_problem, method, fit_key, init_params=params, num_epochs=num_epochs,
         batch_size=map_method.batch_size_for(batch_size, problem.num_data), num_samples=num_samples,
-        apply=sample_apply(model.apply, structure), eval_data=eval_data, eval_every=eval_every, logger=logger,
-        log_fields=log_fields, progress=progress, description="mcdropout",
+        apply=sample_evaluator, eval_data=eval_data, eval_every=eval_every, logger=logger,
+        log_fields=log_fields, progress=progress, description="concrete_dropout" if concrete else "mcdropout",
     )
     diagnostics = {
         **fitted.diagnostics,
@@ -729,4 +781,8 @@ def recipe(
         "form": structure.form,
         "form_reason": structure.reason,
     }
+    if concrete:
+        from bdljax import concrete_dropout
+
+        diagnostics["learned_dropout_rates"] = concrete_dropout.learned_rates(fitted.state)
     return fitted._replace(diagnostics=diagnostics)

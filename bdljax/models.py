@@ -24,6 +24,7 @@ accepted and given the keyword arguments it ignores).
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -212,7 +213,10 @@ def with_learned_noise(model: Model, initial_scale: float = 1.0) -> Model:
     gives σ = softplus(s) + min_scale for every input: homoscedastic noise
     learned (or sampled) with the weights, under the same prior.
     """
-    raw_initial = float(jnp.log(jnp.expm1(jnp.asarray(initial_scale))))  # softplus⁻¹
+    if not initial_scale > 0:
+        raise ValueError(f"initial_scale must be positive (a noise standard deviation), got {initial_scale}")
+    # softplus⁻¹ on the host: no device computation when the model is built (it may be built inside a trace)
+    raw_initial = math.log(math.expm1(initial_scale))
 
     def init(key):
         return {"net": model.init(key), "noise": jnp.asarray(raw_initial, jnp.float32)}

@@ -18,10 +18,11 @@ is the KL "counted once per epoch" — never divided by the batch size.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bdljax.likelihoods import Likelihood
 from bdljax.models import Apply
@@ -45,14 +46,18 @@ class LogPosterior(NamedTuple):
       apply: the network, ``apply(params, x, rng=None, train=False)``.
       likelihood: observation model on the network's outputs.
       prior: prior over the parameter pytree.
-      num_data: N, the size of the whole training set (not of a batch).
+      num_data: N, the size of the whole training set (not of a batch): a
+        Python int, or a scalar array when the data set grows inside a
+        compiled program (active learning, bandits), e.g.
+        ``log_posterior._replace(num_data=n)`` with ``n`` traced, so that one
+        compilation serves every data-set size.
       temperature: T > 0.
     """
 
     apply: Apply
     likelihood: Likelihood
     prior: Prior
-    num_data: int
+    num_data: Union[int, jax.Array]
     temperature: float = 1.0
 
     def log_likelihood(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None, train: bool = True) -> jax.Array:
@@ -62,8 +67,8 @@ class LogPosterior(NamedTuple):
         """
         x, y = batch
         batch_size = x.shape[0]
-        if batch_size > self.num_data:
-            # Shapes are static, so this fires while tracing, before compilation.
+        if isinstance(self.num_data, (int, np.integer)) and batch_size > self.num_data:
+            # Shapes are static, so this fires while tracing, before compilation (a traced N is the caller's).
             raise ValueError(
                 f"batch of {batch_size} examples but num_data={self.num_data}; num_data must be the size of the "
                 "whole training set (at least the batch size)."

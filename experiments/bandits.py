@@ -23,7 +23,7 @@ percentage of the uniform policy's expected cumulative regret on the same
 episode (uniform = 100), mean ± standard error over seeds; the fraction of
 optimal actions; compile and run times. Figure: cumulative regret over time.
 
-    python experiments/bandits.py --bandit wheel --delta 0.95 --seeds 5
+    python experiments/bandits.py --bandit wheel --delta 0.5,0.7,0.9,0.95,0.99 --seeds 8
     python experiments/bandits.py --bandit mushroom --agents uniform,lints,neural_linear
 """
 
@@ -60,27 +60,54 @@ def parse_agents(values: Optional[List[str]]) -> List[str]:
     return names
 
 
-def make_bandit(args) -> bandits.Bandit:
+def parse_deltas(value: str) -> List[float]:
+    """``"0.5,0.95"`` → ``[0.5, 0.95]``; every δ must lie in (0, 1)."""
+    try:
+        deltas = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--delta expects comma-separated numbers, got {value!r}") from None
+    if not deltas or any(not 0.0 < d < 1.0 for d in deltas) or len(set(deltas)) != len(deltas):
+        raise SystemExit(f"--delta: need distinct values in (0, 1), got {value!r} (the paper uses {bandits.WHEEL_DELTAS})")
+    return deltas
+
+
+def make_bandits(args) -> List[bandits.Bandit]:
+    """One bandit per δ for the wheel (they share one compiled program: δ is an argument of it), or mushroom."""
     if args.bandit == "wheel":
-        return bandits.wheel_bandit(args.delta)
+        return [bandits.wheel_bandit(delta) for delta in parse_deltas(args.delta)]
     try:
         mushroom = data.load_mushroom(args.data_dir)
     except data.DataNotFoundError as error:
         raise SystemExit(f"mushroom bandit: {error}") from None
-    return bandits.mushroom_bandit(mushroom.contexts, mushroom.edible)
+    return [bandits.mushroom_bandit(mushroom.contexts, mushroom.edible)]
 
 
-def run_agent(bandit, agent, keys, args):
-    """Compile (timed separately) and run one agent's program over all seeds."""
+def compile_agent(bandit, agent, keys, args):
+    """Compile one agent's program (all seeds) for ``bandit``'s shapes; returns (executable, seconds).
+
+    The wheel's δ is an argument of the program, so one executable serves every δ."""
     config = bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls)
     bandits.check_run_config(config, bandit.num_arms)
     program = bandits.build_simulation(bandit.sample, bandit.num_arms, bandit.context_dim, agent, config, args.fast_compile)
     start = time.perf_counter()
     compiled = program.lower(bandit.tables, keys).compile()
-    compiled_at = time.perf_counter()
+    return compiled, time.perf_counter() - start
+
+
+def run_compiled(compiled, bandit, keys):
+    start = time.perf_counter()
     trajectory = jax.block_until_ready(compiled(bandit.tables, keys))
-    finished = time.perf_counter()
-    return jax.tree.map(np.asarray, trajectory), compiled_at - start, finished - compiled_at
+    return jax.tree.map(np.asarray, trajectory), time.perf_counter() - start
+
+
+def paired_difference(normalised: np.ndarray, reference: np.ndarray) -> Dict[str, float]:
+    """Mean ± standard error over seeds of (agent − reference) normalised regret on the *same* episodes.
+
+    Every agent faces the same episodes (contexts, rewards) per seed, so the per-seed difference removes
+    the episode-to-episode variation that the unpaired standard errors contain."""
+    difference = normalised - reference
+    stderr = float(np.std(difference, ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else float("nan")
+    return {"mean": float(np.mean(difference)), "stderr": stderr}
 
 
 def summarise(trajectory: bandits.Trajectory) -> Dict[str, object]:
@@ -108,9 +135,12 @@ def curve(trajectory: bandits.Trajectory):
 
 
 def format_table(results: Dict[str, Dict[str, object]], title: str) -> str:
-    lines = [title, f"{'agent':<14} {'regret (uniform=100)':>22} {'cum. regret':>12} {'optimal':>8} {'compile s':>10} {'run s':>8}"]
+    lines = [title, f"{'agent':<14} {'regret (uniform=100)':>22} {'minus greedy (paired)':>22} {'cum. regret':>12} "
+                    f"{'optimal':>8} {'compile s':>10} {'run s':>8}"]
     for name, r in sorted(results.items(), key=lambda item: item[1]["normalised_regret"]):
-        lines.append(f"{name:<14} {r['normalised_regret']:>13.1f} ± {r['normalised_regret_stderr']:<6.1f} "
+        versus = r.get("minus_greedy")
+        versus = f"{versus['mean']:>13.1f} ± {versus['stderr']:<6.1f}" if versus else f"{'':>22}"
+        lines.append(f"{name:<14} {r['normalised_regret']:>13.1f} ± {r['normalised_regret_stderr']:<6.1f} {versus} "
                      f"{r['cumulative_regret']:>12.1f} {r['optimal_action_rate']:>8.3f} {r['compile_seconds']:>10.1f} "
                      f"{r['run_seconds']:>8.2f}")
     return "\n".join(lines)
@@ -145,24 +175,39 @@ def plot(path, curves: Dict[str, tuple], results: Dict[str, Dict[str, object]], 
     plt.close(fig)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, object]]:
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, object]]]:
+    """Run every agent on every bandit; returns ``{bandit name: {agent: scores}}``."""
+    defaults = bandits.AgentSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bandit", choices=("wheel", "mushroom"), default="wheel")
-    parser.add_argument("--delta", type=float, default=0.95, help=f"wheel exploration parameter δ (paper: {bandits.WHEEL_DELTAS})")
+    parser.add_argument("--delta", default="0.95",
+                        help=f"wheel exploration parameter(s) δ, comma-separated (paper: {bandits.WHEEL_DELTAS}); "
+                             "all δ share one compiled program per agent")
     parser.add_argument("--agents", action="append", default=None,
                         help=f"agent(s), repeatable or comma-separated, from {list(bandits.AGENTS)} (default: all)")
     parser.add_argument("--horizon", type=int, default=2000, help="steps per run (default 2000)")
     parser.add_argument("--seeds", type=int, default=5, help="independent runs (episodes) per agent (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; run i uses split(key(seed), seeds)[i]")
     parser.add_argument("--retrain-every", type=int, default=50, help="k: retrain neural agents every k steps (default 50)")
-    parser.add_argument("--train-steps", type=int, default=100, help="minibatch steps per retraining (default 100)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--train-steps", type=int, default=defaults.train_steps,
+                        help=f"minibatch steps per retraining (default {defaults.train_steps})")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--hidden", default="50", help="hidden widths, comma-separated (default 50)")
-    parser.add_argument("--learning-rate", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    parser.add_argument("--optimizer", choices=("adam", "rmsprop"), default=defaults.optimizer)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help=f"initial learning rate of every retraining (default {defaults.learning_rate})")
+    parser.add_argument("--lr-decay", type=float, default=defaults.lr_decay,
+                        help="inverse-time decay rate within each retraining, η₀/(1 + rate·s) (Riquelme et al.: 0.5)")
+    parser.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm,
+                        help="global-norm gradient clipping (Riquelme et al.: 5)")
+    parser.add_argument("--init-scale", type=float, default=defaults.init_scale,
+                        help="kernels U(−s, s), biases 0 at initialisation (Riquelme et al.: 0.3); default: LeCun")
     parser.add_argument("--noise-scale", type=float, default=None,
                         help=f"σ of the neural agents' reward likelihood (default per bandit: {DEFAULT_NOISE_SCALE})")
-    parser.add_argument("--prior-scale", type=float, default=1.0, help="prior N(0, s²/fan_in) on kernels, N(0, s²) on biases")
-    parser.add_argument("--num-members", type=int, default=5, help="ensemble / bootstrap members (default 5)")
+    parser.add_argument("--prior-scale", type=float, default=defaults.prior_scale,
+                        help="prior N(0, s²/fan_in) on kernels, N(0, s²) on biases")
+    parser.add_argument("--num-members", type=int, default=defaults.num_members,
+                        help=f"ensemble / bootstrap members (default {defaults.num_members})")
     parser.add_argument("--initial-pulls", type=int, default=2, help="round-robin pulls of every arm at the start (default 2)")
     parser.add_argument("--fast-compile", action="store_true", help="compile with XLA optimisation level 0 (for short runs)")
     parser.add_argument("--out", default=None, help="run directory (default runs/bandits-<time>)")
@@ -177,48 +222,67 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, object]]:
         raise SystemExit(f"--hidden expects comma-separated integers, got {args.hidden!r}") from None
     noise_scale = DEFAULT_NOISE_SCALE[args.bandit] if args.noise_scale is None else args.noise_scale
 
-    bandit = make_bandit(args)
-    settings = bandits.AgentSettings(hidden=hidden, noise_scale=noise_scale, prior_scale=args.prior_scale,
-                                     learning_rate=args.learning_rate, batch_size=args.batch_size,
-                                     train_steps=args.train_steps, num_members=args.num_members)
+    problems = make_bandits(args)
+    first = problems[0]
+    settings = defaults._replace(hidden=hidden, noise_scale=noise_scale, prior_scale=args.prior_scale,
+                                 optimizer=args.optimizer, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
+                                 max_grad_norm=args.max_grad_norm, init_scale=args.init_scale,
+                                 batch_size=args.batch_size, train_steps=args.train_steps, num_members=args.num_members)
     try:
-        bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), bandit.num_arms)
+        bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), first.num_arms)
+        bandits.bandit_optimizer(settings.optimizer, settings.learning_rate, train_steps=settings.train_steps,
+                                 lr_decay=settings.lr_decay, max_grad_norm=settings.max_grad_norm)
     except ValueError as error:
         raise SystemExit(str(error)) from None
     config = {
-        "experiment": "bandits", "bandit": bandit.name, "delta": args.delta if args.bandit == "wheel" else None,
+        "experiment": "bandits", "bandits": [b.name for b in problems],
+        "deltas": parse_deltas(args.delta) if args.bandit == "wheel" else None,
         "agents": agent_names, "horizon": args.horizon, "seeds": args.seeds, "seed": args.seed,
         "retrain_every": args.retrain_every, "initial_pulls": args.initial_pulls, "fast_compile": args.fast_compile,
-        "settings": settings._asdict(), "model": f"mlp {bandit.context_dim}-{'-'.join(map(str, hidden))}-{bandit.num_arms} relu",
+        "settings": settings._asdict(), "model": f"mlp {first.context_dim}-{'-'.join(map(str, hidden))}-{first.num_arms} relu",
         "regret": "expected (pseudo-)regret, normalised by the uniform policy's expected regret on the same episodes",
     }
     logger = RunLogger(args.out or default_run_dir("bandits"), config)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
 
-    results: Dict[str, Dict[str, object]] = {}
-    curves = {}
+    results: Dict[str, Dict[str, Dict[str, object]]] = {b.name: {} for b in problems}
+    curves: Dict[str, Dict[str, tuple]] = {b.name: {} for b in problems}
     for name in agent_names:
-        agent = bandits.make_agent(name, bandit, args.horizon, settings)
-        trajectory, compile_seconds, run_seconds = run_agent(bandit, agent, keys, args)
-        scores = summarise(trajectory)
-        scores.update(compile_seconds=compile_seconds, run_seconds=run_seconds)
-        results[name] = scores
-        curves[name] = curve(trajectory)
-        for seed_index, value in enumerate(scores["normalised_regret_per_seed"]):
-            logger.log({"split": "seed", "agent": name, "seed_index": seed_index, "normalised_regret": value,
-                        "cumulative_regret": scores["cumulative_regret_per_seed"][seed_index]})
-        checkpoints = np.unique(np.linspace(0, args.horizon - 1, min(CURVE_POINTS, args.horizon)).astype(int))
-        mean, stderr = curves[name]
-        logger.log({"split": "curve", "agent": name, "step": (checkpoints + 1).tolist(),
-                    "cumulative_regret": mean[checkpoints].tolist(), "stderr": stderr[checkpoints].tolist()})
-        logger.log({"split": "summary", "agent": name, **{k: v for k, v in scores.items() if not k.endswith("per_seed")}})
-        print(f"{name:<14} regret {scores['normalised_regret']:6.1f} ± {scores['normalised_regret_stderr']:.1f} "
-              f"(compile {compile_seconds:.1f}s, run {run_seconds:.2f}s)", flush=True)
+        # The agent depends on the bandit only through its shapes and the horizon: one per agent, one compile.
+        agent = bandits.make_agent(name, first, args.horizon, settings)
+        compiled, compile_seconds = compile_agent(first, agent, keys, args)
+        for bandit in problems:
+            trajectory, run_seconds = run_compiled(compiled, bandit, keys)
+            scores = summarise(trajectory)
+            scores.update(compile_seconds=compile_seconds, run_seconds=run_seconds)
+            results[bandit.name][name] = scores
+            curves[bandit.name][name] = curve(trajectory)
+            for seed_index, value in enumerate(scores["normalised_regret_per_seed"]):
+                logger.log({"split": "seed", "bandit": bandit.name, "agent": name, "seed_index": seed_index,
+                            "normalised_regret": value, "cumulative_regret": scores["cumulative_regret_per_seed"][seed_index]})
+            checkpoints = np.unique(np.linspace(0, args.horizon - 1, min(CURVE_POINTS, args.horizon)).astype(int))
+            mean, stderr = curves[bandit.name][name]
+            logger.log({"split": "curve", "bandit": bandit.name, "agent": name, "step": (checkpoints + 1).tolist(),
+                        "cumulative_regret": mean[checkpoints].tolist(), "stderr": stderr[checkpoints].tolist()})
+            print(f"{bandit.name:<18} {name:<14} regret {scores['normalised_regret']:6.1f} ± "
+                  f"{scores['normalised_regret_stderr']:.1f} (compile {compile_seconds:.1f}s, run {run_seconds:.2f}s)",
+                  flush=True)
 
-    title = f"{bandit.name}, T={args.horizon}, {args.seeds} seeds"
-    logger.write_summary({"bandit": bandit.name, "horizon": args.horizon, "seeds": args.seeds, "agents": results})
-    plot(logger.path("regret.png"), curves, results, title)
-    print(format_table(results, title))
+    for bandit in problems:
+        table = results[bandit.name]
+        if "greedy" in table:
+            reference = np.asarray(table["greedy"]["normalised_regret_per_seed"])
+            for name, scores in table.items():
+                if name != "greedy":
+                    scores["minus_greedy"] = paired_difference(np.asarray(scores["normalised_regret_per_seed"]), reference)
+        for name, scores in table.items():
+            logger.log({"split": "summary", "bandit": bandit.name, "agent": name,
+                        **{k: v for k, v in scores.items() if not k.endswith("per_seed")}})
+        title = f"{bandit.name}, T={args.horizon}, {args.seeds} seeds"
+        suffix = "" if len(problems) == 1 else f"_delta{float(bandit.tables['delta']):.2f}"
+        plot(logger.path(f"regret{suffix}.png"), curves[bandit.name], table, title)
+        print(format_table(table, title))
+    logger.write_summary({"horizon": args.horizon, "seeds": args.seeds, "bandits": results})
     print(f"run directory: {logger.directory}")
     return results
 

@@ -15,6 +15,7 @@ import pytest
 import scipy.stats
 
 from bdljax import bandits
+from bdljax.transform import Transform
 
 SEEDS = [0, 1, 2]
 
@@ -417,3 +418,81 @@ def test_every_agent_runs_on_the_easy_wheel(name):
         assert abs(regret.mean() - 100) < 10
     if name in ("lints", "neural_linear"):
         assert regret.mean() < 60, f"{name}: regret {regret} (uniform = 100)"
+
+
+# ---------------------------------------------------------------------------
+# Riquelme et al.'s training recipe: uniform initialisation, per-retraining learning-rate decay
+# ---------------------------------------------------------------------------
+
+
+def test_uniform_init_model_draws_kernels_uniformly_and_zero_biases():
+    scale = 0.3
+    model = bandits.uniform_init_model(bandits.bandit_model(2, 5, hidden=(200,)), scale)
+    params = model.init(jax.random.key(0))["params"]
+    first, last = np.asarray(params["Dense_0"]["kernel"]), np.asarray(params["Dense_1"]["kernel"])
+    assert np.all(np.abs(first) <= scale) and np.all(np.abs(last) <= scale)
+    # U(−s, s) has variance s²/3: the 400 + 1000 draws' sample variance is within 4 standard errors of it.
+    for kernel in (first, last):
+        draws = kernel.ravel()
+        fourth_moment = scale ** 4 / 5
+        stderr = np.sqrt((fourth_moment - (scale ** 2 / 3) ** 2) / draws.size)
+        assert abs(np.mean(draws ** 2) - scale ** 2 / 3) < 4 * stderr
+    assert not np.allclose(first[:, :2], last[:2, :2])  # each leaf has its own key
+    assert all(np.all(np.asarray(layer["bias"]) == 0) for layer in params.values())
+    # Rebuilding with dropout (MC dropout) keeps the initialisation.
+    dropped = model.with_dropout(0.2).init(jax.random.key(0))["params"]
+    assert np.all(np.abs(np.asarray(dropped["Dense_0"]["kernel"])) <= scale)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        bandits.uniform_init_model(bandits.bandit_model(2, 5), 0.0)
+
+
+def test_learning_rate_decay_restarts_at_every_retraining():
+    """Adam's first step on a constant gradient moves every coordinate by −η; with a constant gradient every
+    later step does too (m̂ = g, v̂ = g²), so the updates read off the schedule η₀/(1 + decay·(s mod steps))."""
+    train_steps, lr, decay = 4, 0.1, 0.5
+    optimizer = bandits.bandit_optimizer("adam", lr, train_steps=train_steps, lr_decay=decay)
+    params = jnp.zeros(3)
+    state = optimizer.init(params)
+    steps = []
+    for _ in range(3 * train_steps):
+        updates, state = optimizer.update(jnp.ones(3), state, params)
+        steps.append(-float(updates[0]))
+    expected = [lr / (1 + decay * (s % train_steps)) for s in range(3 * train_steps)]
+    np.testing.assert_allclose(steps, expected, rtol=1e-4)
+    clipped = bandits.bandit_optimizer("rmsprop", lr, train_steps=train_steps, max_grad_norm=5.0)
+    assert clipped.update(jnp.full(3, 1e6), clipped.init(params), params)[0].shape == (3,)
+    with pytest.raises(ValueError, match="'adam' or 'rmsprop'"):
+        bandits.bandit_optimizer("sgd", lr, train_steps=train_steps)
+
+
+def test_reward_perturbation_draws_per_member_noise_and_each_member_fits_its_own_copy():
+    """Ensemble sampling's plumbing: observe() draws z_ik ~ N(0, s²) per observation and member, and a
+    retraining hands member k the rewards r_i + z_ik of the rows it samples (never another member's)."""
+    horizon, members, scale = 2000, 5, 0.7
+
+    def update(state, batch, key):
+        x, y = batch  # (K, B, d + A), (K, B, 2)
+        return state + jnp.sum(y[..., 0], axis=-1), ()  # per-member sum of the targets it was given
+
+    recorder = Transform(lambda key, params: jnp.zeros(members), update, lambda state, key, n: state,
+                         batch_streams=members, num_data=horizon)
+    agent = bandits.transform_agent("perturbed", recorder, bandits.bandit_model(2, 5), num_arms=5, horizon=horizon,
+                                    batch_size=16, train_steps=3, reward_perturbation=scale)
+    state = agent.init(jax.random.key(0))
+    observe = jax.jit(agent.observe)
+    keys = jax.random.split(jax.random.key(1), horizon)
+    for index in range(horizon):
+        state = observe(state, index, jnp.zeros(2), jnp.int32(0), jnp.float32(1.0), keys[index])
+    noise = np.asarray(state.perturbation)
+    # Sample standard deviation of 10000 N(0, s²) draws: standard error ≈ s/√(2·10000).
+    assert abs(noise.std() - scale) < 4 * scale / np.sqrt(2 * noise.size)
+    assert abs(np.corrcoef(noise[:, 0], noise[:, 1])[0, 1]) < 4 / np.sqrt(horizon)
+    # Make each member's noise constant over rows so the recorded sums are exact: member k sees 1 + c_k.
+    constants = jnp.arange(members, dtype=jnp.float32)
+    state = state._replace(perturbation=jnp.broadcast_to(constants, (horizon, members)))
+    buffer = bandits.Buffer(jnp.zeros((horizon, 2)), jnp.zeros(horizon, jnp.int32), jnp.ones(horizon))
+    sums = agent.retrain(state, buffer, jnp.int32(100), jax.random.key(2)).method
+    np.testing.assert_allclose(np.asarray(sums), 3 * 16 * (1.0 + np.asarray(constants)), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        bandits.transform_agent("x", _map_method(bandits.wheel_bandit(0.5), 40), bandits.bandit_model(2, 5),
+                                num_arms=5, horizon=40, reward_perturbation=1.0)

@@ -21,36 +21,52 @@ TINY = ["--horizon", "40", "--retrain-every", "20", "--train-steps", "2", "--bat
         "--seeds", "2", "--fast-compile"]
 
 
-def check_run_directory(out, agents):
+def check_run_directory(out, agents, bandit_names, figures):
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(summary["agents"]) == sorted(agents)
+    assert sorted(summary["bandits"]) == sorted(bandit_names)
+    for name in bandit_names:
+        assert sorted(summary["bandits"][name]) == sorted(agents)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {r["agent"] for r in records if r["split"] == "seed"} == set(agents)
-    assert (out / "regret.png").stat().st_size > 0
+    assert {(r["bandit"], r["agent"]) for r in records if r["split"] == "seed"} == {
+        (b, a) for b in bandit_names for a in agents}
+    for figure in figures:
+        assert (out / figure).stat().st_size > 0
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["agents"] == agents
     return summary
 
 
-def test_wheel_end_to_end(tmp_path):
+def test_wheel_end_to_end_two_deltas_one_compile(tmp_path):
     agents = ["uniform", "greedy"]
-    results = load_script().main(["--bandit", "wheel", "--delta", "0.7", "--agents", "uniform", "--agents",
+    results = load_script().main(["--bandit", "wheel", "--delta", "0.7,0.9", "--agents", "uniform", "--agents",
                                   "greedy", "--out", str(tmp_path), *TINY])
-    check_run_directory(tmp_path, agents)
-    for name in agents:
-        assert len(results[name]["normalised_regret_per_seed"]) == 2
-        assert np.isfinite(results[name]["normalised_regret"]) and results[name]["normalised_regret"] >= 0
-    # The uniform agent's regret is normalised by the uniform policy's expected regret: about 100.
-    assert 60 < results["uniform"]["normalised_regret"] < 140
+    names = ["wheel(delta=0.7)", "wheel(delta=0.9)"]
+    summary = check_run_directory(tmp_path, agents, names, ["regret_delta0.70.png", "regret_delta0.90.png"])
+    for bandit in names:
+        for name in agents:
+            scores = results[bandit][name]
+            assert len(scores["normalised_regret_per_seed"]) == 2
+            assert np.isfinite(scores["normalised_regret"]) and scores["normalised_regret"] >= 0
+        # The uniform agent's regret is normalised by the uniform policy's expected regret: about 100.
+        assert 60 < results[bandit]["uniform"]["normalised_regret"] < 140
+        # Paired difference to greedy: the per-seed differences' mean.
+        paired = summary["bandits"][bandit]["uniform"]["minus_greedy"]
+        expected = np.mean(np.subtract(results[bandit]["uniform"]["normalised_regret_per_seed"],
+                                       results[bandit]["greedy"]["normalised_regret_per_seed"]))
+        assert paired["mean"] == pytest.approx(expected)
+    # One program per agent serves both δ (δ is an argument): the compile time is shared.
+    assert results[names[0]]["greedy"]["compile_seconds"] == results[names[1]]["greedy"]["compile_seconds"]
+    # Different δ, same contexts: δ = 0.9 hides more of the big rewards, so uniform's regret budget is smaller.
+    assert (results[names[1]]["uniform"]["uniform_expected_regret"] < results[names[0]]["uniform"]["uniform_expected_regret"])
 
 
-def test_mushroom_end_to_end(tmp_path, shared_data_dir):
-    agents = ["uniform", "neural_linear"]
+def test_mushroom_end_to_end_with_the_papers_training_recipe(tmp_path, shared_data_dir):
+    agents = ["uniform", "neural_linear", "bootstrap"]
     results = load_script().main(["--bandit", "mushroom", "--agents", ",".join(agents), "--out", str(tmp_path),
-                                  "--data-dir", str(shared_data_dir), *TINY])
-    summary = check_run_directory(tmp_path, agents)
-    assert summary["bandit"] == "mushroom"
-    assert all(np.isfinite(results[name]["normalised_regret"]) for name in agents)
+                                  "--data-dir", str(shared_data_dir), "--optimizer", "rmsprop", "--learning-rate", "0.1",
+                                  "--lr-decay", "0.5", "--max-grad-norm", "5", "--init-scale", "0.3", *TINY])
+    check_run_directory(tmp_path, agents, ["mushroom"], ["regret.png"])
+    assert all(np.isfinite(results["mushroom"][name]["normalised_regret"]) for name in agents)
 
 
 def test_bad_arguments_fail_with_a_message(tmp_path):
@@ -59,3 +75,7 @@ def test_bad_arguments_fail_with_a_message(tmp_path):
         script.main(["--agents", "thompson", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="multiple of retrain_every"):
         script.main(["--agents", "uniform", "--horizon", "45", "--retrain-every", "20", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--delta"):
+        script.main(["--agents", "uniform", "--delta", "0.5,1.5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="lr_decay"):
+        script.main(["--agents", "greedy", "--lr-decay", "-1", "--out", str(tmp_path)])

@@ -90,6 +90,23 @@ def test_num_data_smaller_than_batch_fails():
         posterior.log_posterior(model.apply, likelihoods.gaussian(1.0), priors.gaussian(1.0), num_data=0)
 
 
+def test_traced_num_data_compiles_once_and_matches_static():
+    model, x, y = regression_problem()
+    params = model.init(jax.random.key(0))
+    base = posterior.log_posterior(model.apply, likelihoods.gaussian(0.5), priors.gaussian(1.0), num_data=len(x))
+    traces = []
+
+    @jax.jit
+    def grown(num_data):
+        traces.append(None)
+        return base._replace(num_data=num_data)(params, (x[:16], y[:16]))
+
+    for n in (16, 100, 1000):
+        static = base._replace(num_data=n)(params, (x[:16], y[:16]))
+        np.testing.assert_allclose(grown(jnp.asarray(n)), static, rtol=1e-6)
+    assert len(traces) == 1
+
+
 # ---------------------------------------------------------------- the protocol: MAP and ensembles
 
 
@@ -251,6 +268,21 @@ def test_plain_apply_functions_are_accepted():
     problem = methods.Problem(model, likelihoods.gaussian(0.1), priors.gaussian(10.0), x, y)
     fitted = methods.run("map", problem, jax.random.key(0), num_epochs=300, batch_size=None, learning_rate=0.05)
     np.testing.assert_allclose(fitted.samples["w"][0], [1.0, -2.0, 0.5], atol=0.05)
+
+
+def test_learned_noise_starts_at_its_scale_and_can_be_built_under_a_trace():
+    base, x, _ = regression_problem()
+    likelihood = likelihoods.heteroscedastic_gaussian(min_scale=0.0)
+    for scale in (0.05, 1.0, 3.0):
+        model = models.with_learned_noise(base, initial_scale=scale)
+        _, sigma = likelihood.mean_and_scale(model.apply(model.init(jax.random.key(0)), x[:4]))
+        np.testing.assert_allclose(sigma, scale, rtol=1e-5)
+    # Building the model inside jit must not touch traced values (recipes build models inside traces).
+    out = jax.jit(lambda x: models.with_learned_noise(base, 0.5).apply(
+        models.with_learned_noise(base, 0.5).init(jax.random.key(0)), x))(x[:2])
+    np.testing.assert_allclose(out[:, 1], np.log(np.expm1(0.5)), rtol=1e-5)
+    with pytest.raises(ValueError, match="initial_scale must be positive"):
+        models.with_learned_noise(base, initial_scale=0.0)
 
 
 # ---------------------------------------------------------------- the predictive

@@ -211,3 +211,42 @@ def test_recipe_streams_the_predictive_it_returns():
                                rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="init must be"):
         methods.run("nuts", problem, jax.random.key(0), init="prior")
+
+
+def _load_experiment(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Tiny settings: the end-to-end path (registry, CLI --set, predictive, figure), not the quality of the bands.
+TINY_1D = {
+    "hmc": ["hmc.num_chains=2", "hmc.num_warmup=10", "hmc.num_samples=10", "hmc.chunk_size=10"],
+    "nuts": ["nuts.num_chains=2", "nuts.num_warmup=10", "nuts.num_samples=10", "nuts.chunk_size=10",
+             "nuts.max_num_doublings=4"],
+    "sgld": ["sgld.num_chains=2", "sgld.num_samples=5"],
+    "sghmc": ["sghmc.num_chains=2", "sghmc.num_samples=5"],
+}
+
+
+@pytest.mark.filterwarnings("ignore::bdljax.diagnostics.ConvergenceWarning")  # 10-draw chains do not mix
+@pytest.mark.parametrize("names", [("hmc", "sgld"), pytest.param(("nuts", "sghmc"), marks=pytest.mark.slow)])
+def test_regression_1d_script_runs_every_mcmc_method(names, tmp_path):
+    """``experiments/regression_1d.py --method hmc,sgld`` (nuts, sghmc under -m slow): one figure panel
+    (band) per method, finite scores and the MCMC diagnostics logged with them."""
+    module = _load_experiment("regression_1d")
+    argv = ["--method", ",".join(names), "--epochs", "20", "--out", str(tmp_path)]
+    for name in names:
+        argv += [item for setting in TINY_1D[name] for item in ("--set", setting)]
+    summary = module.main(argv)
+    for name in ("config.json", "metrics.jsonl", "summary.json", "predictive.png"):
+        assert (tmp_path / name).exists(), name
+    for name in names:
+        assert np.isfinite(summary[name]["test_ll"]) and summary[name]["rmse"] > 0
+        assert summary[name]["num_samples"] == (20 if name in ("hmc", "nuts") else 10)
+        assert "rhat_max" in summary[name] and "ess_min" in summary[name]
