@@ -62,6 +62,7 @@ still sampled from q.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
@@ -338,7 +339,9 @@ def from_flax(module: nn.Module, example_input: jax.Array, rebuild: Optional[Cal
 
     with_dropout = None
     if rebuild is not None:
-        with_dropout = lambda rate: from_flax(rebuild(rate), example_input, rebuild)  # noqa: E731
+        # Cached: the same rate gives the same apply function, so jitted code keyed on it compiles once.
+        with_dropout = functools.lru_cache(maxsize=None)(
+            lambda rate: from_flax(rebuild(rate), example_input, rebuild))
     return Model(init, apply, with_dropout)
 
 

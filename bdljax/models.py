@@ -23,6 +23,7 @@ accepted and given the keyword arguments it ignores).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -142,7 +143,9 @@ def from_flax(module: nn.Module, example_input: jax.Array, rebuild: Optional[Cal
 
     with_dropout = None
     if rebuild is not None:
-        with_dropout = lambda rate: from_flax(rebuild(rate), example_input, rebuild)  # noqa: E731
+        # Cached: the same rate gives the same apply function, so jitted code keyed on it compiles once.
+        with_dropout = functools.lru_cache(maxsize=None)(
+            lambda rate: from_flax(rebuild(rate), example_input, rebuild))
     return Model(init, apply, with_dropout)
 
 
@@ -228,5 +231,6 @@ def with_learned_noise(model: Model, initial_scale: float = 1.0) -> Model:
 
     with_dropout = None
     if model.with_dropout is not None:
-        with_dropout = lambda rate: with_learned_noise(model.with_dropout(rate), initial_scale)  # noqa: E731
+        with_dropout = functools.lru_cache(maxsize=None)(
+            lambda rate: with_learned_noise(model.with_dropout(rate), initial_scale))
     return Model(init, apply, with_dropout)

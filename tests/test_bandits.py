@@ -479,10 +479,12 @@ def test_reward_perturbation_draws_per_member_noise_and_each_member_fits_its_own
     agent = bandits.transform_agent("perturbed", recorder, bandits.bandit_model(2, 5), num_arms=5, horizon=horizon,
                                     batch_size=16, train_steps=3, reward_perturbation=scale)
     state = agent.init(jax.random.key(0))
-    observe = jax.jit(agent.observe)
-    keys = jax.random.split(jax.random.key(1), horizon)
-    for index in range(horizon):
-        state = observe(state, index, jnp.zeros(2), jnp.int32(0), jnp.float32(1.0), keys[index])
+
+    def step(state, inputs):
+        index, key = inputs
+        return agent.observe(state, index, jnp.zeros(2), jnp.int32(0), jnp.float32(1.0), key), None
+
+    state, _ = jax.jit(lambda s: jax.lax.scan(step, s, (jnp.arange(horizon), jax.random.split(jax.random.key(1), horizon))))(state)
     noise = np.asarray(state.perturbation)
     # Sample standard deviation of 10000 N(0, s²) draws: standard error ≈ s/√(2·10000).
     assert abs(noise.std() - scale) < 4 * scale / np.sqrt(2 * noise.size)

@@ -363,3 +363,10 @@ def test_chunked_epochs_equal_one_scanned_epoch():
     for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(chunked.state)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert whole.history[-1]["loss"] == pytest.approx(chunked.history[-1]["loss"], rel=1e-4)
+
+
+def test_with_dropout_returns_the_same_model_for_the_same_rate():
+    # jitted predictives take apply as a static argument: a fresh function per call would recompile every time.
+    model = models.with_learned_noise(models.mlp((3,), hidden=(8,), output_dim=1))
+    assert model.with_dropout(0.1).apply is model.with_dropout(0.1).apply
+    assert model.with_dropout(0.1).apply is not model.with_dropout(0.2).apply
