@@ -158,8 +158,10 @@ def concrete_apply(apply: Apply, structure: mcdropout.DropoutStructure,
             rate = jax.nn.sigmoid(logits[index])
             return inputs * (keep / (1.0 - rate)).astype(inputs.dtype)
 
+        # The network runs in its training mode (any other train-time behaviour stays on); its Dropout
+        # calls never reach Flax's own dropout, the interceptor answers them.
         with nn.intercept_methods(interceptor):
-            output = apply(variables, x, rng=None, train=False)
+            output = apply(variables, x, rng=rng, train=True)
         if calls[0] != len(structure.rates):
             raise RuntimeError(f"the network called nn.Dropout {calls[0]} times, its structure has "
                                f"{len(structure.rates)}; rebuild the structure for this model")

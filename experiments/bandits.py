@@ -7,7 +7,11 @@ mushroom bandit (UCI Mushroom, 117 one-hot features; leave it: 0; eat it: +5
 if edible, +5 or −35 with probability ½ if poisonous).
 
 Agents (:data:`bdljax.bandits.AGENTS`): uniform, greedy (MAP), MC dropout,
-MFVI, deep ensemble, bootstrapped ensemble, NeuralLinear, linear Thompson
+MFVI, deep ensemble, bootstrapped ensemble (Riquelme et al.'s BootRMS: each
+observation in each member's data with probability 0.95, one member picked
+at random per decision), randomized-prior ensemble (Osband et al. 2018: a
+fixed random prior network per member, each member fitting its own
+N(0, σ²)-perturbed copy of the rewards), NeuralLinear, linear Thompson
 sampling, SGLD and SGHMC. Each neural agent uses the same MLP (one output
 per arm), Gaussian reward likelihood, prior, optimiser and retraining
 schedule: every ``--retrain-every`` steps, ``--train-steps`` minibatch steps
@@ -20,8 +24,10 @@ the same episodes (the seed's key fixes contexts and rewards).
 
 Reported: cumulative regret Σ_t [max_a E r(x_t,a) − E r(x_t,a_t)] as a
 percentage of the uniform policy's expected cumulative regret on the same
-episode (uniform = 100), mean ± standard error over seeds; the fraction of
-optimal actions; compile and run times. Figure: cumulative regret over time.
+episode (uniform = 100), mean ± standard error over seeds; the paired
+difference to greedy on the same episodes (mean ± standard error of the
+per-seed differences); the fraction of optimal actions; compile and run
+times. Figure: cumulative regret over time (one per δ).
 
     python experiments/bandits.py --bandit wheel --delta 0.5,0.7,0.9,0.95,0.99 --seeds 8
     python experiments/bandits.py --bandit mushroom --agents uniform,lints,neural_linear

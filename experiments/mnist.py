@@ -18,6 +18,10 @@ The protocol, top to bottom:
    ``--batch-size``, ``--learning-rate`` and ``--num-samples`` are passed to
    every recipe that takes them; ``METHOD_DEFAULTS`` sets MC dropout's rate for
    a CNN; ``--set METHOD.KEY=VALUE`` sets any other recipe hyperparameter.
+   ``--steps-per-call`` goes to every recipe that takes ``steps_per_call``
+   (MAP, deep ensembles): XLA:CPU runs convolution gradients inside a rolled
+   ``lax.scan`` several times slower than unrolled (jax-ml/jax#12868), so on
+   CPU a CNN trains one unrolled step per compiled call by default.
 4. **Predictive.** S posterior samples (``Fitted.samples``) evaluated by
    :func:`bdljax.predictive.predictive_outputs` in one compiled call per input
    shape, memory bounded by ``--data-chunk`` test points × ``--sample-chunk``
@@ -138,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--num-samples", type=int, default=20,
                         help="posterior samples S of sampling methods (MC dropout passes, MFVI/SG-MCMC draws; default 20)")
+    parser.add_argument("--steps-per-call", type=int, default=0,
+                        help="training steps per compiled call, for recipes that take steps_per_call (0: 1 for a CNN "
+                             "on CPU, else a whole epoch per lax.scan; -1: always a whole epoch)")
     parser.add_argument("--prior-scale", type=float, default=1.0, help="std of the isotropic Gaussian prior (default 1)")
     parser.add_argument("--features", default="32,64", help="CNN conv channels (default 32,64)")
     parser.add_argument("--hidden", type=int, default=128, help="CNN hidden dense units (default 128)")
@@ -171,6 +178,8 @@ def check_args(args) -> None:
         value = getattr(args, flag)
         if value is not None and value < 2:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 2 (or left out for the whole set), got {value}")
+    if args.steps_per_call < -1:
+        raise ValueError(f"--steps-per-call must be positive, 0 (auto) or -1 (whole epoch), got {args.steps_per_call}")
     if not args.prior_scale > 0:
         raise ValueError(f"--prior-scale must be positive, got {args.prior_scale}")
     if not args.learning_rate > 0:
@@ -210,11 +219,28 @@ def build_model(args) -> models.Model:
     return models.mlp((28, 28, 1), parse_ints(args.mlp_hidden, "--mlp-hidden"), 10)
 
 
+def steps_per_call(args) -> Optional[int]:
+    """``steps_per_call`` for :func:`bdljax.train.fit`: ``None`` = one ``lax.scan`` per epoch.
+
+    Auto (0): one unrolled step per call for a CNN on CPU (conv gradients in a
+    rolled scan are several times slower there, jax-ml/jax#12868); a whole
+    epoch per call otherwise (MLPs, accelerators).
+    """
+    if args.steps_per_call > 0:
+        return args.steps_per_call
+    if args.steps_per_call == 0 and args.model == "cnn" and jax.default_backend() == "cpu":
+        return 1
+    return None
+
+
 def method_config(name: str, args, overrides: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     """The hyperparameters passed to ``name``'s recipe: shared flags where it takes them, defaults, ``--set``."""
     accepted = methods.hyperparameters(name)
     shared = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
               "num_samples": args.num_samples, **METHOD_DEFAULTS.get(name, {})}
+    chunk = steps_per_call(args)
+    if chunk is not None:
+        shared["steps_per_call"] = chunk
     config = {key: value for key, value in shared.items() if key in accepted}
     config.update(overrides.get(name, {}))  # unknown keys fail in methods.run, naming the accepted ones
     return config
@@ -422,6 +448,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise ValueError(f"--set names method(s) {stray} that are not run; run them with --method or drop the setting")
     angles = parse_ints(args.shift_angles, "--shift-angles")
     configs = {name: method_config(name, args, overrides) for name in names}
+    slow = [name for name in names if steps_per_call(args) and "steps_per_call" not in methods.hyperparameters(name)]
+    if slow:  # said up front, so a slow run is not mistaken for a hang
+        print(f"note: {slow} take no steps_per_call and train each epoch as one rolled lax.scan, several times "
+              "slower for a CNN on CPU (jax-ml/jax#12868)", flush=True)
 
     x_train, y_train, x_test, y_test, x_ood = load_data(args)
     shift_size = min(args.shift_size, x_test.shape[0])

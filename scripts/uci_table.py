@@ -45,11 +45,20 @@ def read_summaries(run_dir: Path) -> List[Dict[str, Any]]:
         summaries = [json.loads(p.read_text()) for p in sorted(run_dir.glob("summary_*.json"))]
     if not summaries:
         raise ValueError(f"{run_dir}: no summary.json or summary_<method>.json; is it a run directory of experiments/uci.py?")
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     for summary in summaries:
         missing = [k for k in ("dataset", "method", "splits", "rmse", "test_ll") if k not in summary]
         if missing:
             raise ValueError(f"{run_dir}: a summary lacks {missing}; it is not a UCI summary")
+        summary.setdefault("epochs_multiplier", config.get("epochs_multiplier", 1.0))
     return summaries
+
+
+def method_label(summary: Dict[str, Any]) -> str:
+    """The method's column: its name, with the epochs multiplier when it is not 1 (``mcdropout 10x epochs``)."""
+    multiplier = float(summary.get("epochs_multiplier") or 1.0)
+    return summary["method"] if multiplier == 1.0 else f"{summary['method']} {multiplier:g}x epochs"
 
 
 def read_published(path: Path) -> List[Dict[str, Any]]:
@@ -79,7 +88,7 @@ def build_tables(summaries: Sequence[Dict[str, Any]], published: Sequence[Dict[s
     """Markdown for every metric, and the figures as a dict."""
     ours: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for summary in summaries:
-        pair = (summary["dataset"], summary["method"])
+        pair = (summary["dataset"], method_label(summary))
         if pair in ours:
             print(f"note: {pair[1]} on {pair[0]} appears in several runs; the last one given is tabled",
                   file=sys.stderr)

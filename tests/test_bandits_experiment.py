@@ -61,7 +61,7 @@ def test_wheel_end_to_end_two_deltas_one_compile(tmp_path):
 
 
 def test_mushroom_end_to_end_with_the_papers_training_recipe(tmp_path, shared_data_dir):
-    agents = ["uniform", "neural_linear", "bootstrap"]
+    agents = ["uniform", "neural_linear"]
     results = load_script().main(["--bandit", "mushroom", "--agents", ",".join(agents), "--out", str(tmp_path),
                                   "--data-dir", str(shared_data_dir), "--optimizer", "rmsprop", "--learning-rate", "0.1",
                                   "--lr-decay", "0.5", "--max-grad-norm", "5", "--init-scale", "0.3", *TINY])

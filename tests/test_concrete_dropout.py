@@ -31,7 +31,7 @@ def test_relaxed_mask_thresholds_to_bernoulli_and_its_mean_tends_to_keep_probabi
     sd = 5 * math.sqrt(rate * (1 - rate) / num)
     for seed, temperature in enumerate([0.1, 0.5]):
         keep = np.asarray(draw(jax.random.key(seed), logit, (num,), temperature))
-        assert np.all((keep > 0) & (keep < 1))
+        assert np.all((keep >= 0) & (keep <= 1))  # float32 saturates the sigmoid at 0 and 1
         assert abs(np.mean(keep > 0.5) - (1 - rate)) < sd
     keep = np.asarray(draw(jax.random.key(7), logit, (num,), 0.01))
     assert abs(keep.mean() - (1 - rate)) < sd + 1e-3  # + the O(t²) smoothing bias at t = 0.01
@@ -88,20 +88,49 @@ def test_weight_samples_use_the_learned_rates():
 
 def _fit(num_train, seed):
     toy = data.make_regression_1d(seed, num_train=num_train, num_test=10)
-    problem = methods.Problem(models.mlp((1,), (32,), 1), likelihoods.gaussian(0.1), priors.gaussian(1.0),
+    problem = methods.Problem(models.mlp((1,), (16,), 1), likelihoods.gaussian(1.0), priors.gaussian(1.0),
                               toy.x_train, toy.y_train)
-    steps = 400
-    batch = min(num_train, 64)
-    epochs = max(1, steps * batch // num_train)
-    return methods.run("mcdropout", problem, jax.random.key(seed), concrete=True, dropout_rate=0.2, tau=100.0,
-                       length_scale=1.0, num_epochs=epochs, batch_size=batch, num_samples=8)
+    steps, batch = 300, min(num_train, 32)
+    return methods.run("mcdropout", problem, jax.random.key(seed), concrete=True, dropout_rate=0.2, tau=1.0,
+                       length_scale=1.0, num_epochs=max(1, steps * batch // num_train), batch_size=batch,
+                       num_samples=4, learning_rate=1e-2)
 
 
+@pytest.mark.slow  # four trainings with relaxed masks: 1–2 minutes on 2 shared cores
 def test_learned_rate_falls_with_more_data():
-    """The paper's Figure 2: the KL's weight in the ELBO is 1/N of the data term's, so with more data the
-    data term wins and the rate that best fits it (low: dropout only adds noise to a fit) is learned;
-    with few points the entropy term pulls the rate up towards ½. Two seeds, both must order."""
+    """The paper's Figure 2: the KL weighs 1/N of the data term, so with many points the data term wins and
+    the hidden layer's rate falls (dropout noise only hurts a fit of 2048 points); with 16 points the entropy
+    term D·H(p) pulls it up towards ½. From 0.2 both ways, for two seeds (measured: 0.46 and 0.45 with 16
+    points, 0.10 and 0.09 with 2048)."""
     for seed in range(2):
         few = _fit(16, seed).diagnostics["learned_dropout_rates"]
-        many = _fit(4096, seed).diagnostics["learned_dropout_rates"]
-        assert few[1] > 0.2 > many[1], (seed, few, many)  # the hidden layer's rate, from 0.2 both ways
+        many = _fit(2048, seed).diagnostics["learned_dropout_rates"]
+        assert few[1] > 0.3 and many[1] < 0.15, (seed, few, many)
+
+
+def test_recipe_trains_the_rates_with_one_compilation():
+    """``mcdropout.recipe(concrete=True)``: the logits move, the training network is traced once for all
+    epochs, and the samples carry Bernoulli masks of the learned rates."""
+    traces = [0]
+    base = models.mlp((1,), (8,), 1)
+
+    def counting(model):
+        def apply(params, x, rng=None, train=False):
+            traces[0] += bool(train)
+            return model.apply(params, x, rng=rng, train=train)
+
+        return models.Model(model.init, apply, lambda rate: counting(base.with_dropout(rate)))
+
+    toy = data.make_regression_1d(0, num_train=32, num_test=10)
+    problem = methods.Problem(counting(base), likelihoods.gaussian(1.0), priors.gaussian(1.0), toy.x_train,
+                              toy.y_train)
+    fitted = methods.run("mcdropout", problem, jax.random.key(0), concrete=True, dropout_rate=0.2, tau=1.0,
+                         num_epochs=3, batch_size=16, num_samples=5, learning_rate=1e-2)
+    rates = fitted.diagnostics["learned_dropout_rates"]
+    assert len(rates) == 2 and all(abs(r - 0.2) > 1e-3 for r in rates)  # both logits were trained
+    assert traces[0] == 1
+    assert fitted.samples["dropout_logit"].shape == (5, 2)
+    outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
+    assert outputs.shape == (5, 10, 1) and np.all(np.isfinite(outputs))
+    with pytest.raises(ValueError, match="initial rate"):
+        methods.run("mcdropout", problem, jax.random.key(0), concrete=True, dropout_rate=0.0)

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -77,9 +78,19 @@ def test_unknown_hyperparameter_names_the_accepted_ones(shared_data_dir, tmp_pat
 
 
 def test_method_config_passes_shared_flags_only_where_accepted():
-    args = mnist.build_parser().parse_args(["--epochs", "3", "--num-samples", "7"])
+    args = mnist.build_parser().parse_args(["--epochs", "3", "--num-samples", "7", "--model", "mlp"])
     config = mnist.method_config("map", args, {})
     assert config == {"num_epochs": 3, "batch_size": 100, "learning_rate": 1e-3}  # MAP takes no num_samples
+    args.steps_per_call = 4
+    assert mnist.method_config("map", args, {})["steps_per_call"] == 4
+    for name in ("mfvi", "mcdropout", "sgld"):  # only recipes that take it get it
+        config = mnist.method_config(name, args, {})
+        assert ("steps_per_call" in config) == ("steps_per_call" in methods.hyperparameters(name))
+    args.steps_per_call = -1
+    assert "steps_per_call" not in mnist.method_config("map", args, {})
+    cnn = mnist.build_parser().parse_args(["--model", "cnn"])
+    expected = 1 if jax.default_backend() == "cpu" else None
+    assert mnist.method_config("map", cnn, {}).get("steps_per_call") == expected
     ensemble = mnist.method_config("ensemble", args, {"ensemble": {"num_members": 3}})
     assert ensemble["num_members"] == 3 and "num_samples" not in ensemble
 

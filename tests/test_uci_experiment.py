@@ -239,3 +239,11 @@ def test_tiny_folder_runs_end_to_end_without_shared_data(tmp_path):
     (summary,) = summaries
     assert summary["splits"] == [0, 1] and summary["split_mode"] == "vmap"
     assert np.isfinite(summary["test_ll"]["mean"]) and summary["test_ll"]["stderr"] is not None
+
+
+def test_table_labels_runs_by_epochs_multiplier():
+    one = {"dataset": "concrete", "method": "mcdropout", "epochs_multiplier": 1.0}
+    ten = {**one, "epochs_multiplier": 10.0}
+    assert uci_table.method_label(one) == "mcdropout"
+    assert uci_table.method_label(ten) == "mcdropout 10x epochs"  # its own column, not merged with the 1x run
+    assert uci_table.method_label({"dataset": "concrete", "method": "map"}) == "map"  # session-1 summaries
