@@ -223,7 +223,10 @@ def sampler(
     da_init, da_update, da_final = dual_averaging_adaptation(target_acceptance_rate)
     mm_init, mm_update, mm_final = mass_matrix_adaptation(is_diagonal_matrix=not dense_mass)
     if adapt:
-        schedule = np.asarray(build_schedule(num_warmup), dtype=np.int32).reshape(num_warmup, 2)
+        # A host constant even when the sampler is built inside a trace (experiments/uci.py traces recipes to
+        # batch their MAP initialisations over splits); BlackJAX builds the schedule with jnp.
+        with jax.ensure_compile_time_eval():
+            schedule = np.asarray(build_schedule(num_warmup), dtype=np.int32).reshape(num_warmup, 2)
         slow_window, window_end = schedule[:, 0] == 1, schedule[:, 1] == 1
 
     def init(key, params) -> HMCState:
@@ -404,21 +407,23 @@ CHAIN_METHODS = ("auto", "vectorized", "sequential")
 
 
 def resolve_chain_method(chain_method: str, num_chains: int) -> str:
-    """``auto``: ``sequential`` for one chain, ``vectorized`` (``jax.vmap``) for several.
+    """``auto``: ``vectorized`` (``jax.vmap``) for several chains on an accelerator, else ``sequential``.
 
-    XLA's CPU backend runs a matrix product vmapped over a batch of one as a
-    batched ``dot_general``, measurably slower than the plain product
-    (scripts/bench_hmc.py), so a single chain is run unbatched. With several
-    chains the batched products win on an idle machine (1.7× the gradient
-    throughput of running 4 chains one after another, 2.0× for 16, in
-    scripts/bench_hmc.py on 2 CPU cores) but can lose on heavily shared CPUs;
-    ``sequential`` maps the chains one after another inside the compiled
-    step (``lax.map``). State layout, keys and draws are the same either way.
+    XLA's CPU backend runs a vmapped matrix product as a batched
+    ``dot_general``, which is slower than the plain products one chain at a
+    time: in scripts/bench_hmc.py (session 2, 2 shared CPU cores, single-threaded
+    XLA) 4 chains gave 2304 gradients/s vmapped against 2948 mapped one after
+    another, 16 chains 1900 against 2875, and a batch of one chain 1934 against
+    2271; with XLA's default threading on the same loaded machine sequential
+    won too (16 chains: 1317 against 6342). So on CPU chains are mapped one
+    after another inside the compiled step (``lax.map``); on GPU/TPU the
+    batched products fill the device and ``vectorized`` is the default for
+    several chains. State layout, keys and draws are the same either way.
     """
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"unknown chain_method {chain_method!r}; choose one of {CHAIN_METHODS}")
     if chain_method == "auto":
-        return "sequential" if num_chains == 1 else "vectorized"
+        return "vectorized" if num_chains > 1 and jax.default_backend() != "cpu" else "sequential"
     return chain_method
 
 

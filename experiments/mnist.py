@@ -446,6 +446,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     stray = sorted(set(overrides) - set(names))
     if stray:
         raise ValueError(f"--set names method(s) {stray} that are not run; run them with --method or drop the setting")
+    for name, settings in overrides.items():  # the same check methods.run makes, before any data is read
+        unknown = sorted(set(settings) - set(methods.hyperparameters(name)))
+        if unknown:
+            raise ValueError(f"method {name!r} does not take {unknown}; it accepts {sorted(methods.hyperparameters(name))}")
     angles = parse_ints(args.shift_angles, "--shift-angles")
     configs = {name: method_config(name, args, overrides) for name in names}
     slow = [name for name in names if steps_per_call(args) and "steps_per_call" not in methods.hyperparameters(name)]

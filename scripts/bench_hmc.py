@@ -25,8 +25,9 @@ Gaussian likelihood (σ = 0.1) and Gaussian prior N(0, 1), i.e. one
    Skipped with a message when NumPyro is not installed (``pip install numpyro``).
 3. Chains: total gradient evaluations per second of bdljax HMC with 1, 4
    and 16 chains, vmapped (``chain_method="vectorized"``, the default for
-   several chains) and mapped one after another inside the compiled step
-   (``"sequential"``, the default for one chain).
+   several chains on GPU/TPU) and mapped one after another inside the
+   compiled step (``"sequential"``, the default on CPU; see
+   ``bdljax.hmc.resolve_chain_method``).
 
 Prints a table, then one JSON line with every figure and ratio (last line).
 

@@ -25,8 +25,9 @@ def require_mnist(shared_data_dir):
 
 
 def tiny_flags(data_dir, out, model_flags=("--model", "mlp", "--mlp-hidden", "8")):
-    return [*model_flags, "--epochs", "1", "--train-size", "200", "--test-size", "100", "--shift-size", "50",
-            "--shift-angles", "0,90", "--ood-size", "80", "--num-samples", "3", "--batch-size", "50",
+    # Test, shift and OOD sets of one size: one predictive compilation per method instead of three.
+    return [*model_flags, "--epochs", "1", "--train-size", "200", "--test-size", "100", "--shift-size", "100",
+            "--shift-angles", "0,90", "--ood-size", "100", "--num-samples", "3", "--batch-size", "50",
             "--data-dir", str(data_dir), "--out", str(out)]
 
 
@@ -71,10 +72,10 @@ def test_bad_flags_fail_before_loading_data(tmp_path):
         mnist.main(["--method", "map", "--set", "num_members=2", "--data-dir", str(tmp_path)])
 
 
-def test_unknown_hyperparameter_names_the_accepted_ones(shared_data_dir, tmp_path):
-    data_dir = require_mnist(shared_data_dir)
-    with pytest.raises(ValueError, match="does not take"):
-        mnist.main(["--method", "map", "--set", "map.bogus=1", *tiny_flags(data_dir, tmp_path / "run")])
+def test_unknown_hyperparameter_names_the_accepted_ones(tmp_path):
+    # Fails before the data is read: tmp_path holds no MNIST.
+    with pytest.raises(ValueError, match=r"does not take \['bogus'\]; it accepts .*'learning_rate'"):
+        mnist.main(["--method", "map", "--set", "map.bogus=1", *tiny_flags(tmp_path, tmp_path / "run")])
 
 
 def test_method_config_passes_shared_flags_only_where_accepted():
