@@ -58,6 +58,14 @@ def test_bad_flags_fail_early():
         active_learning.main(["--train-steps", "10", "--steps-per-call", "3"])
 
 
+def test_automatic_steps_per_call_unrolls_only_conv_nets_on_cpu():
+    parser = active_learning.build_parser()
+    for model, expected_on_cpu in (("mlp", 40), ("cnn", 1)):
+        args = parser.parse_args(["--model", model, "--train-steps", "40"])
+        active_learning.check_args(args)
+        assert args.steps_per_call == (expected_on_cpu if jax.default_backend() == "cpu" else 40)
+
+
 def test_end_to_end_compiles_each_program_once(shared_data_dir, tmp_path):
     if not (shared_data_dir / "mnist").is_dir():
         pytest.skip("MNIST not in the shared data")

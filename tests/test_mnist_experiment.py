@@ -68,6 +68,8 @@ def test_bad_flags_fail_before_loading_data(tmp_path):
         mnist.main(["--method", "map", "--set", "ensemble.num_members=2", "--data-dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--train-size must be at least 2"):
         mnist.main(["--method", "map", "--train-size", "1", "--data-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--steps-per-call must be positive, 0"):
+        mnist.main(["--method", "map", "--steps-per-call", "-2", "--data-dir", str(tmp_path)])
     with pytest.raises(ValueError, match="METHOD.KEY=VALUE"):
         mnist.main(["--method", "map", "--set", "num_members=2", "--data-dir", str(tmp_path)])
 
