@@ -90,7 +90,8 @@ def _check_structure(structure: mcdropout.DropoutStructure) -> None:
     if structure.form != "weight_sample" or len(structure.folded) != len(structure.fed_kernels):
         raise ValueError(
             "concrete dropout supports networks whose every Dropout feeds a Dense layer with (B, D) inputs "
-            f"(the MLP); this one has form {structure.form!r}: {structure.reason or 'a Dropout feeds a non-Dense layer'}"
+            f"(the MLP); this one has form {structure.form!r}: "
+            f"{structure.reason or 'a Dropout feeds a non-Dense layer'}"
         )
 
 

@@ -10,9 +10,9 @@ Agents (:data:`bdljax.bandits.AGENTS`): uniform, greedy (MAP), MC dropout,
 MFVI, deep ensemble, bootstrapped ensemble (Riquelme et al.'s BootRMS: each
 observation in each member's data with probability 0.95, one member picked
 at random per decision), randomized-prior ensemble (Osband et al. 2018: a
-fixed random prior network per member, each member fitting its own
-N(0, σ²)-perturbed copy of the rewards), NeuralLinear, linear Thompson
-sampling, SGLD and SGHMC. Each neural agent uses the same MLP (one output
+fixed random prior network per member; ``--rp-reward-perturbation 1`` also
+has each member fit its own N(0, σ²)-perturbed copy of the rewards),
+NeuralLinear, linear Thompson sampling, SGLD and SGHMC. Each neural agent uses the same MLP (one output
 per arm), Gaussian reward likelihood, prior, optimiser and retraining
 schedule: every ``--retrain-every`` steps, ``--train-steps`` minibatch steps
 on the data seen so far (warm-started), as in the paper. Every decision
@@ -212,6 +212,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                         help=f"σ of the neural agents' reward likelihood (default per bandit: {DEFAULT_NOISE_SCALE})")
     parser.add_argument("--prior-scale", type=float, default=defaults.prior_scale,
                         help="prior N(0, s²/fan_in) on kernels, N(0, s²) on biases")
+    parser.add_argument("--rp-reward-perturbation", type=float, default=defaults.rp_reward_perturbation,
+                        help="rp_ensemble: members fit rewards + N(0, (s·σ)²) noise (Lu & Van Roy 2017); default off")
     parser.add_argument("--num-members", type=int, default=defaults.num_members,
                         help=f"ensemble / bootstrap members (default {defaults.num_members})")
     parser.add_argument("--initial-pulls", type=int, default=2, help="round-robin pulls of every arm at the start (default 2)")
@@ -233,7 +235,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
     settings = defaults._replace(hidden=hidden, noise_scale=noise_scale, prior_scale=args.prior_scale,
                                  optimizer=args.optimizer, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
                                  max_grad_norm=args.max_grad_norm, init_scale=args.init_scale,
-                                 batch_size=args.batch_size, train_steps=args.train_steps, num_members=args.num_members)
+                                 batch_size=args.batch_size, train_steps=args.train_steps, num_members=args.num_members,
+                                 rp_reward_perturbation=args.rp_reward_perturbation)
     try:
         bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), first.num_arms)
         bandits.bandit_optimizer(settings.optimizer, settings.learning_rate, train_steps=settings.train_steps,

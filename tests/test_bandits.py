@@ -428,7 +428,7 @@ def test_every_agent_runs_on_the_easy_wheel(name):
 def test_uniform_init_model_draws_kernels_uniformly_and_zero_biases():
     scale = 0.3
     model = bandits.uniform_init_model(bandits.bandit_model(2, 5, hidden=(200,)), scale)
-    params = model.init(jax.random.key(0))["params"]
+    params = jax.jit(model.init)(jax.random.key(0))["params"]
     first, last = np.asarray(params["Dense_0"]["kernel"]), np.asarray(params["Dense_1"]["kernel"])
     assert np.all(np.abs(first) <= scale) and np.all(np.abs(last) <= scale)
     # U(−s, s) has variance s²/3: the 400 + 1000 draws' sample variance is within 4 standard errors of it.
@@ -440,7 +440,7 @@ def test_uniform_init_model_draws_kernels_uniformly_and_zero_biases():
     assert not np.allclose(first[:, :2], last[:2, :2])  # each leaf has its own key
     assert all(np.all(np.asarray(layer["bias"]) == 0) for layer in params.values())
     # Rebuilding with dropout (MC dropout) keeps the initialisation.
-    dropped = model.with_dropout(0.2).init(jax.random.key(0))["params"]
+    dropped = jax.jit(model.with_dropout(0.2).init)(jax.random.key(0))["params"]
     assert np.all(np.abs(np.asarray(dropped["Dense_0"]["kernel"])) <= scale)
     with pytest.raises(ValueError, match="scale must be positive"):
         bandits.uniform_init_model(bandits.bandit_model(2, 5), 0.0)

@@ -358,11 +358,12 @@ def test_chunked_epochs_equal_one_scanned_epoch():
     method = ensemble.build(make_map(x, model), 2)
     state = method.init(jax.random.key(0), model.init)
     whole = train.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=2, batch_size=8, progress=False)
-    chunked = train.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=2, batch_size=8, progress=False,
-                        steps_per_call=3)  # 8 steps per epoch: chunks of 3, 3 and 2
-    for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(chunked.state)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert whole.history[-1]["loss"] == pytest.approx(chunked.history[-1]["loss"], rel=1e-4)
+    for steps_per_call in (1, 3):  # 8 steps per epoch: chunks of 1, or of 3, 3 and 2
+        chunked = train.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=2, batch_size=8,
+                            progress=False, steps_per_call=steps_per_call)
+        for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(chunked.state)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        assert whole.history[-1]["loss"] == pytest.approx(chunked.history[-1]["loss"], rel=1e-4)
 
 
 def test_with_dropout_returns_the_same_model_for_the_same_rate():

@@ -215,11 +215,15 @@ def test_recipe_streams_the_predictive_it_returns():
 
 def _load_experiment(name):
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    if name in sys.modules:  # shared with other test files (uci.py's dataclasses need it registered)
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
