@@ -385,6 +385,7 @@ def recipe(
     logger=None,
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
+    steps_per_call: Optional[int] = None,
 ) -> Fitted:
     """Experiment recipe (:mod:`bdljax.methods`): Bayes by Backprop with an optax optimiser.
 
@@ -416,7 +417,7 @@ def recipe(
             problem, map_method.build(log_posterior, make_optimizer(optimizer, learning_rate)), pretrain_key,
             init_params=problem.model.init, num_epochs=pretrain_epochs, batch_size=batch_size, num_samples=1,
             logger=logger, log_fields={**(log_fields or {}), "stage": "map_pretrain"}, progress=progress,
-            description="mfvi:map-pretrain",
+            description="mfvi:map-pretrain", steps_per_call=steps_per_call,
         )
         init_params = pretrained.state.params
         history.extend(pretrained.history)
@@ -431,6 +432,6 @@ def recipe(
     fitted = fit_transform(
         problem, method, vi_key, init_params=init_params, num_epochs=num_epochs, batch_size=batch_size,
         num_samples=num_samples, eval_data=eval_data, eval_every=eval_every, logger=logger, log_fields=log_fields,
-        progress=progress, description="mfvi",
+        progress=progress, description="mfvi", steps_per_call=steps_per_call,
     )
     return fitted._replace(history=history + fitted.history, diagnostics={**diagnostics, **fitted.diagnostics})

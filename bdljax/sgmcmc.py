@@ -275,7 +275,7 @@ def draw_traces(log_posterior: LogPosterior, data: Tuple[Any, Any], samples: Par
 
 def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epochs, batch_size, step_size, schedule,
             num_cycles, exploration_fraction, burnin_epochs, num_samples, thinning, friction, eval_data, eval_every,
-            logger, log_fields, progress) -> Fitted:
+            logger, log_fields, progress, steps_per_call) -> Fitted:
     if num_chains < 1 or num_epochs < 1 or num_samples < 2:
         raise ValueError(f"need num_chains >= 1, num_epochs >= 1, num_samples >= 2; "
                          f"got {num_chains}, {num_epochs}, {num_samples}")
@@ -307,7 +307,7 @@ def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epoc
     fitted = fit_transform(
         problem, method, key, init_params=problem.model.init, num_epochs=num_epochs, batch_size=batch_size,
         num_samples=num_chains * num_samples, eval_data=eval_data, eval_every=eval_every, logger=logger,
-        log_fields=log_fields, progress=progress, description=name,
+        log_fields=log_fields, progress=progress, description=name, steps_per_call=steps_per_call,
     )
     samples = jax.tree.map(lambda leaf: leaf.reshape((num_chains, num_samples, *leaf.shape[1:])), fitted.samples)
     points = np.asarray(problem.x_train if eval_data is None else eval_data[0])[:8]
@@ -343,6 +343,7 @@ def sgld_recipe(
     logger=None,
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
+    steps_per_call: Optional[int] = None,
 ) -> Fitted:
     """Experiment recipe (:mod:`bdljax.methods`): SGLD, ``num_chains`` vmapped chains with their own data orders.
 
@@ -358,7 +359,7 @@ def sgld_recipe(
                    step_size=step_size, schedule=schedule, num_cycles=num_cycles,
                    exploration_fraction=exploration_fraction, burnin_epochs=burnin_epochs, num_samples=num_samples,
                    thinning=thinning, friction=None, eval_data=eval_data, eval_every=eval_every, logger=logger,
-                   log_fields=log_fields, progress=progress)
+                   log_fields=log_fields, progress=progress, steps_per_call=steps_per_call)
 
 
 def sghmc_recipe(
@@ -381,6 +382,7 @@ def sghmc_recipe(
     logger=None,
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
+    steps_per_call: Optional[int] = None,
 ) -> Fitted:
     """Experiment recipe (:mod:`bdljax.methods`): SGHMC, as :func:`sgld_recipe` with momentum.
 
@@ -392,4 +394,4 @@ def sghmc_recipe(
                    step_size=step_size, schedule=schedule, num_cycles=num_cycles,
                    exploration_fraction=exploration_fraction, burnin_epochs=burnin_epochs, num_samples=num_samples,
                    thinning=thinning, friction=friction, eval_data=eval_data, eval_every=eval_every, logger=logger,
-                   log_fields=log_fields, progress=progress)
+                   log_fields=log_fields, progress=progress, steps_per_call=steps_per_call)
