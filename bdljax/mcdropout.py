@@ -699,6 +699,7 @@ def recipe(
     logger=None,
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
+    steps_per_call: Optional[int] = None,
 ) -> Fitted:
     """Experiment recipe (:mod:`bdljax.methods`): MC dropout, Gal & Ghahramani (2016).
 
@@ -772,6 +773,7 @@ def recipe(
         batch_size=map_method.batch_size_for(batch_size, problem.num_data), num_samples=num_samples,
         apply=sample_evaluator, eval_data=eval_data, eval_every=eval_every, logger=logger,
         log_fields=log_fields, progress=progress, description="concrete_dropout" if concrete else "mcdropout",
+        steps_per_call=steps_per_call,
     )
     diagnostics = {
         **fitted.diagnostics,
