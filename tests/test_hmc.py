@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import conjugate_regression
 from bdljax import diagnostics as diag
-from bdljax import hmc, likelihoods, methods, models, posterior, predictive, priors
+from bdljax import hmc, likelihoods, methods, posterior, predictive, priors
 
 NUM_DATA, NOISE, PRIOR_SCALE = 100, 0.5, 1.0
 SEEDS, CHAINS_PER_SEED = (0, 1, 2), 4
@@ -26,15 +27,7 @@ Z = 4.0  # tolerance in Monte Carlo standard errors
 
 
 def linear_problem(seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(NUM_DATA, 2))
-    x = np.c_[z[:, 0], 0.8 * z[:, 0] + 0.6 * z[:, 1]].astype(np.float32)
-    y = (x @ np.array([1.0, -0.5]) + 0.3 + NOISE * rng.normal(size=NUM_DATA)).astype(np.float32)
-    design = np.c_[x, np.ones(NUM_DATA)].astype(np.float64)
-    covariance = np.linalg.inv(design.T @ design / NOISE**2 + np.eye(3) / PRIOR_SCALE**2)
-    mean = covariance @ design.T @ y.astype(np.float64) / NOISE**2
-    model = models.from_functions(lambda key: {"w": jax.random.normal(key, (2,)), "b": jnp.zeros(())},
-                                  lambda params, x: x @ params["w"] + params["b"])
+    x, y, model, mean, covariance = conjugate_regression.linear_problem(seed, NUM_DATA, NOISE, PRIOR_SCALE)
     log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), NUM_DATA)
     return x, y, model, log_post, mean, covariance
 

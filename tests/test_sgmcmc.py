@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import conjugate_regression
 from bdljax import diagnostics as diag
-from bdljax import ensemble, likelihoods, methods, models, posterior, priors, sgmcmc
+from bdljax import ensemble, likelihoods, methods, posterior, priors, sgmcmc
 
 NUM_DATA, BATCH, NOISE, PRIOR_SCALE = 100, 50, 0.5, 1.0
 SEEDS, CHAINS_PER_SEED = (0, 1, 2), 96
@@ -33,20 +34,7 @@ NUM_KEPT = (NUM_STEPS - NUM_BURNIN) // THINNING  # 100 draws per chain
 Z, BIAS = 4.0, 0.10
 
 
-def linear_problem(seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(NUM_DATA, 2))
-    x = np.c_[z[:, 0], 0.8 * z[:, 0] + 0.6 * z[:, 1]].astype(np.float32)
-    y = (x @ np.array([1.0, -0.5]) + 0.3 + NOISE * rng.normal(size=NUM_DATA)).astype(np.float32)
-    design = np.c_[x, np.ones(NUM_DATA)].astype(np.float64)
-    covariance = np.linalg.inv(design.T @ design / NOISE**2 + np.eye(3) / PRIOR_SCALE**2)
-    mean = covariance @ design.T @ y.astype(np.float64) / NOISE**2
-    model = models.from_functions(lambda key: {"w": jax.random.normal(key, (2,)), "b": jnp.zeros(())},
-                                  lambda params, x: x @ params["w"] + params["b"])
-    return x, y, model, mean, covariance
-
-
-X, Y, MODEL, EXACT_MEAN, EXACT_COV = linear_problem()
+X, Y, MODEL, EXACT_MEAN, EXACT_COV = conjugate_regression.linear_problem(0, NUM_DATA, NOISE, PRIOR_SCALE)
 
 
 def log_posterior(temperature=1.0):
