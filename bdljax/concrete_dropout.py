@@ -67,7 +67,6 @@ import functools
 import math
 from typing import Any, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -147,26 +146,16 @@ def concrete_apply(apply: Apply, structure: mcdropout.DropoutStructure,
         if not train or rng is None:
             return apply(variables, x, rng=None, train=False)
         logits = params[LOGIT_KEY]
-        calls = [0]
 
-        def interceptor(next_fun, args, kwargs, context):
-            if not (isinstance(context.module, nn.Dropout) and context.method_name == "__call__"):
-                return next_fun(*args, **kwargs)
-            index = calls[0]
-            calls[0] += 1
-            inputs = mcdropout._first_input(args, kwargs)
+        def replace(index, inputs):
             keep = relaxed_keep_mask(jax.random.fold_in(rng, index), logits[index], inputs.shape, temperature)
             rate = jax.nn.sigmoid(logits[index])
             return inputs * (keep / (1.0 - rate)).astype(inputs.dtype)
 
         # The network runs in its training mode (any other train-time behaviour stays on); its Dropout
         # calls never reach Flax's own dropout, the interceptor answers them.
-        with nn.intercept_methods(interceptor):
-            output = apply(variables, x, rng=rng, train=True)
-        if calls[0] != len(structure.rates):
-            raise RuntimeError(f"the network called nn.Dropout {calls[0]} times, its structure has "
-                               f"{len(structure.rates)}; rebuild the structure for this model")
-        return output
+        return mcdropout.call_replacing_dropout(lambda: apply(variables, x, rng=rng, train=True), replace,
+                                                len(structure.rates))
 
     return run
 

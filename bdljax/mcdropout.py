@@ -108,7 +108,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -296,6 +296,24 @@ def apply_with_masks(apply: Apply, params: Params, x: jax.Array, masks: Sequence
     whatever its ``deterministic`` flag; the masks broadcast over the batch,
     so every example gets the same one.
     """
+    def replace(index, inputs):
+        if index >= len(masks):
+            raise RuntimeError(
+                f"the network called nn.Dropout {index + 1} times but {len(masks)} masks were given; "
+                "rebuild the structure with dropout_structure for this model."
+            )
+        return inputs * jnp.asarray(masks[index], inputs.dtype)
+
+    return call_replacing_dropout(lambda: apply(params, x, rng=None, train=False), replace, len(masks))
+
+
+def call_replacing_dropout(call: Callable[[], jax.Array], replace: Callable[[int, jax.Array], jax.Array],
+                           expected_calls: int) -> jax.Array:
+    """``call()`` with the k-th ``nn.Dropout`` call answered by ``replace(k, input)`` (Flax method interception).
+
+    Fails when the network calls Dropout a number of times other than
+    ``expected_calls`` (the structure was built for another model).
+    """
     calls = [0]
 
     def interceptor(next_fun, args, kwargs, context):
@@ -303,18 +321,13 @@ def apply_with_masks(apply: Apply, params: Params, x: jax.Array, masks: Sequence
             return next_fun(*args, **kwargs)
         index = calls[0]
         calls[0] += 1
-        if index >= len(masks):
-            raise RuntimeError(
-                f"the network called nn.Dropout {index + 1} times but {len(masks)} masks were given; "
-                "rebuild the structure with dropout_structure for this model."
-            )
-        inputs = _first_input(args, kwargs)
-        return inputs * jnp.asarray(masks[index], inputs.dtype)
+        return replace(index, _first_input(args, kwargs))
 
     with nn.intercept_methods(interceptor):
-        output = apply(params, x, rng=None, train=False)
-    if calls[0] != len(masks):
-        raise RuntimeError(f"the network called nn.Dropout {calls[0]} times but {len(masks)} masks were given.")
+        output = call()
+    if calls[0] != expected_calls:
+        raise RuntimeError(f"the network called nn.Dropout {calls[0]} times but its dropout structure has "
+                           f"{expected_calls}; rebuild the structure (dropout_structure) for this model.")
     return output
 
 
