@@ -282,39 +282,43 @@ def interval_coverage(
     scales,
     y,
     levels: Sequence[float] = DEFAULT_COVERAGE_LEVELS,
-    num_bisection_steps: int = DEFAULT_BISECTION_STEPS,
 ):
     """Empirical coverage of central predictive intervals.
 
     For level ``l`` the central interval is ``[F^{-1}((1-l)/2), F^{-1}((1+l)/2)]``
-    of the predictive mixture (``mixture_quantile``; exact for ``S = 1``).
-    Coverage is the fraction of targets inside (inclusive); a calibrated
-    predictive gives coverage ~= l. For ``D > 1`` each output dimension is
-    treated marginally and the fraction is over all ``N * D`` elements.
+    of the predictive mixture. Coverage is the fraction of targets inside
+    (inclusive); a calibrated predictive gives coverage ~= l. For ``D > 1``
+    each output dimension is treated marginally and the fraction is over all
+    ``N * D`` elements.
+
+    The mixture CDF F is continuous and strictly increasing, so
+    ``F^{-1}(a) <= y <= F^{-1}(b)`` exactly when ``a <= F(y) <= b``: one CDF
+    evaluation per target instead of a bisection for each interval end
+    (``mixture_quantile``), which cost 2 x levels x 50 CDF evaluations and
+    dominated the UCI validation grid's evaluations.
 
     Args:
         means, scales: ``(S, N)`` or ``(S, N, D)``.
         y: ``(N,)`` or ``(N, D)``.
         levels: static sequence of Python floats in (0, 1).
-        num_bisection_steps: static, see ``mixture_quantile``.
 
     Returns:
         ``{level: coverage}`` with float keys and scalar-array values.
     """
     # Levels become dict keys and jit static arguments, so they must be a
     # hashable tuple of Python floats.
-    return _interval_coverage(means, scales, y, _check_levels(levels), num_bisection_steps)
+    return _interval_coverage(means, scales, y, _check_levels(levels))
 
 
-@functools.partial(jax.jit, static_argnames=("levels", "num_bisection_steps"))
-def _interval_coverage(means, scales, y, levels, num_bisection_steps):
+@functools.partial(jax.jit, static_argnames=("levels",))
+def _interval_coverage(means, scales, y, levels):
     means, scales, y = jnp.asarray(means), jnp.asarray(scales), jnp.asarray(y)
     _check_mixture_shapes(means, scales, y)
     level_array = jnp.asarray(levels, dtype=means.dtype)
-    tail_probs = jnp.stack([(1.0 - level_array) / 2.0, (1.0 + level_array) / 2.0])
-    bounds = mixture_quantile(means, scales, tail_probs, num_bisection_steps)  # (2, L, *P)
-    inside = (bounds[0] <= y) & (y <= bounds[1])
-    coverage = jnp.mean(inside.reshape(len(levels), -1), axis=1)
+    cdf_at_target = mixture_cdf(means, scales, y).reshape(-1)  # (N * D,)
+    half_width = level_array[:, None] / 2.0
+    inside = jnp.abs(cdf_at_target[None, :] - 0.5) <= half_width
+    coverage = jnp.mean(inside, axis=1)
     return {level: coverage[i] for i, level in enumerate(levels)}
 
 

@@ -248,6 +248,23 @@ def test_interval_coverage_matches_numpy_counts(seed, num_components, point_shap
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_components", [1, NUM_SAMPLES])
+def test_interval_coverage_counts_targets_between_the_quantiles(seed, num_components):
+    # Independent of the CDF identity the library uses: the interval ends themselves (scipy's for one
+    # component, the bisected mixture quantiles otherwise) and a count of the targets between them.
+    means, scales, y = random_mixture(seed, (NUM_REGRESSION_POINTS,), num_components=num_components)
+    levels = (0.5, 0.9, 0.95)
+    coverage = metrics.interval_coverage(means, scales, y, levels)
+    for level in levels:
+        if num_components == 1:
+            lower, upper = scipy.stats.norm.interval(level, np.float64(means[0]), np.float64(scales[0]))
+        else:
+            lower, upper = np.asarray(metrics.mixture_quantile(means, scales, np.array([(1 - level) / 2, (1 + level) / 2])))
+        expected = np.mean((lower <= y) & (y <= upper))
+        assert float(coverage[level]) == pytest.approx(expected, abs=1.5 / NUM_REGRESSION_POINTS)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_regression_metrics_dict(seed):
     means, scales, y = random_mixture(seed, (NUM_REGRESSION_POINTS,))
     result = metrics.regression_metrics(means, scales, y)
