@@ -766,7 +766,12 @@ class AgentSettings(NamedTuple):
     Every neural agent uses the same network (``hidden``), Gaussian reward
     likelihood (``noise_scale`` σ), prior N(0, s²/fan_in) on kernels and N(0,
     s²) on biases (``prior_scale`` s), optimiser, batch size and number of
-    minibatch steps per retraining; only the inference method differs.
+    minibatch steps per retraining; only the inference method differs. Two
+    documented exceptions: ``point_prior = "flat"`` fits the point agents by
+    maximum likelihood, as Riquelme et al.'s reference networks (no weight
+    decay), and ``sgmcmc_scale`` c samples SGLD/SGHMC's posterior at
+    temperature c². ``experiments/bandits.py`` sets both per bandit from pilot
+    seeds (its ``BANDIT_DEFAULTS``).
 
     Taken from Riquelme et al. (2018): one hidden layer of 50 ReLUs, retraining every 50 steps for 100
     minibatch steps, 2 round-robin pulls per arm, bootstrap inclusion p = 0.95, dropout keep 0.8, the NIG
@@ -807,6 +812,34 @@ class AgentSettings(NamedTuple):
     sghmc_step_size: float = 1e-2
     sghmc_friction: float = 10.0
     nig: NIGPrior = NIGPrior()
+    # The prior of the agents fitted to a point by optimisation (greedy, ensemble, bootstrap, neural_linear's
+    # network, mcdropout): "gaussian" (MAP with the prior above) or "flat" (maximum likelihood, as Riquelme et
+    # al.'s reference RMS / BootRMS / Dropout / NeuralLinear networks, whose loss is the plain squared error on
+    # the played arm with no weight decay). The sampling agents (mfvi, sgld, sghmc, rp_ensemble) keep the prior.
+    point_prior: str = "gaussian"
+    # SGLD and SGHMC only: sample with likelihood σ·c and prior scale s·c. Multiplying both by c multiplies the
+    # log posterior by 1/c² up to a constant, so this is the same model's posterior at temperature T = c² (same
+    # mode, c times wider), the width a likelihood with noise c·σ gives when the rewards are that noisy (a
+    # poisonous mushroom's reward has standard deviation 20) without letting the prior dominate the mean. Step
+    # sizes are not rescaled here: ε₀ is given for the scaled target (it scales like the posterior variance, c²).
+    sgmcmc_scale: float = 1.0
+
+
+POINT_PRIORS = ("gaussian", "flat")
+POINT_AGENTS = ("greedy", "ensemble", "bootstrap", "neural_linear", "mcdropout")
+
+
+def agent_prior(name: str, settings: AgentSettings) -> Prior:
+    """The prior of agent ``name``'s network: N(0, s²/fan_in) on kernels and N(0, s²) on biases
+    (s = ``prior_scale``), or the flat prior (maximum likelihood) for the agents fitted to a point
+    (:data:`POINT_AGENTS`) when ``point_prior == "flat"``."""
+    from bdljax import priors
+
+    if settings.point_prior not in POINT_PRIORS:
+        raise ValueError(f"point_prior must be one of {POINT_PRIORS}, got {settings.point_prior!r}")
+    if name in POINT_AGENTS and settings.point_prior == "flat":
+        return priors.flat()
+    return priors.gaussian(priors.fan_in_scales(settings.prior_scale))
 
 
 def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings = AgentSettings()) -> Agent:
@@ -832,14 +865,14 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     if name == "lints":
         return linear_thompson_agent(num_arms, context_dim, settings.nig)
 
-    from bdljax import ensemble, priors
+    from bdljax import ensemble
     from bdljax import map as map_method
 
     s = settings
     model = bandit_model(context_dim, num_arms, s.hidden, s.activation)
     if s.init_scale is not None:
         model = uniform_init_model(model, s.init_scale)
-    prior = priors.gaussian(priors.fan_in_scales(s.prior_scale))
+    prior = agent_prior(name, s)
     log_post = bandit_log_posterior(model, context_dim, s.noise_scale, prior, horizon)
     optimizer = bandit_optimizer(s.optimizer, s.learning_rate, train_steps=s.train_steps, lr_decay=s.lr_decay,
                                  max_grad_norm=s.max_grad_norm)
@@ -884,6 +917,13 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     # stable only while ε·curvature stays bounded: ε_t = ε₀ (1 + t/train_steps)⁻¹ (Welling & Teh's polynomial
     # decay with γ = 1, t the chain's step count) keeps ε·n_t about constant as the data grow.
     schedule = sgmcmc.polynomial(s.sgld_step_size if name == "sgld" else s.sghmc_step_size, s.train_steps, 1.0)
+    if not s.sgmcmc_scale > 0:
+        raise ValueError(f"sgmcmc_scale must be positive, got {s.sgmcmc_scale}")
+    if s.sgmcmc_scale != 1.0:
+        # σ → cσ and s → cs together: the same MAP, the posterior tempered at T = c² (see AgentSettings).
+        c = s.sgmcmc_scale
+        log_post = bandit_log_posterior(model, context_dim, c * s.noise_scale,
+                                        agent_prior(name, s._replace(prior_scale=c * s.prior_scale)), horizon)
     if name == "sgld":
         method = sgmcmc.sgld(log_post, schedule, num_kept=1)
     else:

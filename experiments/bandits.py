@@ -45,11 +45,30 @@ import numpy as np
 from bdljax import bandits, data
 from bdljax.logging import RunLogger, default_run_dir
 
-# Reward-noise scale σ of the neural agents' Gaussian likelihood, per bandit. The wheel's rewards are nearly
-# noiseless but the networks cannot fit its discontinuities exactly. A poisonous mushroom's reward has standard
-# deviation 20, yet σ = 5 made greedy and MFVI stop eating altogether on pilot seeds (regret ≈ 54 against ≈ 16-27
-# with σ = 1): against the N(0, 1/fan_in) prior the likelihood was then too weak to learn "eat".
-DEFAULT_NOISE_SCALE = {"wheel": 1.0, "mushroom": 1.0}
+# Settings that differ per bandit, each chosen on pilot seeds (keys split(key(1000), 8), T = 2000; never the
+# evaluation keys split(key(0), S)); every one can be overridden on the command line.
+# * point_prior: Riquelme et al.'s reference networks for RMS / BootRMS / Dropout / NeuralLinear minimise the
+#   plain squared error (no weight decay), i.e. "flat". On the wheel (δ = 0.95) that made the plain and
+#   bootstrapped ensembles find the outer ring on every pilot seed (55.9 ± 1.8 and 54.1 ± 5.3 against 97.5 ± 5.0
+#   and 97.8 ± 4.9 with the Gaussian prior; greedy 70.7 ± 13.3 against 89.0 ± 13.0; MC dropout 71.5 ± 7.8 against
+#   97.5 ± 7.8; NeuralLinear 53.4 ± 3.7 against 51.2 ± 3.4). On mushroom the unregularised networks overfit the
+#   ±20 reward noise (ensemble 20.5 ± 1.2 flat against 11.7 ± 0.6 with the prior), so mushroom keeps the prior.
+# * noise_scale σ / prior_scale s: σ = 1, s = 1 on both (σ = 5 alone made greedy and MFVI stop eating mushrooms:
+#   against the prior the likelihood was too weak to learn "eat"; σ = s = 3 or 5 for every agent made MFVI
+#   worse, 20.2 ± 0.9 and 33.9 ± 0.8 against 15.0 ± 1.1).
+# * sgmcmc_scale c (SGLD, SGHMC: their posterior at temperature c², bdljax.bandits.AgentSettings): on mushroom
+#   with σ = 1 the posterior is certain after two −35 rewards that eating is bad (a poisonous mushroom's reward
+#   has standard deviation 20), and on one pilot seed in eight greedy, SGLD and SGHMC never ate again (54.7,
+#   the regret of never eating). c = 5 removed that on every pilot seed (SGHMC 17.3 ± 0.7, every seed ≤ 21.5,
+#   against 26.7 ± 4.1 at c = 1; greedy 19.6 ± 5.2; SGLD 18.2 ± 0.9 with ε₀ = 10⁻², 19.9 ± 0.9 with 2.5·10⁻²,
+#   against 21.1 ± 4.8 at c = 1); c = 3 did not (SGHMC 18.8 and SGLD 22.6, each with a seed at 54.7). Step sizes
+#   are given for the scaled target (ε scales like the posterior's variance, c²: 7.5·10⁻² = 25 × 3·10⁻³).
+BANDIT_DEFAULTS = {
+    "wheel": {"noise_scale": 1.0, "prior_scale": 1.0, "point_prior": "flat", "sgld_step_size": 1e-3,
+              "sghmc_step_size": 1e-2, "sgmcmc_scale": 1.0},
+    "mushroom": {"noise_scale": 1.0, "prior_scale": 1.0, "point_prior": "gaussian", "sgld_step_size": 1e-2,
+                 "sghmc_step_size": 7.5e-2, "sgmcmc_scale": 5.0},
+}
 CURVE_POINTS = 100  # checkpoints of the regret curve written to metrics.jsonl
 
 
@@ -209,11 +228,27 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
     parser.add_argument("--init-scale", type=float, default=defaults.init_scale,
                         help="kernels U(−s, s), biases 0 at initialisation (Riquelme et al.: 0.3); default: LeCun")
     parser.add_argument("--noise-scale", type=float, default=None,
-                        help=f"σ of the neural agents' reward likelihood (default per bandit: {DEFAULT_NOISE_SCALE})")
-    parser.add_argument("--prior-scale", type=float, default=defaults.prior_scale,
-                        help="prior N(0, s²/fan_in) on kernels, N(0, s²) on biases")
+                        help="σ of the neural agents' reward likelihood (default per bandit, BANDIT_DEFAULTS)")
+    parser.add_argument("--prior-scale", type=float, default=None,
+                        help="prior N(0, s²/fan_in) on kernels, N(0, s²) on biases (default per bandit, BANDIT_DEFAULTS)")
     parser.add_argument("--rp-reward-perturbation", type=float, default=defaults.rp_reward_perturbation,
                         help="rp_ensemble: members fit rewards + N(0, (s·σ)²) noise (Lu & Van Roy 2017); default off")
+    parser.add_argument("--point-prior", choices=bandits.POINT_PRIORS, default=None,
+                        help="prior of the agents fitted to a point (greedy, ensembles, neural_linear, mcdropout): "
+                             "'gaussian' = MAP, 'flat' = maximum likelihood as Riquelme et al.'s reference networks "
+                             "(default per bandit, BANDIT_DEFAULTS)")
+    parser.add_argument("--mfvi-init-scale", type=float, default=defaults.mfvi_init_scale,
+                        help="mfvi: initial σ of q as a fraction of the prior's σ (default "
+                             f"{defaults.mfvi_init_scale}; Riquelme et al.'s BBB starts near MAP, σ_q = e^-5)")
+    parser.add_argument("--dropout-rate", type=float, default=defaults.dropout_rate,
+                        help=f"mcdropout: drop probability (default {defaults.dropout_rate}; Riquelme et al.: keep 0.8)")
+    parser.add_argument("--sgld-step-size", type=float, default=None,
+                        help="sgld: ε₀ at the first retraining (default per bandit, BANDIT_DEFAULTS)")
+    parser.add_argument("--sghmc-step-size", type=float, default=None,
+                        help="sghmc: ε₀ at the first retraining (default per bandit, BANDIT_DEFAULTS)")
+    parser.add_argument("--sgmcmc-scale", type=float, default=None,
+                        help="sgld/sghmc: sample with σ·c and prior scale s·c, i.e. the posterior at temperature c² "
+                             "(default per bandit, BANDIT_DEFAULTS)")
     parser.add_argument("--num-members", type=int, default=defaults.num_members,
                         help=f"ensemble / bootstrap members (default {defaults.num_members})")
     parser.add_argument("--initial-pulls", type=int, default=2, help="round-robin pulls of every arm at the start (default 2)")
@@ -228,7 +263,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
         hidden = tuple(int(width) for width in args.hidden.split(",") if width.strip())
     except ValueError:
         raise SystemExit(f"--hidden expects comma-separated integers, got {args.hidden!r}") from None
-    noise_scale = DEFAULT_NOISE_SCALE[args.bandit] if args.noise_scale is None else args.noise_scale
+    for key, value in BANDIT_DEFAULTS[args.bandit].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    noise_scale = args.noise_scale
 
     problems = make_bandits(args)
     first = problems[0]
@@ -236,7 +274,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                                  optimizer=args.optimizer, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
                                  max_grad_norm=args.max_grad_norm, init_scale=args.init_scale,
                                  batch_size=args.batch_size, train_steps=args.train_steps, num_members=args.num_members,
-                                 rp_reward_perturbation=args.rp_reward_perturbation)
+                                 rp_reward_perturbation=args.rp_reward_perturbation,
+                                 point_prior=args.point_prior, mfvi_init_scale=args.mfvi_init_scale,
+                                 dropout_rate=args.dropout_rate,
+                                 sgld_step_size=args.sgld_step_size, sghmc_step_size=args.sghmc_step_size,
+                                 sgmcmc_scale=args.sgmcmc_scale)
     try:
         bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), first.num_arms)
         bandits.bandit_optimizer(settings.optimizer, settings.learning_rate, train_steps=settings.train_steps,

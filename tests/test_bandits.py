@@ -498,3 +498,45 @@ def test_reward_perturbation_draws_per_member_noise_and_each_member_fits_its_own
     with pytest.raises(ValueError, match="needs an ensemble"):
         bandits.transform_agent("x", _map_method(bandits.wheel_bandit(0.5), 40), bandits.bandit_model(2, 5),
                                 num_arms=5, horizon=40, reward_perturbation=1.0)
+
+
+def test_point_prior_flat_applies_to_the_point_agents_only():
+    """``point_prior="flat"`` makes greedy/ensembles/neural_linear/mcdropout maximum likelihood (log p(θ) = 0, as
+    Riquelme et al.'s reference networks); the sampling agents keep N(0, s²/fan_in); a bad name fails."""
+    model = bandits.bandit_model(2, 5, (6,))
+    params = jax.jit(model.init)(jax.random.key(3))
+    kernel, bias = params["params"]["Dense_0"]["kernel"], params["params"]["Dense_0"]["bias"]
+    out_kernel, out_bias = params["params"]["Dense_1"]["kernel"], params["params"]["Dense_1"]["bias"]
+    s = 1.5
+    expected = sum(scipy.stats.norm(0, scale).logpdf(np.asarray(leaf)).sum() for leaf, scale in
+                   [(kernel, s / np.sqrt(2)), (bias, s), (out_kernel, s / np.sqrt(6)), (out_bias, s)])
+    flat = bandits.AgentSettings(point_prior="flat", prior_scale=s)
+    for name in bandits.POINT_AGENTS:
+        assert float(bandits.agent_prior(name, flat).log_prob(params)) == 0.0
+        np.testing.assert_allclose(bandits.agent_prior(name, flat._replace(point_prior="gaussian")).log_prob(params),
+                                   expected, rtol=1e-5)
+    for name in ("mfvi", "sgld", "sghmc", "rp_ensemble"):
+        np.testing.assert_allclose(bandits.agent_prior(name, flat).log_prob(params), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="point_prior must be one of"):
+        bandits.agent_prior("greedy", flat._replace(point_prior="laplace"))
+
+
+def test_sgmcmc_scale_must_be_positive():
+    with pytest.raises(ValueError, match="sgmcmc_scale must be positive"):
+        bandits.make_agent("sghmc", bandits.wheel_bandit(0.5), 40, bandits.AgentSettings(sgmcmc_scale=0.0))
+
+
+@pytest.mark.slow
+def test_sgmcmc_scale_is_the_same_as_scaling_sigma_and_the_prior():
+    """sgmcmc_scale c samples with σ·c and prior scale s·c (the posterior at temperature c²): the same run, key for
+    key, as setting noise_scale and prior_scale to c·σ and c·s (slow: three compilations, ≈ 2 min under load)."""
+    bandit = bandits.wheel_bandit(0.5)
+    keys = jax.random.split(jax.random.key(5), 2)
+    base = bandits.AgentSettings(hidden=(6,), batch_size=8, train_steps=3, sgld_step_size=1e-2)
+    scaled = bandits.make_agent("sgld", bandit, 40, base._replace(sgmcmc_scale=3.0))
+    explicit = bandits.make_agent("sgld", bandit, 40, base._replace(noise_scale=3.0, prior_scale=3.0))
+    plain = bandits.make_agent("sgld", bandit, 40, base)
+    run = functools.partial(bandits.simulate, bandit, keys=keys, horizon=40, retrain_every=20, fast_compile=True)
+    a, b, c = run(scaled), run(explicit), run(plain)
+    np.testing.assert_array_equal(np.asarray(a.actions), np.asarray(b.actions))
+    assert not np.array_equal(np.asarray(a.actions), np.asarray(c.actions))

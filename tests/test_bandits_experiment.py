@@ -79,3 +79,17 @@ def test_bad_arguments_fail_with_a_message(tmp_path):
         script.main(["--agents", "uniform", "--delta", "0.5,1.5", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="lr_decay"):
         script.main(["--agents", "greedy", "--lr-decay", "-1", "--out", str(tmp_path)])
+
+
+def test_per_bandit_defaults_reach_the_agents_and_flags_override_them(tmp_path):
+    """BANDIT_DEFAULTS (chosen on pilot seeds) fill every flag left unset; an explicit flag wins."""
+    script = load_script()
+    for bandit, extra, expected in [("wheel", [], script.BANDIT_DEFAULTS["wheel"]),
+                                    ("wheel", ["--point-prior", "gaussian", "--sghmc-step-size", "0.5"],
+                                     {**script.BANDIT_DEFAULTS["wheel"], "point_prior": "gaussian",
+                                      "sghmc_step_size": 0.5})]:
+        out = tmp_path / f"{bandit}{len(extra)}"
+        script.main(["--bandit", bandit, "--agents", "uniform", "--out", str(out), *TINY, *extra])
+        settings = json.loads((out / "config.json").read_text())["config"]["settings"]
+        assert {key: settings[key] for key in expected} == expected
+    assert script.BANDIT_DEFAULTS["wheel"]["point_prior"] != script.BANDIT_DEFAULTS["mushroom"]["point_prior"]
