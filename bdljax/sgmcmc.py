@@ -264,10 +264,12 @@ def draw_traces(log_posterior: LogPosterior, data: Tuple[Any, Any], samples: Par
     @jax.jit
     def trace(flat, x, y, points):
         def one(params):
-            return {"log_density": log_posterior(params, (x, y)),
+            # Draws one at a time and the data in chunks: memory stays at one chunk's activations (vmapping 20
+            # CNN draws over 60 000 MNIST images at once asked for 120 GB).
+            return {"log_density": log_posterior.full_data(params, (x, y)),
                     **diag.draw_summaries(apply, likelihood, params, points)}
 
-        return jax.lax.map(one, flat, batch_size=min(64, num_chains * num_draws))
+        return jax.lax.map(one, flat)
 
     traces = jax.tree.map(np.asarray, trace(flat, x, y, jnp.asarray(points)))
     return {name: value.reshape((num_chains, num_draws, *value.shape[1:])) for name, value in traces.items()}

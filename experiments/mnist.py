@@ -13,13 +13,14 @@ The protocol, top to bottom:
    Gaussian prior N(0, s²) on every weight (``--prior-scale``).
 3. **Methods.** Every ``--method`` is trained on the same
    :class:`bdljax.methods.Problem` through :func:`bdljax.methods.run`, so MAP,
-   deep ensembles (members vmapped), MFVI, MC dropout, SGLD/SGHMC — and any
+   deep ensembles (members vmapped, or one after another for a CNN on CPU:
+   ``--ensemble-execution``), MFVI, MC dropout, SGLD/SGHMC — and any
    method added later — run through one code path. ``--epochs``,
    ``--batch-size``, ``--learning-rate`` and ``--num-samples`` are passed to
    every recipe that takes them; ``METHOD_DEFAULTS`` sets MC dropout's rate for
    a CNN; ``--set METHOD.KEY=VALUE`` sets any other recipe hyperparameter.
-   ``--steps-per-call`` goes to every recipe that takes ``steps_per_call``
-   (MAP, deep ensembles): XLA:CPU runs convolution gradients inside a rolled
+   ``--steps-per-call`` goes to every recipe that takes ``steps_per_call``:
+   XLA:CPU runs convolution gradients inside a rolled
    ``lax.scan`` several times slower than unrolled (jax-ml/jax#12868), so on
    CPU a CNN trains one unrolled step per compiled call by default.
 4. **Predictive.** S posterior samples (``Fitted.samples``) evaluated by
@@ -79,6 +80,27 @@ OOD_SCORES = ("entropy", "max_probability", "mutual_information")
 METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "mcdropout": {"dropout_rate": 0.25},
 }
+
+class CompileCounter:
+    """Counts XLA backend compilations (and their seconds) through ``jax.monitoring``; one listener per process."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+    count = 0
+    seconds = 0.0
+    _registered = False
+
+    @classmethod
+    def register(cls) -> None:
+        if not cls._registered:
+            jax.monitoring.register_event_duration_secs_listener(cls._listen)
+            cls._registered = True
+
+    @classmethod
+    def _listen(cls, event: str, duration: float, **kwargs) -> None:
+        if event == cls.EVENT:
+            cls.count += 1
+            cls.seconds += duration
+
 
 # Goals of issue 7, checked in the summary.
 GOAL_ENSEMBLE_ACCURACY = 0.992
@@ -145,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-call", type=int, default=0,
                         help="training steps per compiled call, for recipes that take steps_per_call (0: 1 for a CNN "
                              "on CPU, else a whole epoch per lax.scan; -1: always a whole epoch)")
+    parser.add_argument("--ensemble-execution", choices=("auto", "vmap", "sequential"), default="auto",
+                        help="deep-ensemble members vmapped in one step, or trained one after another by one compiled "
+                             "MAP epoch (auto: sequential for a CNN on CPU, where a conv vmapped over weights runs "
+                             "as a slow grouped convolution; vmap otherwise)")
     parser.add_argument("--prior-scale", type=float, default=1.0, help="std of the isotropic Gaussian prior (default 1)")
     parser.add_argument("--features", default="32,64", help="CNN conv channels (default 32,64)")
     parser.add_argument("--hidden", type=int, default=128, help="CNN hidden dense units (default 128)")
@@ -160,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ece-bins", type=int, default=15)
     parser.add_argument("--ece-binning", choices=metrics.ECE_BINNINGS, default="equal_width")
     parser.add_argument("--data-chunk", type=int, default=500, help="test points per predictive chunk (memory bound)")
-    parser.add_argument("--sample-chunk", type=int, default=4, help="samples vmapped at once in the predictive")
+    parser.add_argument("--sample-chunk", type=int, default=0,
+                        help="samples vmapped at once in the predictive (0: 1 for a CNN on CPU, one sample per "
+                             "lax.map iteration, since a conv vmapped over weights is a slow grouped conv there; else 4)")
     parser.add_argument("--data-dir", default=None, help=f"data root (default ${data.DATA_DIR_ENV_VAR} or ../shared/data)")
     parser.add_argument("--out", default=None, help="run directory (default runs/mnist-<time>)")
     parser.add_argument("--seed", type=int, default=0)
@@ -170,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args) -> None:
     """Fail before any data is read or anything compiles."""
-    for flag in ("epochs", "batch_size", "num_samples", "hidden", "ece_bins", "data_chunk", "sample_chunk", "shift_size"):
+    if args.sample_chunk < 0:
+        raise ValueError(f"--sample-chunk must be positive or 0 (auto), got {args.sample_chunk}")
+    for flag in ("epochs", "batch_size", "num_samples", "hidden", "ece_bins", "data_chunk", "shift_size"):
         value = getattr(args, flag)
         if value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
@@ -233,11 +263,25 @@ def steps_per_call(args) -> Optional[int]:
     return None
 
 
+def ensemble_execution(args) -> str:
+    """``member_execution`` of the deep ensemble: ``--ensemble-execution``, or auto.
+
+    Auto: ``"sequential"`` for a CNN on CPU. XLA:CPU runs a convolution vmapped over weights as a grouped
+    convolution; the vmapped 5-member CNN 16,32 ensemble's first epoch took 1828 s against 122 s for one MAP
+    epoch (RESULTS.md), so K members one after another (K MAP epochs, one compilation) are faster there.
+    ``"vmap"`` elsewhere (MLPs, accelerators), where one vmapped step uses the hardware better.
+    """
+    if args.ensemble_execution != "auto":
+        return args.ensemble_execution
+    return "sequential" if args.model == "cnn" and jax.default_backend() == "cpu" else "vmap"
+
+
 def method_config(name: str, args, overrides: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     """The hyperparameters passed to ``name``'s recipe: shared flags where it takes them, defaults, ``--set``."""
     accepted = methods.hyperparameters(name)
     shared = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-              "num_samples": args.num_samples, **METHOD_DEFAULTS.get(name, {})}
+              "num_samples": args.num_samples, "member_execution": ensemble_execution(args),
+              **METHOD_DEFAULTS.get(name, {})}
     chunk = steps_per_call(args)
     if chunk is not None:
         shared["steps_per_call"] = chunk
@@ -251,10 +295,22 @@ def method_config(name: str, args, overrides: Dict[str, Dict[str, Any]]) -> Dict
 # --------------------------------------------------------------------------
 
 
+def sample_chunk(args) -> int:
+    """Samples vmapped at once in the predictive: ``--sample-chunk``, or auto.
+
+    Auto: 1 for a CNN on CPU. Vmapping a conv over sample weights makes XLA:CPU run a grouped convolution;
+    one sample per ``lax.map`` iteration halved the predictive's cost (5 CNN 16,32 samples on 1000 images:
+    1.34 against 2.69 CPU-s, runs/mnist-cnn-predictive-bench). 4 elsewhere.
+    """
+    if args.sample_chunk > 0:
+        return args.sample_chunk
+    return 1 if args.model == "cnn" and jax.default_backend() == "cpu" else 4
+
+
 def predictive_outputs(fitted: methods.Fitted, x, key, args) -> jax.Array:
     """Per-sample logits ``(S, N, C)``; one key per sample feeds methods whose samples are stochastic passes."""
     return predictive.predictive_outputs(fitted.apply, fitted.samples, jnp.asarray(x), key,
-                                         sample_chunk=args.sample_chunk, data_chunk=args.data_chunk)
+                                         sample_chunk=sample_chunk(args), data_chunk=args.data_chunk)
 
 
 @jax.jit
@@ -304,6 +360,15 @@ def evaluate_method(name, fitted, x_test, y_test, x_shift, y_shift, angles, x_oo
         shift.append(record)
         logger.log({"method": name, "split": "shift", **record})
 
+    members = []
+    if name == "ensemble":
+        # Each member alone is a MAP fit (with member_execution="sequential", exactly map.recipe with its member key):
+        # K single-model baselines for free, from the logits already computed.
+        for member in range(logits.shape[0]):
+            record, _, member_scores = classification_record(logits[member:member + 1], y_test, args)
+            members.append({"member": member, **record})
+            logger.log({"method": name, "split": "member_test", "member": member, **record})
+
     ood_logits = predictive_outputs(fitted, x_ood, ood_key, args)
     _, _, scores_out = _summaries(ood_logits, jnp.zeros(ood_logits.shape[1], jnp.int32))
     ood = {}
@@ -312,7 +377,10 @@ def evaluate_method(name, fitted, x_test, y_test, x_shift, y_shift, angles, x_oo
         ood[score] = {"auroc": metrics.auroc(inside, outside), "aupr": metrics.aupr(inside, outside)}
     logger.log({"method": name, "split": "ood", **{f"{s}_{m}": v for s, d in ood.items() for m, v in d.items()}})
     histograms = {score: (np.asarray(scores_in[score]), np.asarray(scores_out[score])) for score in OOD_SCORES}
-    return {"test": test, "shift": shift, "ood": ood, "num_samples": int(logits.shape[0])}, bins, histograms
+    result = {"test": test, "shift": shift, "ood": ood, "num_samples": int(logits.shape[0])}
+    if members:
+        result["members"] = members
+    return result, bins, histograms
 
 
 # --------------------------------------------------------------------------
@@ -466,6 +534,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     out = Path(args.out) if args.out else default_run_dir("mnist")
     logger = RunLogger(out, {
         **vars(args), "methods": names, "method_configs": configs, "angles": angles,
+        "resolved_sample_chunk": sample_chunk(args), "resolved_steps_per_call": steps_per_call(args),
+        "backend": jax.default_backend(),
         "num_train": int(x_train.shape[0]), "num_test": int(x_test.shape[0]), "num_ood": int(x_ood.shape[0]),
         "ece": metrics.ece_descriptor(args.ece_bins, args.ece_binning),
         "nll": "-(1/N) sum_n log (1/S) sum_s p(y_n|x_n, theta_s), log-mean-exp over samples",
@@ -475,6 +545,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"model {args.model}; ECE with {metrics.ece_descriptor(args.ece_bins, args.ece_binning)} bins; run dir {out}",
           flush=True)
 
+    CompileCounter.register()
     root_key = jax.random.key(args.seed)
     results: Dict[str, Any] = {}
     bins_by_method, histograms = {}, {}
@@ -483,14 +554,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         accepted = methods.hyperparameters(name)
         extras = {k: v for k, v in {"logger": logger, "log_fields": {"method": name}, "progress": args.progress}.items()
                   if k in accepted}
-        start = time.perf_counter()
+        # Wall and process-CPU seconds: on a shared machine wall time depends on the load, CPU time much less.
+        start, cpu_start, compiles = time.perf_counter(), time.process_time(), CompileCounter.count
         fitted = methods.run(name, problem, fit_key, **configs[name], **extras)
         jax.block_until_ready(fitted.samples)
-        train_seconds = time.perf_counter() - start
-        start = time.perf_counter()
+        train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        train_compiles = CompileCounter.count - compiles
+        start, cpu_start, compiles = time.perf_counter(), time.process_time(), CompileCounter.count
         result, bins, hist = evaluate_method(name, fitted, x_test, y_test, x_shift, y_shift, angles, x_ood, eval_key,
                                              args, logger)
         result.update(train_seconds=train_seconds, eval_seconds=time.perf_counter() - start,
+                      train_cpu_seconds=train_cpu, eval_cpu_seconds=time.process_time() - cpu_start,
+                      train_compilations=train_compiles, eval_compilations=CompileCounter.count - compiles,
                       config=configs[name], diagnostics=fitted.diagnostics)
         results[name], bins_by_method[name], histograms[name] = result, bins, hist
         test = result["test"]

@@ -81,6 +81,19 @@ def test_minibatch_log_posterior_is_unbiased_over_an_epoch():
     np.testing.assert_allclose(full, expected, rtol=1e-5)
 
 
+def test_full_data_log_posterior_in_chunks_equals_one_pass():
+    model, x, y = regression_problem()  # 64 rows
+    params = model.init(jax.random.key(0))
+    log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(0.5), priors.gaussian(0.7), num_data=len(x),
+                                       temperature=0.5)
+    one_pass = log_post(params, (x, y))
+    for chunk_size in (1, 10, 64, 1000):  # 10 leaves a remainder of 4; 1000 > N is one chunk
+        np.testing.assert_allclose(jax.jit(lambda p: log_post.full_data(p, (x, y), chunk_size))(params), one_pass,
+                                   rtol=1e-5)
+    with pytest.raises(ValueError, match="whole training set"):
+        log_post.full_data(params, (x[:10], y[:10]))
+
+
 def test_num_data_smaller_than_batch_fails():
     model, x, y = regression_problem()
     log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(1.0), priors.gaussian(1.0), num_data=10)

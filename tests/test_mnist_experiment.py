@@ -53,8 +53,18 @@ def test_end_to_end_map_and_ensemble(shared_data_dir, tmp_path):
         splits = [r["split"] for r in records if r.get("method") == name]
         assert splits.count("train") == 1 and splits.count("test") == 1
         assert splits.count("shift") == 2 and splits.count("ood") == 1
+    # Each ensemble member alone is scored too (the single-model baselines); their logits are the ensemble's.
+    members = results["ensemble"]["members"]
+    assert [m["member"] for m in members] == [0, 1]
+    assert [r["member"] for r in records if r["split"] == "member_test"] == [0, 1]
+    assert all(0.0 <= m["accuracy"] <= 1.0 and m["mean_mutual_information"] == 0.0 for m in members)
+    assert "members" not in results["map"]
+    for result in results.values():  # costs are recorded: wall and CPU seconds, compilations
+        assert result["train_cpu_seconds"] > 0 and result["train_compilations"] >= 1
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["ece"] == "equal_width-15" and config["num_train"] == 200
+    assert config["method_configs"]["ensemble"]["member_execution"] == "vmap"  # an MLP: members vmapped
+    assert config["resolved_sample_chunk"] == 4 and config["backend"] == jax.default_backend()
     assert set(summary["goals"]) >= {"ensemble_accuracy_ge_0.992", "nll_below_map", "best_ood_auroc"}
     for figure in ("reliability.png", "shift.png", "ood.png"):
         assert (out / figure).stat().st_size > 0
@@ -96,6 +106,24 @@ def test_method_config_passes_shared_flags_only_where_accepted():
     assert mnist.method_config("map", cnn, {}).get("steps_per_call") == expected
     ensemble = mnist.method_config("ensemble", args, {"ensemble": {"num_members": 3}})
     assert ensemble["num_members"] == 3 and "num_samples" not in ensemble
+    assert "member_execution" not in mnist.method_config("map", args, {})  # only the ensemble takes it
+
+
+def test_cnn_on_cpu_defaults_to_sequential_members_and_one_sample_per_predictive_call():
+    on_cpu = jax.default_backend() == "cpu"
+    mlp = mnist.build_parser().parse_args(["--model", "mlp"])
+    cnn = mnist.build_parser().parse_args(["--model", "cnn"])
+    assert mnist.method_config("ensemble", mlp, {})["member_execution"] == "vmap"
+    assert mnist.method_config("ensemble", cnn, {})["member_execution"] == ("sequential" if on_cpu else "vmap")
+    assert (mnist.sample_chunk(mlp), mnist.sample_chunk(cnn)) == (4, 1 if on_cpu else 4)
+    forced = mnist.build_parser().parse_args(["--model", "cnn", "--ensemble-execution", "vmap", "--sample-chunk", "3"])
+    assert mnist.method_config("ensemble", forced, {})["member_execution"] == "vmap"
+    assert mnist.sample_chunk(forced) == 3
+    # --set wins over the flag
+    assert mnist.method_config("ensemble", forced, {"ensemble": {"member_execution": "sequential"}})[
+        "member_execution"] == "sequential"
+    with pytest.raises(ValueError, match="--sample-chunk must be positive or 0"):
+        mnist.check_args(mnist.build_parser().parse_args(["--sample-chunk", "-1"]))
 
 
 def test_goal_checks():
