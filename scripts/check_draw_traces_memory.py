@@ -8,7 +8,7 @@ wall time, the peak resident memory and the chunked value against a one-pass val
 """
 import sys
 import resource, time
-import jax, jax.numpy as jnp, numpy as np
+import jax, numpy as np
 from bdljax import data, likelihoods, models, posterior, priors, sgmcmc
 mnist = data.load_mnist(sys.argv[sys.argv.index('--data-dir') + 1] if '--data-dir' in sys.argv else None)
 x = mnist.x_train.astype(np.float32); y = mnist.y_train
