@@ -28,11 +28,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from bdljax import map as map_method
-from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer
+from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer, nonfinite_diagnostics
 from bdljax.posterior import LogPosterior
 from bdljax.train import fit
 from bdljax.transform import Transform
@@ -143,10 +142,7 @@ def fit_sequential(
         history.extend(result.history)
     stacked_samples = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *samples)
     stacked_state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    nonfinite = getattr(stacked_state, "num_nonfinite", None)
-    diagnostics = {"member_execution": "sequential"}
-    if nonfinite is not None:
-        diagnostics["nonfinite_steps"] = int(np.sum(np.asarray(nonfinite)))
+    diagnostics = {"member_execution": "sequential", **nonfinite_diagnostics(stacked_state)}
     return Fitted(stacked_samples, problem.model.apply, history, diagnostics, stacked_state, problem.likelihood)
 
 

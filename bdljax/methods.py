@@ -200,6 +200,12 @@ def fit_transform(
         log_fields=log_fields, progress=progress, description=description, steps_per_call=steps_per_call,
     )
     samples = method.sample(result.state, sample_key, num_samples)
-    nonfinite = getattr(result.state, "num_nonfinite", None)
-    diagnostics = {} if nonfinite is None else {"nonfinite_steps": int(np.sum(np.asarray(nonfinite)))}
-    return Fitted(samples, apply, result.history, diagnostics, result.state, problem.likelihood)
+    return Fitted(samples, apply, result.history, nonfinite_diagnostics(result.state), result.state,
+                  problem.likelihood)
+
+
+def nonfinite_diagnostics(state) -> Dict[str, int]:
+    """``{"nonfinite_steps": n}`` for a state that counts its skipped non-finite steps (summed over any
+    member or chain axes), else ``{}``: divergences are reported, never silently averaged in."""
+    nonfinite = getattr(state, "num_nonfinite", None)
+    return {} if nonfinite is None else {"nonfinite_steps": int(np.sum(np.asarray(nonfinite)))}

@@ -594,9 +594,8 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
             history = [{"epoch": e + 1, "split": "train", **train.summarise_infos(_take(info, i))}
                        for e, info in enumerate(infos)]
             state = _take(states, i)
-            nonfinite = getattr(state, "num_nonfinite", None)
-            diagnostics = {} if nonfinite is None else {"nonfinite_steps": int(np.sum(np.asarray(nonfinite)))}
-            fitted.append(methods.Fitted(_take(samples, i), plan.apply, history, diagnostics, state))
+            fitted.append(methods.Fitted(_take(samples, i), plan.apply, history, methods.nonfinite_diagnostics(state),
+                                         state))
     return fitted
 
 
