@@ -530,6 +530,84 @@ def observed_reward_likelihood(noise_scale: float) -> Likelihood:
     return Likelihood("bandit_gaussian", "regression", log_prob, check_targets, mean_and_scale)
 
 
+LOG_NOISE = "log_noise"  # the leaf of a learned_noise_model's parameters that holds ρ = log σ
+
+
+def learned_noise_model(model: models.Model, initial_scale: float = 1.0) -> models.Model:
+    """``model`` with one extra learned parameter ρ = log σ, the reward noise's log standard deviation.
+
+    Parameters ``{"net": θ, "log_noise": ρ}``, ρ initialised at log ``initial_scale``. ``apply`` is the
+    network's (one predicted reward per arm; ρ plays no part in the prediction), so acting is unchanged;
+    :func:`bandit_log_posterior` with ``learned_noise=True`` reads ρ into the likelihood
+    r ~ N(f_a(x; θ), e^{2ρ}). ρ is then fitted (greedy, ensembles, MC dropout, NeuralLinear's network),
+    given a variational factor (MFVI) or sampled (SGLD, SGHMC) together with θ, under the agent's prior:
+    the Gaussian prior of :func:`agent_prior` puts N(0, s²) on the scalar ρ (the bias rule of
+    :func:`bdljax.priors.fan_in_scales`), i.e. a log-normal prior on σ with median 1 (s = 1: σ within
+    [0.14, 7.1] with 95 % prior probability); the flat prior puts none (maximum likelihood for σ).
+
+    This is the homoscedastic learned noise of Riquelme et al.'s BBB with ``infer_noise_sigma`` (their
+    NeuralLinear and LinTS learn it through the inverse-gamma instead, :class:`NIGPrior`).
+    """
+    if not initial_scale > 0:
+        raise ValueError(f"learned_noise_model: initial_scale must be a positive standard deviation, got {initial_scale}")
+    initial = math.log(initial_scale)
+
+    def rebuild(net: models.Model) -> models.Model:
+        def init(key):
+            return {"net": net.init(key), LOG_NOISE: jnp.asarray(initial, jnp.float32)}
+
+        def apply(params, x, rng=None, train=False):
+            return net.apply(params["net"], x, rng=rng, train=train)
+
+        with_dropout = None if net.with_dropout is None else (lambda rate: rebuild(net.with_dropout(rate)))
+        return models.Model(init, apply, with_dropout)
+
+    return rebuild(model)
+
+
+def network_params(params: Params) -> Params:
+    """The network's own parameters: ``params["net"]`` for a :func:`learned_noise_model`, else ``params``."""
+    return params["net"] if isinstance(params, dict) and LOG_NOISE in params else params
+
+
+def learned_noise_scale(params: Params) -> jax.Array:
+    """σ = e^ρ of a :func:`learned_noise_model`'s parameters (or of a randomized-prior wrapper around one)."""
+    if isinstance(params, dict) and LOG_NOISE in params:
+        return jnp.exp(params[LOG_NOISE])
+    if isinstance(params, dict) and "net" in params:
+        return learned_noise_scale(params["net"])
+    raise ValueError("learned_noise_scale: these parameters have no 'log_noise' leaf; build the model with "
+                     "learned_noise_model.")
+
+
+def observed_reward_likelihood_learned(noise_multiplier: float = 1.0) -> Likelihood:
+    """Gaussian on the played arm's reward with a learned σ: r ~ N(f_a(x; θ), (c·e^ρ)²), weighted.
+
+    The output is ``(B, 2)`` rows ``[f_a(x; θ), ρ]`` (:func:`bandit_log_posterior` with
+    ``learned_noise=True`` builds them); targets ``[reward, weight]`` as in
+    :func:`observed_reward_likelihood`. The weight multiplies the whole log-density, −log σ included, so
+    ρ sees the data count n_t. ``noise_multiplier`` c is ``sgmcmc_scale``'s tempering (1 otherwise).
+    """
+    if not noise_multiplier > 0:
+        raise ValueError(f"observed_reward_likelihood_learned: noise_multiplier must be positive, got {noise_multiplier}")
+    log_c = math.log(noise_multiplier)
+
+    def log_prob(output, y):
+        reward, weight = y[..., 0], y[..., 1]
+        mean, log_scale = output[..., 0], output[..., 1] + log_c
+        return weight * (-0.5 * jnp.square((reward - mean) * jnp.exp(-log_scale)) - log_scale - 0.5 * LOG_2PI)
+
+    def check_targets(y, output_shape):
+        y = np.asarray(y)
+        if y.ndim != 2 or y.shape[1] != 2 or not np.all(np.isfinite(y)):
+            raise ValueError(f"bandit likelihood: targets must be finite [reward, weight] rows (B, 2), got shape {y.shape}.")
+
+    def mean_and_scale(output):
+        return output[..., 0], noise_multiplier * jnp.exp(output[..., 1])
+
+    return Likelihood("bandit_gaussian_learned_noise", "regression", log_prob, check_targets, mean_and_scale)
+
+
 def played_arm_apply(apply: models.Apply, context_dim: int) -> models.Apply:
     """The network's prediction for the arm that was played.
 
@@ -545,14 +623,27 @@ def played_arm_apply(apply: models.Apply, context_dim: int) -> models.Apply:
 
 
 def bandit_log_posterior(model: models.Model, context_dim: int, noise_scale: float, prior: Prior,
-                         capacity: int, temperature: float = 1.0) -> posterior.LogPosterior:
+                         capacity: int, temperature: float = 1.0, learned_noise: bool = False) -> posterior.LogPosterior:
     """The shared log posterior of a bandit network on up to ``capacity`` observations.
 
     log p(θ | D_t) = log p(θ) + Σ_{i ≤ n_t} log N(r_i | f_{a_i}(x_i; θ), σ²) + const,
     with N = capacity and the n_t/capacity weights in the targets (module docstring).
+
+    ``learned_noise``: ``model`` is a :func:`learned_noise_model` (possibly inside
+    :func:`randomized_prior_model`) and σ = ``noise_scale``·e^ρ with ρ one of the parameters, so the log
+    posterior is over (θ, ρ); ``noise_scale`` is then a fixed multiplier (``sgmcmc_scale``'s tempering, or 1).
     """
-    return posterior.log_posterior(played_arm_apply(model.apply, context_dim), observed_reward_likelihood(noise_scale),
-                                   prior, capacity, temperature)
+    if not learned_noise:
+        return posterior.log_posterior(played_arm_apply(model.apply, context_dim),
+                                       observed_reward_likelihood(noise_scale), prior, capacity, temperature)
+    played = played_arm_apply(model.apply, context_dim)
+
+    def apply_with_noise(params, x, rng=None, train=False):
+        mean = played(params, x, rng=rng, train=train)
+        return jnp.stack([mean, jnp.broadcast_to(jnp.log(learned_noise_scale(params)), mean.shape)], axis=-1)
+
+    return posterior.log_posterior(apply_with_noise, observed_reward_likelihood_learned(noise_scale), prior, capacity,
+                                   temperature)
 
 
 class TransformAgentState(NamedTuple):
@@ -698,11 +789,11 @@ def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int
         return jax.tree.map(lambda leaf: leaf[0], method.sample(state, key, 1))
 
     def features(params, contexts):
-        return with_intercept(mlp_features(params, contexts, num_hidden, activation))
+        return with_intercept(mlp_features(network_params(params), contexts, num_hidden, activation))
 
     def init(key):
         method_state = method.init(key, model.init)
-        last_hidden = network(method_state, key)["params"][f"Dense_{num_hidden - 1}"]["bias"]
+        last_hidden = network_params(network(method_state, key))["params"][f"Dense_{num_hidden - 1}"]["bias"]
         return NeuralLinearState(method_state, linear_stats_init(num_arms, last_hidden.shape[-1] + 1))
 
     def act(state, context, key):
@@ -823,6 +914,10 @@ class AgentSettings(NamedTuple):
     # poisonous mushroom's reward has standard deviation 20) without letting the prior dominate the mean. Step
     # sizes are not rescaled here: ε₀ is given for the scaled target (it scales like the posterior variance, c²).
     sgmcmc_scale: float = 1.0
+    # Every network agent (all but uniform and lints) learns the reward noise: ρ = log σ is one more parameter,
+    # initialised at log noise_scale and fitted / sampled with the weights (learned_noise_model); with the
+    # Gaussian prior ρ ~ N(0, prior_scale²). Off: σ = noise_scale fixed (the behaviour before session 4).
+    learned_noise: bool = False
 
 
 POINT_PRIORS = ("gaussian", "flat")
@@ -872,8 +967,13 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     model = bandit_model(context_dim, num_arms, s.hidden, s.activation)
     if s.init_scale is not None:
         model = uniform_init_model(model, s.init_scale)
+    learned = bool(s.learned_noise)
+    # With a learned σ = noise_scale·e^ρ the likelihood's fixed factor is 1 and ρ starts at log noise_scale.
+    noise = 1.0 if learned else s.noise_scale
+    if learned:
+        model = learned_noise_model(model, s.noise_scale)
     prior = agent_prior(name, s)
-    log_post = bandit_log_posterior(model, context_dim, s.noise_scale, prior, horizon)
+    log_post = bandit_log_posterior(model, context_dim, noise, prior, horizon, learned_noise=learned)
     optimizer = bandit_optimizer(s.optimizer, s.learning_rate, train_steps=s.train_steps, lr_decay=s.lr_decay,
                                  max_grad_norm=s.max_grad_norm)
     common = dict(num_arms=num_arms, horizon=horizon, batch_size=s.batch_size, train_steps=s.train_steps)
@@ -888,7 +988,8 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
                                bootstrap_probability=s.bootstrap_probability if name == "bootstrap" else None, **common)
     if name == "rp_ensemble":
         rp_model = randomized_prior_model(model, s.prior_function_scale)
-        rp_log_post = bandit_log_posterior(rp_model, context_dim, s.noise_scale, trainable_prior(prior), horizon)
+        rp_log_post = bandit_log_posterior(rp_model, context_dim, noise, trainable_prior(prior), horizon,
+                                           learned_noise=learned)
         perturbation = None if s.rp_reward_perturbation is None else s.rp_reward_perturbation * s.noise_scale
         return transform_agent(name, ensemble.deep_ensemble(rp_log_post, optimizer, s.num_members), rp_model,
                                samples_per_draw=s.num_members, reward_perturbation=perturbation, **common)
@@ -907,7 +1008,7 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
         dropout_net = mcdropout.dropout_model(model, s.dropout_rate)
         example = jnp.zeros((2, context_dim))
         structure = mcdropout.dropout_structure(dropout_net.apply, dropout_net.init(jax.random.key(0)), example)
-        log_post = bandit_log_posterior(dropout_net, context_dim, s.noise_scale, prior, horizon)
+        log_post = bandit_log_posterior(dropout_net, context_dim, noise, prior, horizon, learned_noise=learned)
         method = mcdropout.build(log_post, optimizer, structure)
         return transform_agent(name, method, dropout_net, sample_apply=mcdropout.sample_apply(dropout_net.apply, structure),
                                **common)
@@ -922,8 +1023,9 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     if s.sgmcmc_scale != 1.0:
         # σ → cσ and s → cs together: the same MAP, the posterior tempered at T = c² (see AgentSettings).
         c = s.sgmcmc_scale
-        log_post = bandit_log_posterior(model, context_dim, c * s.noise_scale,
-                                        agent_prior(name, s._replace(prior_scale=c * s.prior_scale)), horizon)
+        log_post = bandit_log_posterior(model, context_dim, c * noise,
+                                        agent_prior(name, s._replace(prior_scale=c * s.prior_scale)), horizon,
+                                        learned_noise=learned)
     if name == "sgld":
         method = sgmcmc.sgld(log_post, schedule, num_kept=1)
     else:

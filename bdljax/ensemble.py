@@ -33,7 +33,6 @@ import optax
 from bdljax import map as map_method
 from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer, nonfinite_diagnostics
 from bdljax.posterior import LogPosterior
-from bdljax.train import fit
 from bdljax.transform import Transform
 
 Params = Any
@@ -115,9 +114,10 @@ def fit_sequential(
 
     Member k uses ``member_keys(key, K)[k]`` split into (init, data order, sample) keys exactly as
     :func:`bdljax.methods.fit_transform` splits a key, so member k equals an independent fit of ``member`` with
-    that key (a MAP member: ``map.recipe(problem, member_keys(key, K)[k])``). The member transform, its jitted
-    init and the training epoch (cached by :func:`bdljax.train.build_epoch` / ``build_chunked_epoch`` on the
-    transform object) are built once, so all K members run the same compiled programs: one compilation.
+    that key (a MAP member: ``map.recipe(problem, member_keys(key, K)[k])``): each member *is* a
+    :func:`bdljax.methods.fit_transform` call. The member transform is built once and its init and training
+    epoch are compiled once per transform (:func:`bdljax.methods.initial_state`,
+    :func:`bdljax.train.build_epoch`), so all K members run the same compiled programs: one compilation.
 
     Returns:
       ``Fitted`` whose samples and state are the K members' stacked on a leading axis (one sample per MAP
@@ -128,20 +128,15 @@ def fit_sequential(
     if member.batch_streams:
         raise ValueError("fit_sequential trains one-stream members; got a member with batch_streams set "
                          "(an ensemble of ensembles is not supported)")
-    init = jax.jit(lambda k: member.init(k, init_params))  # built once: one compilation for every member
-    states, samples, history = [], [], []
-    for index, member_key in enumerate(member_keys(key, num_members)):
-        init_key, fit_key, sample_key = jax.random.split(member_key, 3)
-        result = fit(
-            member, init(init_key), (problem.x_train, problem.y_train), key=fit_key, num_epochs=num_epochs,
-            batch_size=batch_size, logger=logger, log_fields={**(log_fields or {}), "member": index},
-            progress=progress, description=f"{description}[{index}]", steps_per_call=steps_per_call,
-        )
-        states.append(result.state)
-        samples.append(member.sample(result.state, sample_key, 1))
-        history.extend(result.history)
-    stacked_samples = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *samples)
-    stacked_state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    # The same member transform for every member: its init and epoch compile once (cached per transform).
+    fits = [fit_transform(problem, member, member_key, init_params=init_params, num_epochs=num_epochs,
+                          batch_size=batch_size, num_samples=1, logger=logger,
+                          log_fields={**(log_fields or {}), "member": index}, progress=progress,
+                          description=f"{description}[{index}]", steps_per_call=steps_per_call)
+            for index, member_key in enumerate(member_keys(key, num_members))]
+    stacked_samples = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *[f.samples for f in fits])
+    stacked_state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[f.state for f in fits])
+    history = [record for f in fits for record in f.history]
     diagnostics = {"member_execution": "sequential", **nonfinite_diagnostics(stacked_state)}
     return Fitted(stacked_samples, problem.model.apply, history, diagnostics, stacked_state, problem.likelihood)
 

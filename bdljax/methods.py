@@ -14,6 +14,7 @@ need to change when a method is added here.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -183,16 +184,17 @@ def fit_transform(
     """
     apply = apply or problem.model.apply
     init_key, fit_key, sample_key = jax.random.split(key, 3)
-    # One compiled init instead of dozens of eagerly dispatched (and separately compiled) ops.
-    state = jax.jit(lambda k: method.init(k, init_params))(init_key)
+    state = initial_state(method, init_key, init_params)
     evaluate = None
     if eval_data is not None and eval_every:
         x_eval, y_eval = eval_data
 
-        def evaluate(state):
+        def evaluate_predictive(state):
             samples = method.sample(state, sample_key, num_samples)
             outputs = predictive.predictive_outputs(apply, samples, x_eval)
             return predictive.evaluate(problem.likelihood, outputs, y_eval)
+
+        evaluate = evaluate_predictive
 
     result = fit(
         method, state, (problem.x_train, problem.y_train), key=fit_key, num_epochs=num_epochs,
@@ -202,6 +204,27 @@ def fit_transform(
     samples = method.sample(result.state, sample_key, num_samples)
     return Fitted(samples, apply, result.history, nonfinite_diagnostics(result.state), result.state,
                   problem.likelihood)
+
+
+def initial_state(method: Transform, key: jax.Array, init_params: Any):
+    """``method.init(key, init_params)`` as one compiled call, compiled once per transform.
+
+    One compiled init instead of dozens of eagerly dispatched (and separately
+    compiled) ops; cached per (transform, initialiser), so refitting the same
+    transform (ensemble members one after another, splits, grid points) never
+    recompiles it. ``init_params`` is a pytree (an argument of the compiled
+    function) or an initialiser ``key -> params`` (part of the cached function).
+    """
+    if callable(init_params):
+        return _compiled_init(method, init_params)(key)
+    return _compiled_init(method, None)(key, init_params)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_init(method: Transform, initialiser: Optional[Callable]) -> Callable:
+    if initialiser is None:
+        return jax.jit(method.init)
+    return jax.jit(lambda key: method.init(key, initialiser))
 
 
 def nonfinite_diagnostics(state) -> Dict[str, int]:

@@ -184,6 +184,26 @@ def mean_test_log_likelihood(means, scales, y):
 
 
 @jax.jit
+def component_log_likelihoods(means, scales, y):
+    """Mean test log-likelihood of each mixture component on its own, ``(S,)``.
+
+    ``ll_s = (1/N) Σ_n Σ_d log N(y_nd | mu_snd, sigma_snd²)``: the score of each
+    ensemble member (or posterior sample) as a model by itself. Unlike the
+    mixture's log-likelihood, where one bad component of S costs at most
+    log(S/(S−1)) nats per point, a diverged member shows here in full, which is
+    why model selection for deep ensembles uses it.
+
+    Args: as :func:`gaussian_mixture_log_likelihood`.
+    """
+    means, scales, y = jnp.asarray(means), jnp.asarray(scales), jnp.asarray(y)
+    _check_mixture_shapes(means, scales, y)
+    component_log_pdf = _gaussian_log_pdf(y[None], means, scales)
+    if component_log_pdf.ndim == 3:
+        component_log_pdf = jnp.sum(component_log_pdf, axis=-1)
+    return jnp.mean(component_log_pdf, axis=1)
+
+
+@jax.jit
 def mixture_mean_variance(means, scales):
     """Mean and variance of an equal-weight Gaussian mixture.
 

@@ -65,9 +65,9 @@ from bdljax.logging import RunLogger, default_run_dir
 #   are given for the scaled target (ε scales like the posterior's variance, c²: 7.5·10⁻² = 25 × 3·10⁻³).
 BANDIT_DEFAULTS = {
     "wheel": {"noise_scale": 1.0, "prior_scale": 1.0, "point_prior": "flat", "sgld_step_size": 1e-3,
-              "sghmc_step_size": 1e-2, "sgmcmc_scale": 1.0},
+              "sghmc_step_size": 1e-2, "sgmcmc_scale": 1.0, "learned_noise": "off"},
     "mushroom": {"noise_scale": 1.0, "prior_scale": 1.0, "point_prior": "gaussian", "sgld_step_size": 1e-2,
-                 "sghmc_step_size": 7.5e-2, "sgmcmc_scale": 5.0},
+                 "sghmc_step_size": 7.5e-2, "sgmcmc_scale": 5.0, "learned_noise": "off"},
 }
 CURVE_POINTS = 100  # checkpoints of the regret curve written to metrics.jsonl
 
@@ -249,6 +249,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
     parser.add_argument("--sgmcmc-scale", type=float, default=None,
                         help="sgld/sghmc: sample with σ·c and prior scale s·c, i.e. the posterior at temperature c² "
                              "(default per bandit, BANDIT_DEFAULTS)")
+    parser.add_argument("--learned-noise", choices=("on", "off"), default=None,
+                        help="network agents learn the reward noise σ = noise_scale·e^ρ with ρ a parameter "
+                             "(bdljax.bandits.learned_noise_model); default per bandit, BANDIT_DEFAULTS")
     parser.add_argument("--num-members", type=int, default=defaults.num_members,
                         help=f"ensemble / bootstrap members (default {defaults.num_members})")
     parser.add_argument("--initial-pulls", type=int, default=2, help="round-robin pulls of every arm at the start (default 2)")
@@ -278,7 +281,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                                  point_prior=args.point_prior, mfvi_init_scale=args.mfvi_init_scale,
                                  dropout_rate=args.dropout_rate,
                                  sgld_step_size=args.sgld_step_size, sghmc_step_size=args.sghmc_step_size,
-                                 sgmcmc_scale=args.sgmcmc_scale)
+                                 sgmcmc_scale=args.sgmcmc_scale, learned_noise=args.learned_noise == "on")
     try:
         bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), first.num_arms)
         bandits.bandit_optimizer(settings.optimizer, settings.learning_rate, train_steps=settings.train_steps,

@@ -168,6 +168,29 @@ def test_mixture_log_likelihood_matches_scipy(seed, point_shape):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("point_shape", POINT_SHAPES)
+def test_component_log_likelihoods_match_scipy(seed, point_shape):
+    means, scales, y = random_mixture(seed, point_shape)
+    log_pdf = scipy.stats.norm.logpdf(np.float64(y)[None], np.float64(means), np.float64(scales))
+    expected = log_pdf.reshape(log_pdf.shape[0], log_pdf.shape[1], -1).sum(-1).mean(-1)
+    assert_close(metrics.component_log_likelihoods(means, scales, y), expected)
+
+
+def test_component_log_likelihoods_expose_a_bad_member_the_mixture_hides():
+    # Four exact members and one far off: the mixture loses only log(5/4) per point,
+    # the bad member's own log-likelihood is hundreds of nats lower.
+    y = np.linspace(-1.0, 1.0, 50)
+    means = np.stack([y] * 4 + [y + 10.0])
+    scales = np.full_like(means, 0.1)
+    good = scipy.stats.norm.logpdf(0.0, 0.0, 0.1)
+    mixture = float(metrics.mean_test_log_likelihood(means, scales, y))
+    assert abs(mixture - (good + np.log(4 / 5))) < 1e-4
+    members = np.asarray(metrics.component_log_likelihoods(means, scales, y))
+    np.testing.assert_allclose(members[:4], good, rtol=1e-5)
+    np.testing.assert_allclose(members[4], scipy.stats.norm.logpdf(10.0, 0.0, 0.1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_single_gaussian_log_likelihood_is_norm_logpdf(seed):
     means, scales, y = random_mixture(seed, (NUM_REGRESSION_POINTS,), num_components=1)
     expected = scipy.stats.norm.logpdf(np.float64(y), np.float64(means[0]), np.float64(scales[0]))

@@ -43,12 +43,13 @@ def existing_methods():
 
 
 def tiny_settings(name):
-    """--set flags: the protocol's grid cut to its first point (map keeps two: validation runs) and tiny samplers."""
+    """--set flags: the protocol's grid cut to its first point (map's prior scale and the ensemble's learning
+    rate keep two: validation runs, see ``run_concrete``) and tiny samplers."""
     protocol = uci.protocol_for(name)
     accepted = methods.hyperparameters(name)
     flags = []
     for key, values in protocol.grid.items():
-        if name == "map":
+        if name == "map" or (name == "ensemble" and key == "learning_rate"):
             continue
         if isinstance(values, str):  # a file grid: its first value is read by the script; fix a plain number
             values = {"dropout_rates.txt": (0.05,), "tau_values.txt": (0.05,)}[values]
@@ -63,7 +64,8 @@ def tiny_settings(name):
 
 def run_concrete(out, shared_data_dir, names):
     argv = ["--dataset", "concrete", "--splits", "0", "--epochs-multiplier", "0.05", "--data-dir", str(shared_data_dir),
-            "--out", str(out), "--method", ",".join(names), "--grid", "map.prior_scale=0.3,3"]
+            "--out", str(out), "--method", ",".join(names), "--grid", "map.prior_scale=0.3,3",
+            "--grid", "ensemble.learning_rate=1e-3,3e-2"]
     for name in names:
         argv += tiny_settings(name)
     summaries = uci.main(argv)
@@ -109,6 +111,21 @@ def check_run(names, out, summaries):
     assert listed[names.index("map")]["selected"] == [{"prior_scale": chosen}]
     assert listed[names.index("map")]["configurations_traced"]  # both grid points in one compiled program
     assert any(r.get("split") == "train" and r["method"] == "map" for r in records)
+    if "ensemble" in names:
+        # The ensemble is selected by its members' mean log-likelihood, not the mixture's, with both learning
+        # rates in one compiled program (the learning rate is traced).
+        validation = [r for r in records if r.get("split") == "validation" and r["method"] == "ensemble"]
+        assert sorted(r["learning_rate"] for r in validation) == [1e-3, 3e-2]
+        for r in validation:
+            assert r["selection_score"] == r["sample_ll_mean"]
+            assert r["sample_ll_min"] <= r["sample_ll_mean"] <= r["sample_ll_max"]
+            # A mixture scores at least its members' mean (Jensen), the criterion's reason to exist.
+            assert r["test_ll"] >= r["sample_ll_mean"] - 1e-6
+        chosen = max(validation, key=lambda r: r["sample_ll_mean"])
+        summary = listed[names.index("ensemble")]
+        assert summary["selected"] == [{k: chosen[k] for k in summary["selected"][0]}]
+        assert summary["selected"][0]["learning_rate"] == chosen["learning_rate"]
+        assert summary["configurations_traced"] and summary["protocol"]["selection"] == "members"
 
 
 def test_table_reads_the_run_beside_published_numbers(concrete_run, capsys):
