@@ -15,6 +15,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "experiments"))
 sys.path.insert(0, str(REPOSITORY / "scripts"))
 import uci  # noqa: E402
+import uci_selection  # noqa: E402
 import uci_table  # noqa: E402
 
 # Cost knobs of sampler recipes, set small so that every method runs in a few seconds here
@@ -138,6 +139,17 @@ def test_table_reads_the_run_beside_published_numbers(concrete_run, capsys):
     for name in names:
         assert f"bdljax {name}" in text
     assert figures["published"]["concrete"]["deep ensembles"]["test_ll"] == -3.06
+
+
+def test_selection_report_reads_the_ensemble_validation(concrete_run, capsys):
+    _, out, _ = concrete_run
+    (figures,) = uci_selection.main([str(out)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == [figures]
+    assert figures["dataset"] == "concrete" and figures["splits"] == 1
+    assert sum(figures["learning_rate_by_members_ll"].values()) == sum(figures["learning_rate_by_mixture_ll"].values()) == 1
+    assert figures["test_mixture_minus_worst_member_max"] >= 0.0  # Jensen: the mixture beats its worst member
+    with pytest.raises(ValueError, match="no metrics.jsonl"):
+        uci_selection.compare(out / "summary.json")
 
 
 def _runs(shared_data_dir, name, protocol_key_values):
