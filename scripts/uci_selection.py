@@ -25,8 +25,9 @@ def compare(run_dir: Path) -> Dict[str, Any]:
     if not (run_dir / "metrics.jsonl").is_file():
         raise ValueError(f"{run_dir}: no metrics.jsonl; give run directories of experiments/uci.py")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    validation = [r for r in records if r.get("split") == "validation"]
-    if not validation or any("sample_ll_mean" not in r for r in validation):
+    # Only the methods selected by their members' log-likelihood write it (deep ensembles).
+    validation = [r for r in records if r.get("split") == "validation" and "sample_ll_mean" in r]
+    if not validation:
         raise ValueError(f"{run_dir}: no validation records with sample_ll_mean (an ensemble run of "
                          "experiments/uci.py with a validation grid writes them)")
     by_split: Dict[int, List[dict]] = collections.defaultdict(list)
@@ -39,9 +40,12 @@ def compare(run_dir: Path) -> Dict[str, Any]:
         by_mixture[str(mixture_choice.get("learning_rate"))] += 1
         by_members[str(members_choice.get("learning_rate"))] += 1
         differ += mixture_choice["grid_point"] != members_choice["grid_point"]
-    tests = [r for r in records if r.get("split") == "test" and "sample_ll_min" in r]
+    if len({r["method"] for r in validation}) > 1:
+        raise ValueError(f"{run_dir}: several methods wrote members' log-likelihoods; give one per run directory")
+    method = validation[0]["method"]
+    tests = [r for r in records if r.get("split") == "test" and r["method"] == method and "sample_ll_min" in r]
     return {
-        "run_dir": str(run_dir), "dataset": validation[0]["dataset"], "splits": len(by_split),
+        "run_dir": str(run_dir), "dataset": validation[0]["dataset"], "method": method, "splits": len(by_split),
         "learning_rate_by_mixture_ll": dict(by_mixture), "learning_rate_by_members_ll": dict(by_members),
         "splits_where_choices_differ": differ,
         "test_worst_member_ll_min": min((r["sample_ll_min"] for r in tests), default=None),
