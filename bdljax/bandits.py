@@ -857,12 +857,14 @@ class AgentSettings(NamedTuple):
     Every neural agent uses the same network (``hidden``), Gaussian reward
     likelihood (``noise_scale`` σ), prior N(0, s²/fan_in) on kernels and N(0,
     s²) on biases (``prior_scale`` s), optimiser, batch size and number of
-    minibatch steps per retraining; only the inference method differs. Two
+    minibatch steps per retraining; only the inference method differs. Three
     documented exceptions: ``point_prior = "flat"`` fits the point agents by
     maximum likelihood, as Riquelme et al.'s reference networks (no weight
-    decay), and ``sgmcmc_scale`` c samples SGLD/SGHMC's posterior at
-    temperature c². ``experiments/bandits.py`` sets both per bandit from pilot
-    seeds (its ``BANDIT_DEFAULTS``).
+    decay), ``neural_linear_prior`` does the same for NeuralLinear's network
+    alone, and ``sgmcmc_scale`` c samples SGLD/SGHMC's posterior at
+    temperature c². ``experiments/bandits.py`` sets them per bandit from pilot
+    seeds (its ``BANDIT_DEFAULTS``). ``learned_noise`` (off by default) makes
+    σ a learned parameter of every network agent (:func:`learned_noise_model`).
 
     Taken from Riquelme et al. (2018): one hidden layer of 50 ReLUs, retraining every 50 steps for 100
     minibatch steps, 2 round-robin pulls per arm, bootstrap inclusion p = 0.95, dropout keep 0.8, the NIG
@@ -918,6 +920,10 @@ class AgentSettings(NamedTuple):
     # initialised at log noise_scale and fitted / sampled with the weights (learned_noise_model); with the
     # Gaussian prior ρ ~ N(0, prior_scale²). Off: σ = noise_scale fixed (the behaviour before session 4).
     learned_noise: bool = False
+    # The prior of NeuralLinear's network alone, overriding point_prior for it (None: follow point_prior).
+    # Riquelme et al.'s NeuralLinear trains its network on the plain squared error (flat); see
+    # experiments/bandits.py's BANDIT_DEFAULTS for where that differs from the other point agents' choice.
+    neural_linear_prior: Optional[str] = None
 
 
 POINT_PRIORS = ("gaussian", "flat")
@@ -927,12 +933,18 @@ POINT_AGENTS = ("greedy", "ensemble", "bootstrap", "neural_linear", "mcdropout")
 def agent_prior(name: str, settings: AgentSettings) -> Prior:
     """The prior of agent ``name``'s network: N(0, s²/fan_in) on kernels and N(0, s²) on biases
     (s = ``prior_scale``), or the flat prior (maximum likelihood) for the agents fitted to a point
-    (:data:`POINT_AGENTS`) when ``point_prior == "flat"``."""
+    (:data:`POINT_AGENTS`) when ``point_prior == "flat"``; NeuralLinear's network follows
+    ``neural_linear_prior`` instead when that is set."""
     from bdljax import priors
 
     if settings.point_prior not in POINT_PRIORS:
         raise ValueError(f"point_prior must be one of {POINT_PRIORS}, got {settings.point_prior!r}")
-    if name in POINT_AGENTS and settings.point_prior == "flat":
+    if settings.neural_linear_prior is not None and settings.neural_linear_prior not in POINT_PRIORS:
+        raise ValueError(f"neural_linear_prior must be None or one of {POINT_PRIORS}, got {settings.neural_linear_prior!r}")
+    point_prior = settings.point_prior
+    if name == "neural_linear" and settings.neural_linear_prior is not None:
+        point_prior = settings.neural_linear_prior
+    if name in POINT_AGENTS and point_prior == "flat":
         return priors.flat()
     return priors.gaussian(priors.fan_in_scales(settings.prior_scale))
 

@@ -63,13 +63,28 @@ from bdljax.logging import RunLogger, default_run_dir
 #   against 26.7 ± 4.1 at c = 1; greedy 19.6 ± 5.2; SGLD 18.2 ± 0.9 with ε₀ = 10⁻², 19.9 ± 0.9 with 2.5·10⁻²,
 #   against 21.1 ± 4.8 at c = 1); c = 3 did not (SGHMC 18.8 and SGLD 22.6, each with a seed at 54.7). Step sizes
 #   are given for the scaled target (ε scales like the posterior's variance, c²: 7.5·10⁻² = 25 × 3·10⁻³).
+# * learned_noise (session 4): off on both. On mushroom pilots a learned σ with s = 1 made every agent stop eating
+#   (greedy 52.9 ± 2.3, SGLD 56.2, SGHMC 57.8, MC dropout 54.5, NeuralLinear 49.7, MFVI 55.0); with s = 5 MFVI
+#   explored at random (94.0 ± 3.8) and SGLD/SGHMC were far worse than their tempered defaults (38.5, 45.9).
+# * neural_linear_prior (session 4): mushroom "flat" (the reference NeuralLinear's plain squared error) for
+#   NeuralLinear's network only: 16.3 ± 1.2 on the pilot keys, every seed ≤ 21.7, against 17.5 ± 4.5 with the
+#   Gaussian prior (one seed at 48.6, a never-eat-like collapse). Wheel: None (follows point_prior, flat).
 BANDIT_DEFAULTS = {
     "wheel": {"noise_scale": 1.0, "prior_scale": 1.0, "point_prior": "flat", "sgld_step_size": 1e-3,
-              "sghmc_step_size": 1e-2, "sgmcmc_scale": 1.0, "learned_noise": "off"},
+              "sghmc_step_size": 1e-2, "sgmcmc_scale": 1.0, "learned_noise": False,
+              "neural_linear_prior": None},
     "mushroom": {"noise_scale": 1.0, "prior_scale": 1.0, "point_prior": "gaussian", "sgld_step_size": 1e-2,
-                 "sghmc_step_size": 7.5e-2, "sgmcmc_scale": 5.0, "learned_noise": "off"},
+                 "sghmc_step_size": 7.5e-2, "sgmcmc_scale": 5.0, "learned_noise": False,
+                 "neural_linear_prior": "flat"},
 }
 CURVE_POINTS = 100  # checkpoints of the regret curve written to metrics.jsonl
+
+
+def on_off(value: str) -> bool:
+    """``"on"`` → True, ``"off"`` → False (argparse type of the boolean flags)."""
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected 'on' or 'off', got {value!r}")
+    return value == "on"
 
 
 def parse_agents(values: Optional[List[str]]) -> List[str]:
@@ -249,9 +264,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
     parser.add_argument("--sgmcmc-scale", type=float, default=None,
                         help="sgld/sghmc: sample with σ·c and prior scale s·c, i.e. the posterior at temperature c² "
                              "(default per bandit, BANDIT_DEFAULTS)")
-    parser.add_argument("--learned-noise", choices=("on", "off"), default=None,
+    parser.add_argument("--learned-noise", type=on_off, default=None, metavar="{on,off}",
                         help="network agents learn the reward noise σ = noise_scale·e^ρ with ρ a parameter "
                              "(bdljax.bandits.learned_noise_model); default per bandit, BANDIT_DEFAULTS")
+    parser.add_argument("--neural-linear-prior", choices=bandits.POINT_PRIORS, default=None,
+                        help="prior of NeuralLinear's network, overriding --point-prior for it "
+                             "(default per bandit, BANDIT_DEFAULTS)")
     parser.add_argument("--num-members", type=int, default=defaults.num_members,
                         help=f"ensemble / bootstrap members (default {defaults.num_members})")
     parser.add_argument("--initial-pulls", type=int, default=2, help="round-robin pulls of every arm at the start (default 2)")
@@ -281,7 +299,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                                  point_prior=args.point_prior, mfvi_init_scale=args.mfvi_init_scale,
                                  dropout_rate=args.dropout_rate,
                                  sgld_step_size=args.sgld_step_size, sghmc_step_size=args.sghmc_step_size,
-                                 sgmcmc_scale=args.sgmcmc_scale, learned_noise=args.learned_noise == "on")
+                                 sgmcmc_scale=args.sgmcmc_scale, learned_noise=args.learned_noise,
+                                 neural_linear_prior=args.neural_linear_prior)
     try:
         bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), first.num_arms)
         bandits.bandit_optimizer(settings.optimizer, settings.learning_rate, train_steps=settings.train_steps,

@@ -618,3 +618,18 @@ def test_every_network_agent_builds_with_learned_noise_and_fixed_noise_agents_ha
             paths = [priors.leaf_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
             has_rho = any(path.endswith("log_noise") for path in paths)
             assert has_rho == learned, f"{name}: learned_noise={learned} but ρ leaf present={has_rho}"
+
+
+def test_neural_linear_prior_overrides_point_prior_for_neural_linear_only():
+    """neural_linear_prior="flat" with point_prior="gaussian": NeuralLinear's network is fitted by maximum likelihood
+    (log-prior exactly 0), every other point agent keeps the Gaussian prior; None follows point_prior; bad names fail."""
+    params = {"params": {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)}}}
+    mixed = bandits.AgentSettings(point_prior="gaussian", neural_linear_prior="flat")
+    assert float(bandits.agent_prior("neural_linear", mixed).log_prob(params)) == 0.0
+    for name in ("greedy", "ensemble", "bootstrap", "mcdropout"):
+        assert float(bandits.agent_prior(name, mixed).log_prob(params)) < 0.0, name
+    follow = bandits.AgentSettings(point_prior="gaussian")
+    assert float(bandits.agent_prior("neural_linear", follow).log_prob(params)) < 0.0
+    assert float(bandits.agent_prior("neural_linear", follow._replace(point_prior="flat")).log_prob(params)) == 0.0
+    with pytest.raises(ValueError, match="neural_linear_prior"):
+        bandits.agent_prior("greedy", bandits.AgentSettings(neural_linear_prior="laplace"))

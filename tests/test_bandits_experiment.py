@@ -87,9 +87,14 @@ def test_per_bandit_defaults_reach_the_agents_and_flags_override_them(tmp_path):
     for bandit, extra, expected in [("wheel", [], script.BANDIT_DEFAULTS["wheel"]),
                                     ("wheel", ["--point-prior", "gaussian", "--sghmc-step-size", "0.5"],
                                      {**script.BANDIT_DEFAULTS["wheel"], "point_prior": "gaussian",
-                                      "sghmc_step_size": 0.5})]:
+                                      "sghmc_step_size": 0.5}),
+                                    ("wheel", ["--learned-noise", "on"],
+                                     {**script.BANDIT_DEFAULTS["wheel"], "learned_noise": True})]:
         out = tmp_path / f"{bandit}{len(extra)}"
         script.main(["--bandit", bandit, "--agents", "uniform", "--out", str(out), *TINY, *extra])
         settings = json.loads((out / "config.json").read_text())["config"]["settings"]
         assert {key: settings[key] for key in expected} == expected
     assert script.BANDIT_DEFAULTS["wheel"]["point_prior"] != script.BANDIT_DEFAULTS["mushroom"]["point_prior"]
+    with pytest.raises(SystemExit):
+        script.main(["--bandit", "wheel", "--agents", "uniform", "--out", str(tmp_path / "bad"), *TINY,
+                     "--learned-noise", "yes"])
