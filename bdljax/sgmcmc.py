@@ -316,7 +316,8 @@ def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epoc
     traces = draw_traces(log_posterior, (problem.x_train, problem.y_train), samples, problem.model.apply,
                          problem.likelihood, points)
     diagnostics = {
-        **fitted.diagnostics, **diag.summarise(traces), "algorithm": name, "num_chains": num_chains,
+        **fitted.diagnostics, **diag.summarise(traces), "exploded_draws": diag.exploded_draws(traces),
+        "algorithm": name, "num_chains": num_chains,
         "num_draws": num_samples, "thinning": thinning, "num_steps": num_steps, "num_burnin": num_burnin,
         "schedule": schedule, "step_size": step_size,
     }

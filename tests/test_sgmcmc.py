@@ -175,10 +175,29 @@ def test_recipes_through_the_registry():
     for key in ("rhat_log_density", "ess_log_density", "rhat_param_norms", "rhat_predictions", "nonfinite_steps",
                 "thinning", "warnings"):
         assert key in fitted.diagnostics
-    assert fitted.diagnostics["nonfinite_steps"] == 0
+    assert fitted.diagnostics["nonfinite_steps"] == fitted.diagnostics["exploded_draws"] == 0
     # The draws lie in the posterior's bulk (it is ~0.1 wide around (1, -0.5, 0.3)).
     assert np.abs(np.asarray(fitted.samples["w"]).mean(0) - EXACT_MEAN[:2]).max() < 0.5
     with pytest.raises(ValueError, match="only .* draws can be kept"):
         methods.run("sgld", problem, jax.random.key(0), num_epochs=2, batch_size=50, num_samples=50)
     with pytest.raises(ValueError, match="does not take"):
         methods.run("sgld", problem, jax.random.key(0), learning_rate=1e-3)
+
+
+def test_exploded_draws_are_counted_and_warned():
+    # Finite blow-ups (a step size too large for a sharp mode) escape the non-finite step counter; the draws'
+    # parameter norms expose them. Healthy draws of one posterior differ by a few per cent.
+    rng = np.random.default_rng(0)
+    norms = 3.0 + 0.05 * rng.standard_normal((2, 20, 4))  # (chains, draws, leaves)
+    log_density = -1000.0 + rng.standard_normal((2, 20))
+    assert diag.exploded_draws({"param_norms": norms, "log_density": log_density}) == 0
+    exploded = norms.copy()
+    exploded[1, 10:] *= 900.0  # half of one chain, as cSGLD's second cycle on MNIST
+    assert diag.exploded_draws({"param_norms": exploded, "log_density": log_density}) == 10
+    nonfinite = log_density.copy()
+    nonfinite[0, 3] = -np.inf
+    assert diag.exploded_draws({"param_norms": exploded, "log_density": nonfinite}) == 11
+    with pytest.warns(diag.ConvergenceWarning, match="11 kept draw"):
+        problems = diag.check({"exploded_draws": 11}, num_chains=2)
+    assert len(problems) == 1
+    assert diag.check({"exploded_draws": 0}, num_chains=2, warn=False) == []
