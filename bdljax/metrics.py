@@ -151,6 +151,14 @@ def _gaussian_log_pdf(x, mean, scale):
     return -0.5 * jnp.square(z) - jnp.log(scale) - 0.5 * jnp.log(2.0 * jnp.pi)
 
 
+def _component_log_pdf(means, scales, y):
+    """``(S, N)``: log N(y_n | mu_sn, sigma_sn²) of every component at every point, summed over output dimensions."""
+    means, scales, y = jnp.asarray(means), jnp.asarray(scales), jnp.asarray(y)
+    _check_mixture_shapes(means, scales, y)
+    component_log_pdf = _gaussian_log_pdf(y[None], means, scales)
+    return jnp.sum(component_log_pdf, axis=-1) if component_log_pdf.ndim == 3 else component_log_pdf
+
+
 @jax.jit
 def gaussian_mixture_log_likelihood(means, scales, y):
     """Per-point log density of an equal-weight mixture of S Gaussians.
@@ -168,13 +176,8 @@ def gaussian_mixture_log_likelihood(means, scales, y):
     Returns:
         ``(N,)`` per-point log-likelihoods.
     """
-    means, scales, y = jnp.asarray(means), jnp.asarray(scales), jnp.asarray(y)
-    _check_mixture_shapes(means, scales, y)
-    component_log_pdf = _gaussian_log_pdf(y[None], means, scales)
-    if component_log_pdf.ndim == 3:
-        component_log_pdf = jnp.sum(component_log_pdf, axis=-1)
-    num_components = means.shape[0]
-    return logsumexp(component_log_pdf, axis=0) - jnp.log(num_components)
+    component_log_pdf = _component_log_pdf(means, scales, y)
+    return logsumexp(component_log_pdf, axis=0) - jnp.log(component_log_pdf.shape[0])
 
 
 @jax.jit
@@ -195,12 +198,7 @@ def component_log_likelihoods(means, scales, y):
 
     Args: as :func:`gaussian_mixture_log_likelihood`.
     """
-    means, scales, y = jnp.asarray(means), jnp.asarray(scales), jnp.asarray(y)
-    _check_mixture_shapes(means, scales, y)
-    component_log_pdf = _gaussian_log_pdf(y[None], means, scales)
-    if component_log_pdf.ndim == 3:
-        component_log_pdf = jnp.sum(component_log_pdf, axis=-1)
-    return jnp.mean(component_log_pdf, axis=1)
+    return jnp.mean(_component_log_pdf(means, scales, y), axis=1)
 
 
 @jax.jit

@@ -66,9 +66,8 @@ def test_automatic_steps_per_call_unrolls_only_conv_nets_on_cpu():
         assert args.steps_per_call == (expected_on_cpu if jax.default_backend() == "cpu" else 40)
 
 
-def test_end_to_end_compiles_each_program_once(shared_data_dir, tmp_path):
-    if not (shared_data_dir / "mnist").is_dir():
-        pytest.skip("MNIST not in the shared data")
+def test_end_to_end_compiles_each_program_once(shared_data_dir, shared_path, tmp_path):
+    shared_path("mnist")
     out = tmp_path / "run"
     summary = active_learning.main([
         "--method", "mcdropout", "--acquisition", "bald,random", "--steps", "2", "--repeats", "1",

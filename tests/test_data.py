@@ -15,27 +15,19 @@ UCI_DATASETS = [
 ]
 
 
-def require_shared(shared_data_dir: Path, *parts: str) -> Path:
-    """The path under the shared data root, skipping the test if that part is absent."""
-    path = shared_data_dir.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path.resolve()} not found in the shared benchmark data")
-    return path
-
-
 # --------------------------------------------------------------------------
 # Real UCI data
 # --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def concrete(shared_data_dir):
-    require_shared(shared_data_dir, "uci", "concrete")
+def concrete(shared_data_dir, shared_path):
+    shared_path("uci", "concrete")
     return data.load_uci("concrete", data_dir=shared_data_dir)
 
 
-def test_list_uci_datasets_finds_the_six_benchmarks(shared_data_dir):
-    require_shared(shared_data_dir, "uci")
+def test_list_uci_datasets_finds_the_six_benchmarks(shared_data_dir, shared_path):
+    shared_path("uci")
     assert set(UCI_DATASETS) <= set(data.list_uci_datasets(shared_data_dir))
 
 
@@ -83,8 +75,8 @@ def test_standardise_uses_training_statistics_only(concrete):
     np.testing.assert_allclose(recovered_y_test, split.y_test, rtol=1e-5)
 
 
-def test_standardise_guards_naval_constant_column(shared_data_dir):
-    require_shared(shared_data_dir, "uci", "naval-propulsion-plant")
+def test_standardise_guards_naval_constant_column(shared_data_dir, shared_path):
+    shared_path("uci", "naval-propulsion-plant")
     naval = data.load_uci("naval-propulsion-plant", data_dir=shared_data_dir)
     assert naval.x.shape == (11934, 16)
     standardised = data.standardise(data.uci_split(naval, 0))
@@ -325,13 +317,13 @@ def test_idx_truncated_gzip_is_rejected(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mnist(shared_data_dir):
-    require_shared(shared_data_dir, "mnist")
+def mnist(shared_data_dir, shared_path):
+    shared_path("mnist")
     return data.load_mnist(shared_data_dir, name="mnist")
 
 
-def test_mnist_files_have_the_standard_magic_numbers(shared_data_dir):
-    directory = require_shared(shared_data_dir, "mnist")
+def test_mnist_files_have_the_standard_magic_numbers(shared_data_dir, shared_path):
+    directory = shared_path("mnist")
     for file_name, magic in [
         ("train-images-idx3-ubyte.gz", data.IDX_IMAGES_MAGIC),
         ("train-labels-idx1-ubyte.gz", data.IDX_LABELS_MAGIC),
@@ -355,8 +347,8 @@ def test_mnist_loads_with_standard_counts(mnist):
     assert mnist.y_train[:5].tolist() == [5, 0, 4, 1, 9]  # The well-known first labels.
 
 
-def test_fashion_mnist_loads(shared_data_dir, mnist):
-    require_shared(shared_data_dir, "fashion_mnist")
+def test_fashion_mnist_loads(shared_data_dir, shared_path, mnist):
+    shared_path("fashion_mnist")
     fashion = data.load_mnist(shared_data_dir, name="fashion_mnist")
     assert fashion.x_train.shape == (60000, 28, 28, 1) and fashion.y_test.shape == (10000,)
     np.testing.assert_array_equal(np.bincount(fashion.y_train), np.full(10, 6000))
@@ -403,8 +395,8 @@ def test_rotate_images_matches_quarter_turn_and_keeps_shape(mnist):
 # --------------------------------------------------------------------------
 
 
-def test_mushroom_one_hot_contexts(shared_data_dir):
-    require_shared(shared_data_dir, "mushroom", "agaricus-lepiota.data")
+def test_mushroom_one_hot_contexts(shared_data_dir, shared_path):
+    shared_path("mushroom", "agaricus-lepiota.data")
     contexts, edible = data.load_mushroom(shared_data_dir)
     assert contexts.shape == (8124, 117) and contexts.dtype == np.float32
     assert edible.shape == (8124,) and edible.dtype == np.bool_
@@ -431,3 +423,8 @@ def test_check_batch_requires_matching_leading_dims():
         data.check_batch(np.zeros((4, 3)), np.zeros(5), x_name="inputs", y_name="targets")
     with pytest.raises(ValueError, match="leading batch dimension"):
         data.check_batch(np.zeros(4), np.float32(1.0))
+
+
+def test_a_dataset_missing_from_the_shared_data_fails_instead_of_skipping(shared_path):
+    with pytest.raises(pytest.fail.Exception, match="no-such-dataset is missing from the shared benchmark data"):
+        shared_path("no-such-dataset")

@@ -17,10 +17,11 @@ sys.path.insert(0, str(REPOSITORY / "experiments"))
 import mnist  # noqa: E402
 
 
-def require_mnist(shared_data_dir):
-    for name in ("mnist", "fashion_mnist"):
-        if not (shared_data_dir / name).is_dir():
-            pytest.skip(f"{name} not in the shared data")
+@pytest.fixture
+def mnist_data_dir(shared_data_dir, shared_path):
+    """The shared data root, with MNIST and Fashion-MNIST in it."""
+    shared_path("mnist")
+    shared_path("fashion_mnist")
     return shared_data_dir
 
 
@@ -31,8 +32,8 @@ def tiny_flags(data_dir, out, model_flags=("--model", "mlp", "--mlp-hidden", "8"
             "--data-dir", str(data_dir), "--out", str(out)]
 
 
-def test_end_to_end_map_and_ensemble(shared_data_dir, tmp_path):
-    data_dir = require_mnist(shared_data_dir)
+def test_end_to_end_map_and_ensemble(mnist_data_dir, tmp_path):
+    data_dir = mnist_data_dir
     out = tmp_path / "run"
     summary = mnist.main(["--method", "map,ensemble", "--set", "ensemble.num_members=2", *tiny_flags(data_dir, out)])
     results = summary["results"]
@@ -149,9 +150,9 @@ def importable_methods():
 
 
 @pytest.mark.slow
-def test_end_to_end_cnn_every_method(shared_data_dir, tmp_path):
+def test_end_to_end_cnn_every_method(mnist_data_dir, tmp_path):
     """The LeNet-like CNN with every available method (minutes on two CPU cores)."""
-    data_dir = require_mnist(shared_data_dir)
+    data_dir = mnist_data_dir
     names = importable_methods()
     summary = mnist.main(["--method", ",".join(names), "--set", "ensemble.num_members=2",
                           *tiny_flags(data_dir, tmp_path / "run", ("--model", "cnn", "--features", "4,8", "--hidden", "16"))])
