@@ -896,6 +896,9 @@ class AgentSettings(NamedTuple):
     # likelihood's own σ, as exact posterior sampling needs for a linear-Gaussian model). Off by default: on pilot
     # seeds (wheel δ = 0.95, split(key(1000), 4)) it gave 55.0 ± 11.7 against 47.5 ± 4.7 without.
     rp_reward_perturbation: Optional[float] = None
+    # The same perturbation for the plain and bootstrapped ensembles (ensemble sampling, Lu & Van Roy 2017):
+    # member k fits r_i + s·z_ik, s = this × noise_scale. None or 0: the members fit the rewards themselves.
+    ensemble_reward_perturbation: Optional[float] = None
     mfvi_init_scale: float = 1.0  # initial σ of q as a fraction of the prior's σ: q starts at the prior (no data yet)
     mfvi_mc_samples: int = 1
     sgld_step_size: float = 1e-3  # ε at the first retraining; then ε ∝ 1/(retrainings so far), see make_agent
@@ -958,6 +961,8 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     * ``mfvi``: :func:`bdljax.mfvi.build`; one draw from q per decision.
     * ``ensemble``: K MAP members from independent initialisations; one member per decision.
     * ``bootstrap``: the same with each observation in each member's data with probability p.
+      Optionally the members of both fit their own noise-perturbed copies of the rewards
+      (``ensemble_reward_perturbation``; ensemble sampling, Lu & Van Roy 2017).
     * ``rp_ensemble``: the ensemble with a fixed random prior function added to each member
       (:func:`randomized_prior_model`), Osband et al. (2018); optionally each member fits its own
       noise-perturbed copy of the rewards (``rp_reward_perturbation``).
@@ -996,8 +1001,11 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
                                    activation=s.activation, prior=s.nig, name=name, **common)
     if name in ("ensemble", "bootstrap"):
         method = ensemble.deep_ensemble(log_post, optimizer, s.num_members)
+        perturbation = (s.ensemble_reward_perturbation * s.noise_scale if s.ensemble_reward_perturbation
+                        else None)  # None or 0: off
         return transform_agent(name, method, model, samples_per_draw=s.num_members,
-                               bootstrap_probability=s.bootstrap_probability if name == "bootstrap" else None, **common)
+                               bootstrap_probability=s.bootstrap_probability if name == "bootstrap" else None,
+                               reward_perturbation=perturbation, **common)
     if name == "rp_ensemble":
         rp_model = randomized_prior_model(model, s.prior_function_scale)
         rp_log_post = bandit_log_posterior(rp_model, context_dim, noise, trainable_prior(prior), horizon,

@@ -633,3 +633,30 @@ def test_neural_linear_prior_overrides_point_prior_for_neural_linear_only():
     assert float(bandits.agent_prior("neural_linear", follow._replace(point_prior="flat")).log_prob(params)) == 0.0
     with pytest.raises(ValueError, match="neural_linear_prior"):
         bandits.agent_prior("greedy", bandits.AgentSettings(neural_linear_prior="laplace"))
+
+
+def test_ensemble_reward_perturbation_reaches_the_plain_and_bootstrapped_ensembles_only():
+    """``ensemble_reward_perturbation`` c gives the ensemble and bootstrap agents per-member reward noise of
+    standard deviation c·σ (ensemble sampling); 0 or None leaves them unperturbed; no other agent carries it."""
+    horizon, sigma, c = 1000, 2.0, 0.5
+    wheel = bandits.wheel_bandit(0.5)
+    settings = bandits.AgentSettings(noise_scale=sigma, ensemble_reward_perturbation=c)
+    for name in ("ensemble", "bootstrap"):
+        agent = bandits.make_agent(name, wheel, horizon, settings)
+
+        def observe_all(state, agent=agent):
+            def step(state, inputs):
+                index, key = inputs
+                return agent.observe(state, index, jnp.zeros(2), jnp.int32(4), jnp.float32(1.2), key), None
+            return jax.lax.scan(step, state, (jnp.arange(horizon), jax.random.split(jax.random.key(1), horizon)))[0]
+
+        noise = np.asarray(jax.jit(observe_all)(agent.init(jax.random.key(0))).perturbation)
+        assert noise.shape == (horizon, settings.num_members), name
+        # Sample standard deviation of 5000 N(0, (cσ)²) draws: standard error ≈ cσ/√(2·5000).
+        assert abs(noise.std() - c * sigma) < 4 * c * sigma / np.sqrt(2 * noise.size), name
+        for off in (0.0, None):
+            plain = bandits.make_agent(name, wheel, horizon, settings._replace(ensemble_reward_perturbation=off))
+            assert plain.init(jax.random.key(0)).perturbation is None, (name, off)
+    for name in ("greedy", "rp_ensemble", "mfvi"):
+        state = bandits.make_agent(name, wheel, horizon, settings).init(jax.random.key(0))
+        assert getattr(state, "perturbation", None) is None, name
