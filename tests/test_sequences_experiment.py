@@ -111,3 +111,52 @@ def test_mnist_rows_end_to_end_tiny(sequences, tmp_path, shared_data_dir):
     assert 0.0 <= result["ood_auroc_entropy"] <= 1.0
     assert result["num_samples"] == 1 and summary["mnist_rows"]["settings"]["test_size"] == 32
     assert (out / "mnist_rows_ood.png").stat().st_size > 0
+
+
+def _load_sequences_table():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sequences_table.py"
+    spec = importlib.util.spec_from_file_location("sequences_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sequences_table_reports_mean_and_standard_error_over_seed_runs(tmp_path, capsys):
+    """scripts/sequences_table.py: per method and column, the mean over seed runs and s/√n (numpy reference);
+    the longest horizon of the multi-step forecast is the one reported; one seed gives no error (null in the JSON);
+    a directory without a summary fails naming it."""
+    table_script = _load_sequences_table()
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 5))  # seeds × the five forecast metrics
+
+    def forecast(row, shift):
+        return dict(zip(table_script.FORECAST_METRICS, (row + shift).tolist()))
+
+    dirs = []
+    for seed, row in enumerate(values):
+        methods = {"map": {"one_step": forecast(row, 0.0), "multi_step": {"h2": forecast(row, 9.0), "h12": forecast(row, 1.0)},
+                           "free_running": forecast(row, 2.0)}}
+        if seed == 0:
+            methods["sgld"] = methods["map"]
+            mnist = {"mnist_rows": {"methods": {"map": {"accuracy": 0.9, "nll": 0.3, "ece": 0.02, "brier": 0.1,
+                                                        "ood_auroc_entropy": 0.8}}}}
+        else:
+            mnist = {}
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"co2": {"settings": {}, "methods": methods}, **mnist}))
+        dirs.append(str(run))
+    table = table_script.main(dirs)
+    for offset, part in ((0.0, "1-step"), (1.0, "h12"), (2.0, "free-run")):
+        for index, name in enumerate(table_script.FORECAST_METRICS):
+            figure = table["co2"]["map"][f"{part} {name}"]
+            column = values[:, index] + offset
+            assert figure["n"] == 3
+            assert figure["mean"] == pytest.approx(column.mean(), rel=1e-12)
+            assert figure["stderr"] == pytest.approx(column.std(ddof=1) / np.sqrt(3), rel=1e-12)
+    assert table["co2"]["sgld"]["1-step rmse"]["n"] == 1 and np.isnan(table["co2"]["sgld"]["1-step rmse"]["stderr"])
+    assert table["mnist_rows"]["map"]["accuracy"]["mean"] == pytest.approx(0.9)
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["co2"]["sgld"]["1-step rmse"]["stderr"] is None
+    with pytest.raises(SystemExit, match="no summary.json"):
+        table_script.main([str(tmp_path / "missing")])
