@@ -865,6 +865,9 @@ class AgentSettings(NamedTuple):
     temperature c². ``experiments/bandits.py`` sets them per bandit from pilot
     seeds (its ``BANDIT_DEFAULTS``). ``learned_noise`` (off by default) makes
     σ a learned parameter of every network agent (:func:`learned_noise_model`).
+    ``ensemble_reward_perturbation`` changes how the plain and bootstrapped
+    ensembles sample, not their model: each member fits its own
+    N(0, (c·σ)²)-perturbed copy of the rewards (ensemble sampling).
 
     Taken from Riquelme et al. (2018): one hidden layer of 50 ReLUs, retraining every 50 steps for 100
     minibatch steps, 2 round-robin pulls per arm, bootstrap inclusion p = 0.95, dropout keep 0.8, the NIG
