@@ -430,11 +430,16 @@ def linear_thompson_agent(num_arms: int, context_dim: int, prior: NIGPrior = NIG
 
 
 def bandit_model(context_dim: int, num_arms: int, hidden: Sequence[int] = (50,), activation: str = "relu",
-                 dropout_rate: float = 0.0) -> models.Model:
-    """An MLP context → one predicted reward per arm (no dropout on the raw context, which may be 2-D)."""
+                 dropout_rate: float = 0.0, dropout_input: bool = False) -> models.Model:
+    """An MLP context → one predicted reward per arm.
+
+    With dropout, masks sit after every hidden layer (Riquelme et al.'s Dropout agent) and, when
+    ``dropout_input``, on the raw context too (Gal & Ghahramani's variational family: Bernoulli rows of
+    every weight matrix, the first included).
+    """
     if not hidden:
         raise ValueError("bandit_model needs at least one hidden layer (NeuralLinear regresses on the last one).")
-    return models.mlp((context_dim,), hidden, num_arms, activation, dropout_rate, dropout_input=False)
+    return models.mlp((context_dim,), hidden, num_arms, activation, dropout_rate, dropout_input=dropout_input)
 
 
 def uniform_init_model(model: models.Model, scale: float) -> models.Model:
@@ -894,6 +899,9 @@ class AgentSettings(NamedTuple):
     num_members: int = 5  # ensemble and bootstrap
     bootstrap_probability: float = 0.95  # BootRMS's p
     dropout_rate: float = 0.2  # Riquelme et al.'s keep_prob 0.8
+    # mcdropout: a mask on the raw context too (Gal & Ghahramani's family); False: hidden layers only, as
+    # Riquelme et al.
+    dropout_input: bool = False
     prior_function_scale: float = 1.0  # β of rp_ensemble's randomized prior functions
     # Optionally rp_ensemble's members fit rewards perturbed by N(0, s²) noise, s = this × noise_scale (1: the
     # likelihood's own σ, as exact posterior sampling needs for a linear-Gaussian model). Off by default: on pilot
@@ -984,7 +992,8 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     from bdljax import map as map_method
 
     s = settings
-    model = bandit_model(context_dim, num_arms, s.hidden, s.activation)
+    # dropout_input only shapes the network MC dropout rebuilds with masks (without dropout it is the same MLP).
+    model = bandit_model(context_dim, num_arms, s.hidden, s.activation, dropout_input=s.dropout_input and name == "mcdropout")
     if s.init_scale is not None:
         model = uniform_init_model(model, s.init_scale)
     learned = bool(s.learned_noise)

@@ -660,3 +660,16 @@ def test_ensemble_reward_perturbation_reaches_the_plain_and_bootstrapped_ensembl
     for name in ("greedy", "rp_ensemble", "mfvi"):
         state = bandits.make_agent(name, wheel, horizon, settings).init(jax.random.key(0))
         assert getattr(state, "perturbation", None) is None, name
+
+
+def test_dropout_input_adds_a_mask_on_the_context():
+    """``dropout_input``: the MC dropout agent's network masks the raw context as well as the hidden layer
+    (two Dropout calls, the first of shape (context_dim,)); without it only the hidden layer (one call)."""
+    from bdljax import mcdropout
+
+    example = jnp.zeros((2, 2))
+    for dropout_input, expected_shapes in ((False, [(6,)]), (True, [(2,), (6,)])):
+        net = mcdropout.dropout_model(bandits.bandit_model(2, 5, (6,), dropout_input=dropout_input), 0.3)
+        structure = mcdropout.dropout_structure(net.apply, net.init(jax.random.key(0)), example)
+        assert [tuple(shape) for shape in structure.mask_shapes] == expected_shapes
+        assert list(structure.rates) == [0.3] * len(expected_shapes)

@@ -92,7 +92,9 @@ def test_per_bandit_defaults_reach_the_agents_and_flags_override_them(tmp_path):
                                      {**script.BANDIT_DEFAULTS["wheel"], "learned_noise": True}),
                                     ("wheel", ["--ensemble-reward-perturbation", "0", "--bootstrap-probability", "0.5"],
                                      {**script.BANDIT_DEFAULTS["wheel"], "ensemble_reward_perturbation": 0.0,
-                                      "bootstrap_probability": 0.5})]:
+                                      "bootstrap_probability": 0.5}),
+                                    ("wheel", ["--dropout-input", "on", "--dropout-rate", "0.1"],
+                                     {**script.BANDIT_DEFAULTS["wheel"], "dropout_input": True, "dropout_rate": 0.1})]:
         out = tmp_path / f"{bandit}{len(extra)}"
         script.main(["--bandit", bandit, "--agents", "uniform", "--out", str(out), *TINY, *extra])
         settings = json.loads((out / "config.json").read_text())["config"]["settings"]
