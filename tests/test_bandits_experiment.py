@@ -103,3 +103,27 @@ def test_per_bandit_defaults_reach_the_agents_and_flags_override_them(tmp_path):
     with pytest.raises(SystemExit):
         script.main(["--bandit", "wheel", "--agents", "uniform", "--out", str(tmp_path / "bad"), *TINY,
                      "--learned-noise", "yes"])
+
+
+def test_wheel_exploration_counts_discoveries_and_exploitation():
+    """scripts/wheel_exploration.py: a hand-worked episode, and a tiny run on the episodes simulate() faces."""
+    import importlib.util as util
+    path = Path(__file__).resolve().parents[1] / "scripts" / "wheel_exploration.py"
+    spec = util.spec_from_file_location("wheel_exploration", path)
+    script = util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # One episode, 8 steps. Quadrant 0's ring contexts at steps 1, 3, 6: missed at 1, found at 3, hit at 6.
+    # Quadrant 2's ring context at step 4: never found. Steps 0, 2, 5, 7 are inside (ignored).
+    quadrant = np.array([[0, 0, 1, 0, 2, 3, 0, 1]])
+    ring = np.array([[0, 1, 0, 1, 1, 0, 1, 0]], dtype=bool)
+    actions = np.array([[4, 4, 1, 0, 4, 3, 0, 4]])
+    figures = script.quadrant_exploration(actions, quadrant, ring)
+    assert figures == {"quadrants": 4, "quadrants_found": 1, "missed_before_discovery": 2,
+                       "hit_rate_after_discovery": 1.0, "median_discovery_step": 3.0}
+    with pytest.raises(ValueError, match="shape"):
+        script.quadrant_exploration(actions, quadrant[:, :4], ring)
+    results = script.main(["--agents", "uniform,greedy", "--seeds", "2", "--horizon", "100"])
+    for figures in results.values():
+        assert 0 <= figures["quadrants_found"] <= 8 and figures["missed_before_discovery"] >= 0
+    with pytest.raises(SystemExit, match="unknown agents"):
+        script.main(["--agents", "oracle"])
