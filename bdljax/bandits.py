@@ -904,7 +904,7 @@ class AgentSettings(NamedTuple):
     dropout_input: bool = False
     prior_function_scale: float = 1.0  # β of rp_ensemble's randomized prior functions
     # Optionally rp_ensemble's members fit rewards perturbed by N(0, s²) noise, s = this × noise_scale (1: the
-    # likelihood's own σ, as exact posterior sampling needs for a linear-Gaussian model). Off by default: on pilot
+    # likelihood's own σ, as exact posterior sampling needs for a linear-Gaussian model; None or 0: off). Off by default: on pilot
     # seeds (wheel δ = 0.95, split(key(1000), 4)) it gave 55.0 ± 11.7 against 47.5 ± 4.7 without.
     rp_reward_perturbation: Optional[float] = None
     # The same perturbation for the plain and bootstrapped ensembles (ensemble sampling, Lu & Van Roy 2017):
@@ -963,6 +963,11 @@ def agent_prior(name: str, settings: AgentSettings) -> Prior:
     return priors.gaussian(priors.fan_in_scales(settings.prior_scale))
 
 
+def _member_perturbation(multiple: Optional[float], settings: AgentSettings) -> Optional[float]:
+    """The standard deviation of the per-member reward perturbation, ``multiple`` × σ; None or 0: off."""
+    return multiple * settings.noise_scale if multiple else None
+
+
 def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings = AgentSettings()) -> Agent:
     """The agent called ``name`` (one of :data:`AGENTS`) for ``bandit`` and a run of ``horizon`` steps.
 
@@ -1013,18 +1018,16 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
                                    activation=s.activation, prior=s.nig, name=name, **common)
     if name in ("ensemble", "bootstrap"):
         method = ensemble.deep_ensemble(log_post, optimizer, s.num_members)
-        perturbation = (s.ensemble_reward_perturbation * s.noise_scale if s.ensemble_reward_perturbation
-                        else None)  # None or 0: off
         return transform_agent(name, method, model, samples_per_draw=s.num_members,
                                bootstrap_probability=s.bootstrap_probability if name == "bootstrap" else None,
-                               reward_perturbation=perturbation, **common)
+                               reward_perturbation=_member_perturbation(s.ensemble_reward_perturbation, s), **common)
     if name == "rp_ensemble":
         rp_model = randomized_prior_model(model, s.prior_function_scale)
         rp_log_post = bandit_log_posterior(rp_model, context_dim, noise, trainable_prior(prior), horizon,
                                            learned_noise=learned)
-        perturbation = None if s.rp_reward_perturbation is None else s.rp_reward_perturbation * s.noise_scale
         return transform_agent(name, ensemble.deep_ensemble(rp_log_post, optimizer, s.num_members), rp_model,
-                               samples_per_draw=s.num_members, reward_perturbation=perturbation, **common)
+                               samples_per_draw=s.num_members,
+                               reward_perturbation=_member_perturbation(s.rp_reward_perturbation, s), **common)
     if name == "mfvi":
         from bdljax import mfvi
 
@@ -1105,9 +1108,18 @@ def _keys(key):
     return env_key, init_key, act_key, retrain_key
 
 
+def episode(bandit: Bandit, tables, key: jax.Array, horizon: int) -> BanditData:
+    """The episode (contexts, rewards, expected rewards) that a run with seed key ``key`` faces.
+
+    The key's first half fixes the episode, the second the agent's randomness
+    (:func:`run`), so analyses can rebuild an episode without running an agent.
+    """
+    return bandit.sample(tables, _keys(key)[0], horizon)
+
+
 def _start(bandit: Bandit, agent: Agent, config: RunConfig, tables, key):
-    env_key, init_key, act_key, retrain_key = _keys(key)
-    data = bandit.sample(tables, env_key, config.horizon)
+    _, init_key, act_key, retrain_key = _keys(key)
+    data = episode(bandit, tables, key, config.horizon)
     buffer = Buffer(data.contexts, jnp.zeros(config.horizon, jnp.int32), jnp.zeros(config.horizon, data.rewards.dtype))
     return data, agent.init(init_key), buffer, act_key, retrain_key
 

@@ -1,6 +1,5 @@
 """Shared pytest fixtures."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,23 @@ SHARED_DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """Root of the real benchmark data.
+    """Root of the real benchmark data, which must be there: a missing root fails the data tests.
 
-    A checkout without ``../shared`` (a fresh clone elsewhere) skips the data tests, unless
-    ``BDLJAX_REQUIRE_DATA=1`` says the data must be there, which turns the skip into a failure.
+    CI and every development machine have ``../shared`` beside the checkout, so its absence is a broken
+    setup, not an optional one. A clone that deliberately runs without the data deselects these tests
+    with ``-m "not slow and not data"`` (every test that takes this fixture carries the ``data`` marker).
     """
     if not SHARED_DATA_DIR.is_dir():
-        message = f"real benchmark data not found at {SHARED_DATA_DIR.resolve()} (see ../shared/README.md)"
-        if os.environ.get("BDLJAX_REQUIRE_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"real benchmark data not found at {SHARED_DATA_DIR.resolve()}: put ../shared/data beside the "
+                    "checkout (see ../shared/README.md), or deselect the data tests with -m \"not slow and not data\"")
     return SHARED_DATA_DIR
+
+
+def pytest_collection_modifyitems(config, items):
+    # Marks every test that needs the shared data, so that a clone without it can deselect them explicitly.
+    for item in items:
+        if "shared_data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")

@@ -673,3 +673,18 @@ def test_dropout_input_adds_a_mask_on_the_context():
         structure = mcdropout.dropout_structure(net.apply, net.init(jax.random.key(0)), example)
         assert [tuple(shape) for shape in structure.mask_shapes] == expected_shapes
         assert list(structure.rates) == [0.3] * len(expected_shapes)
+
+
+def test_episode_is_the_one_simulate_runs():
+    """bandits.episode(key) rebuilds the episode a run with that seed key faces: the regrets of the actions a
+    run took, recomputed from the rebuilt expected rewards, are the run's own."""
+    wheel = bandits.wheel_bandit(0.9)
+    keys = jax.random.split(jax.random.key(4), 3)
+    trajectory = bandits.simulate(wheel, bandits.make_agent("uniform", wheel, 60), keys, horizon=60, retrain_every=20)
+    episodes = jax.vmap(lambda key: bandits.episode(wheel, wheel.tables, key, 60))(keys)
+    expected = np.asarray(episodes.expected_rewards)
+    chosen = np.take_along_axis(expected, np.asarray(trajectory.actions)[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(expected.max(-1) - chosen, np.asarray(trajectory.regret), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(trajectory.rewards),
+                               np.take_along_axis(np.asarray(episodes.rewards),
+                                                  np.asarray(trajectory.actions)[..., None], axis=-1)[..., 0])

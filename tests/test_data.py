@@ -428,3 +428,12 @@ def test_check_batch_requires_matching_leading_dims():
 def test_a_dataset_missing_from_the_shared_data_fails_instead_of_skipping(shared_path):
     with pytest.raises(pytest.fail.Exception, match="no-such-dataset is missing from the shared benchmark data"):
         shared_path("no-such-dataset")
+
+
+def test_a_missing_shared_data_root_fails_instead_of_skipping(monkeypatch, tmp_path):
+    """Without ../shared/data the data fixture fails (naming the fix), it does not skip."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "SHARED_DATA_DIR", tmp_path / "no-shared" / "data")
+    with pytest.raises(pytest.fail.Exception, match="real benchmark data not found"):
+        conftest.shared_data_dir.__wrapped__()
