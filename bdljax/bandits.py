@@ -902,6 +902,11 @@ class AgentSettings(NamedTuple):
     # mcdropout: a mask on the raw context too (Gal & Ghahramani's family); False: hidden layers only, as
     # Riquelme et al.
     dropout_input: bool = False
+    # mcdropout: learn the drop rate of every dropout layer on the ELBO (concrete dropout, Gal, Hron & Kendall
+    # 2017), starting from dropout_rate, with the Gaussian prior above as the KL's base whatever point_prior
+    # says (the KL is what sets the rate). The paper's argument for RL: with little data the entropy term
+    # keeps p near ½ (wide samples), and p falls as the data grow, which a fixed rate cannot do.
+    concrete_dropout: bool = False
     prior_function_scale: float = 1.0  # β of rp_ensemble's randomized prior functions
     # Optionally rp_ensemble's members fit rewards perturbed by N(0, s²) noise, s = this × noise_scale (1: the
     # likelihood's own σ, as exact posterior sampling needs for a linear-Gaussian model; None or 0: off). Off by default: on pilot
@@ -966,6 +971,28 @@ def agent_prior(name: str, settings: AgentSettings) -> Prior:
 def _member_perturbation(multiple: Optional[float], settings: AgentSettings) -> Optional[float]:
     """The standard deviation of the per-member reward perturbation, ``multiple`` × σ; None or 0: off."""
     return multiple * settings.noise_scale if multiple else None
+
+
+def _concrete_dropout_agent(dropout_net: models.Model, structure, s: AgentSettings, context_dim: int,
+                            noise: float, optimizer, common) -> Agent:
+    """MC dropout with learned rates (:mod:`bdljax.concrete_dropout`): the ELBO with the KL to the Gaussian
+    prior N(0, s²/fan_in) starts every rate at ``dropout_rate``; one hard Bernoulli mask of the learned rates
+    per decision."""
+    from bdljax import concrete_dropout, priors
+
+    if s.learned_noise:
+        raise ValueError("concrete_dropout does not support learned_noise (both add parameters to the network's "
+                         "pytree); turn one of them off.")
+    apply = concrete_dropout.concrete_apply(dropout_net.apply, structure)
+
+    def init(key):
+        return concrete_dropout.init_params(dropout_net.init(key), structure, s.dropout_rate)
+
+    concrete_net = models.Model(init, apply)
+    kl = concrete_dropout.kl_prior(priors.gaussian(priors.fan_in_scales(s.prior_scale)), structure)
+    log_post = bandit_log_posterior(concrete_net, context_dim, noise, kl, common["horizon"])
+    method = concrete_dropout.build(log_post, optimizer, structure)
+    return transform_agent("mcdropout", method, concrete_net, sample_apply=apply, **common)
 
 
 def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings = AgentSettings()) -> Agent:
@@ -1043,6 +1070,8 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
         dropout_net = mcdropout.dropout_model(model, s.dropout_rate)
         example = jnp.zeros((2, context_dim))
         structure = mcdropout.dropout_structure(dropout_net.apply, dropout_net.init(jax.random.key(0)), example)
+        if s.concrete_dropout:
+            return _concrete_dropout_agent(dropout_net, structure, s, context_dim, noise, optimizer, common)
         log_post = bandit_log_posterior(dropout_net, context_dim, noise, prior, horizon, learned_noise=learned)
         method = mcdropout.build(log_post, optimizer, structure)
         return transform_agent(name, method, dropout_net, sample_apply=mcdropout.sample_apply(dropout_net.apply, structure),

@@ -282,6 +282,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
     parser.add_argument("--dropout-input", type=on_off, default=None, metavar="{on,off}",
                         help="mcdropout: a dropout mask on the raw context too (Gal & Ghahramani's family); "
                              "default per bandit, BANDIT_DEFAULTS")
+    parser.add_argument("--concrete-dropout", type=on_off, default=defaults.concrete_dropout, metavar="{on,off}",
+                        help="mcdropout: learn the drop rates on the ELBO (concrete dropout, Gal, Hron & Kendall "
+                             "2017), starting from --dropout-rate, with the Gaussian prior as the KL's base "
+                             f"(default {'on' if defaults.concrete_dropout else 'off'})")
     parser.add_argument("--sgld-step-size", type=float, default=None,
                         help="sgld: ε₀ at the first retraining (default per bandit, BANDIT_DEFAULTS)")
     parser.add_argument("--sghmc-step-size", type=float, default=None,
@@ -325,6 +329,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                                  bootstrap_probability=args.bootstrap_probability,
                                  point_prior=args.point_prior, mfvi_init_scale=args.mfvi_init_scale,
                                  dropout_rate=args.dropout_rate, dropout_input=args.dropout_input,
+                                 concrete_dropout=args.concrete_dropout,
                                  sgld_step_size=args.sgld_step_size, sghmc_step_size=args.sghmc_step_size,
                                  sgmcmc_scale=args.sgmcmc_scale, learned_noise=args.learned_noise,
                                  neural_linear_prior=args.neural_linear_prior)

@@ -688,3 +688,35 @@ def test_episode_is_the_one_simulate_runs():
     np.testing.assert_allclose(np.asarray(trajectory.rewards),
                                np.take_along_axis(np.asarray(episodes.rewards),
                                                   np.asarray(trajectory.actions)[..., None], axis=-1)[..., 0])
+
+
+def test_concrete_dropout_agent_learns_a_rate_that_falls_as_the_data_grow():
+    """``concrete_dropout``: the MC dropout agent carries one learned drop-rate logit per dropout layer, starts at
+    ``dropout_rate``, and after one retraining on n = 20 observations keeps a higher rate than after one on
+    n = 2000 of the same kind (the entropy term of the KL outweighs 20 points, not 2000: Gal, Hron & Kendall's
+    Figure 2). It acts after training, and refuses learned_noise, whose ρ would collide with the logits in the
+    parameter pytree."""
+    from bdljax import concrete_dropout
+
+    horizon, arms = 2000, 5
+    wheel = bandits.wheel_bandit(0.5)
+    settings = bandits.AgentSettings(hidden=(16,), concrete_dropout=True, dropout_rate=0.2, train_steps=300)
+    agent = bandits.make_agent("mcdropout", wheel, horizon, settings)
+    state = agent.init(jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(concrete_dropout.dropout_rates(state.method.params)), [0.2], rtol=1e-5)
+
+    rng = np.random.default_rng(0)
+    contexts = rng.uniform(-0.7, 0.7, size=(horizon, 2)).astype(np.float32)
+    actions = rng.integers(0, arms, horizon).astype(np.int32)
+    rewards = (np.array([1.0, 1.0, 1.0, 1.0, 1.2])[actions] + rng.normal(size=horizon)).astype(np.float32)
+    buffer = bandits.Buffer(jnp.asarray(contexts), jnp.asarray(actions), jnp.asarray(rewards))
+    retrain = jax.jit(agent.retrain)
+    rates = {n: float(concrete_dropout.dropout_rates(retrain(state, buffer, jnp.int32(n), jax.random.key(1)).method.params)[0])
+             for n in (20, horizon)}
+    assert rates[20] > rates[horizon] + 0.05, rates
+
+    trained = retrain(state, buffer, jnp.int32(horizon), jax.random.key(1))
+    chosen = np.asarray(jax.vmap(lambda k: agent.act(trained, jnp.zeros(2), k))(jax.random.split(jax.random.key(2), 8)))
+    assert chosen.min() >= 0 and chosen.max() < arms
+    with pytest.raises(ValueError, match="learned_noise"):
+        bandits.make_agent("mcdropout", wheel, horizon, settings._replace(learned_noise=True))

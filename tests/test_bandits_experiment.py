@@ -127,3 +127,39 @@ def test_wheel_exploration_counts_discoveries_and_exploitation():
         assert 0 <= figures["quadrants_found"] <= 8 and figures["missed_before_discovery"] >= 0
     with pytest.raises(SystemExit, match="unknown agents"):
         script.main(["--agents", "oracle"])
+
+
+def test_wheel_ring_probe_measures_the_chance_of_trying_a_ring_arm():
+    """scripts/wheel_ring_probe.py: ring contexts lie on the annulus and the logged data inside the disc of
+    radius δ with every arm pulled; the uniform agent tries the quadrant's arm with probability 1/5 (within 4
+    binomial s.e.); a tiny run of the script and its bad-input check."""
+    import importlib.util as util
+
+    import jax
+
+    from bdljax import bandits
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "wheel_ring_probe.py"
+    spec = util.spec_from_file_location("wheel_ring_probe", path)
+    script = util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    delta = 0.9
+    radius = np.linalg.norm(np.asarray(script.ring_contexts(jax.random.key(0), 2000, delta)), axis=-1)
+    assert radius.min() > delta and radius.max() <= 1.0 + 1e-6
+    # r² uniform on (δ², 1]: its mean is (δ² + 1)/2, standard error √((1 − δ²)²/12/2000).
+    assert abs((radius**2).mean() - (delta**2 + 1) / 2) < 4 * (1 - delta**2) / np.sqrt(12 * 2000)
+    wheel = bandits.wheel_bandit(delta)
+    buffer = script.logged_inner_data(wheel, jax.random.key(1), 500, delta)
+    assert np.linalg.norm(np.asarray(buffer.contexts), axis=-1).max() <= delta
+    assert set(np.unique(np.asarray(buffer.actions))) == set(range(5))
+    np.testing.assert_allclose(np.asarray(buffer.rewards).mean(), 1.04, atol=4 / np.sqrt(500))  # mean of (1,1,1,1,1.2), σ = 1
+
+    uniform = bandits.make_agent("uniform", wheel, 100)
+    p_quadrant, p_safe = script.probe(wheel, uniform, jax.random.key(2), num_data=100, delta=delta, retrain_every=50,
+                                      contexts=200, draws=10)
+    assert abs(float(p_quadrant) - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 2000) and abs(float(p_safe) - 0.2) < 0.04
+    results = script.main(["--agents", "greedy", "--num-data", "50", "--seeds", "2", "--contexts", "8", "--draws", "3",
+                           "--delta", str(delta)])
+    assert 0.0 <= results["greedy"]["50"]["p_quadrant_arm"] <= 1.0
+    with pytest.raises(SystemExit, match="multiple"):
+        script.main(["--num-data", "70"])
