@@ -61,7 +61,7 @@ def test_wheel_end_to_end_two_deltas_one_compile(tmp_path):
 
 
 def test_mushroom_end_to_end_with_the_papers_training_recipe(tmp_path, shared_data_dir):
-    agents = ["uniform", "neural_linear"]
+    agents = ["uniform", "neural_linear", "mcdropout"]  # mcdropout: concrete dropout, the mushroom default
     results = load_script().main(["--bandit", "mushroom", "--agents", ",".join(agents), "--out", str(tmp_path),
                                   "--data-dir", str(shared_data_dir), "--optimizer", "rmsprop", "--learning-rate", "0.1",
                                   "--lr-decay", "0.5", "--max-grad-norm", "5", "--init-scale", "0.3", *TINY])
@@ -94,7 +94,9 @@ def test_per_bandit_defaults_reach_the_agents_and_flags_override_them(tmp_path):
                                      {**script.BANDIT_DEFAULTS["wheel"], "ensemble_reward_perturbation": 0.0,
                                       "bootstrap_probability": 0.5}),
                                     ("wheel", ["--dropout-input", "on", "--dropout-rate", "0.1"],
-                                     {**script.BANDIT_DEFAULTS["wheel"], "dropout_input": True, "dropout_rate": 0.1})]:
+                                     {**script.BANDIT_DEFAULTS["wheel"], "dropout_input": True, "dropout_rate": 0.1}),
+                                    ("wheel", ["--concrete-dropout", "on"],
+                                     {**script.BANDIT_DEFAULTS["wheel"], "concrete_dropout": True})]:
         out = tmp_path / f"{bandit}{len(extra)}"
         script.main(["--bandit", bandit, "--agents", "uniform", "--out", str(out), *TINY, *extra])
         settings = json.loads((out / "config.json").read_text())["config"]["settings"]
