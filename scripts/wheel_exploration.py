@@ -28,7 +28,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -72,6 +72,17 @@ def wheel_settings():
     return bandits.AgentSettings()._replace(**{k: v for k, v in module.BANDIT_DEFAULTS["wheel"].items() if k in fields})
 
 
+def agent_names(value: str) -> List[str]:
+    """``"greedy,mcdropout"`` → ``["greedy", "mcdropout"]``, every name one of :data:`bdljax.bandits.AGENTS`."""
+    from bdljax import bandits
+
+    names = [n for n in value.split(",") if n]
+    unknown = [n for n in names if n not in bandits.AGENTS]
+    if unknown:
+        raise SystemExit(f"unknown agents {unknown}; choose from {list(bandits.AGENTS)}")
+    return names
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
     import jax
 
@@ -85,10 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
     parser.add_argument("--horizon", type=int, default=2000)
     parser.add_argument("--retrain-every", type=int, default=50)
     args = parser.parse_args(argv)
-    names = [n for n in args.agents.split(",") if n]
-    unknown = [n for n in names if n not in bandits.AGENTS]
-    if unknown:
-        raise SystemExit(f"unknown agents {unknown}; choose from {list(bandits.AGENTS)}")
+    names = agent_names(args.agents)
     bandit = bandits.wheel_bandit(args.delta)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     episodes = jax.vmap(lambda key: bandits.episode(bandit, bandit.tables, key, args.horizon))(keys)

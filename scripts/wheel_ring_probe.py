@@ -37,7 +37,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wheel_exploration import wheel_settings  # noqa: E402  (the scripts folder is not a package)
+from wheel_exploration import agent_names, wheel_settings  # noqa: E402  (the scripts folder is not a package)
 
 SAFE_ARM = 4
 
@@ -121,10 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
     parser.add_argument("--draws", type=int, default=20, help="decisions per ring context")
     parser.add_argument("--retrain-every", type=int, default=50)
     args = parser.parse_args(argv)
-    names = [n for n in args.agents.split(",") if n]
-    unknown = [n for n in names if n not in bandits.AGENTS]
-    if unknown:
-        raise SystemExit(f"unknown agents {unknown}; choose from {list(bandits.AGENTS)}")
+    names = agent_names(args.agents)
     try:
         sizes = [int(n) for n in args.num_data.split(",") if n]
     except ValueError:

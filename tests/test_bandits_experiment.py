@@ -165,3 +165,5 @@ def test_wheel_ring_probe_measures_the_chance_of_trying_a_ring_arm():
     assert 0.0 <= results["greedy"]["50"]["p_quadrant_arm"] <= 1.0
     with pytest.raises(SystemExit, match="multiple"):
         script.main(["--num-data", "70"])
+    with pytest.raises(SystemExit, match="unknown agents"):
+        script.main(["--agents", "oracle"])
