@@ -907,6 +907,9 @@ class AgentSettings(NamedTuple):
     # says (the KL is what sets the rate). The paper's argument for RL: with little data the entropy term
     # keeps p near ½ (wide samples), and p falls as the data grow, which a fixed rate cannot do.
     concrete_dropout: bool = False
+    # mcdropout: "shared", one mask of the hidden units for all arms (the network's own dropout), or "per_arm",
+    # an independent mask of the output layer's inputs for each arm (see per_arm_weight_sample).
+    dropout_masks: str = "shared"
     prior_function_scale: float = 1.0  # β of rp_ensemble's randomized prior functions
     # Optionally rp_ensemble's members fit rewards perturbed by N(0, s²) noise, s = this × noise_scale (1: the
     # likelihood's own σ, as exact posterior sampling needs for a linear-Gaussian model; None or 0: off). Off by default: on pilot
@@ -971,6 +974,42 @@ def agent_prior(name: str, settings: AgentSettings) -> Prior:
 def _member_perturbation(multiple: Optional[float], settings: AgentSettings) -> Optional[float]:
     """The standard deviation of the per-member reward perturbation, ``multiple`` × σ; None or 0: off."""
     return multiple * settings.noise_scale if multiple else None
+
+
+DROPOUT_MASKS = ("shared", "per_arm")
+
+
+def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: int) -> Params:
+    """One MC dropout draw with an independent mask of the output layer's inputs for every arm.
+
+    ``bdljax.mcdropout.weight_sample`` folds one mask m of the last hidden layer into the rows of the output
+    kernel K (D × A): W = diag(m)·K, so all A arm values move with the same mask. Here the output kernel gets
+    an independent Bernoulli(1 − p)/(1 − p) entry per (unit, arm), W = M ∘ K (DropConnect on the output
+    layer, Wan et al. 2013); every earlier layer keeps its shared mask.
+
+    The bandit's likelihood only ever evaluates the played arm's output, so for every observation the two
+    families give the same distribution of the fitted quantity: the expected log-likelihood of the dropout
+    objective, hence the trained network, is the same for both. Each arm's sampled value has the same marginal
+    distribution under both; they differ only in the correlation between arms, which the data never inform.
+    With the shared mask the decision depends on f_q − f_s, whose spread is p/(1 − p)·Σ_j (K_jq − K_js)² h_j²
+    and vanishes when two arms were fitted to similar rewards from the same features; with per-arm masks the
+    arms' draws are independent given the weights.
+    """
+    from bdljax import mcdropout
+
+    leaf_index, dropout_index = structure.folded[-1]
+    kernel = jax.tree.leaves(params)[leaf_index]
+    if kernel.ndim != 2 or kernel.shape[-1] != num_arms:
+        raise ValueError(f"per-arm masks need the last dropout to feed the output kernel (D, {num_arms}); "
+                         f"it feeds a kernel of shape {kernel.shape}")
+    masks = mcdropout.dropout_masks(key, structure)
+    # Every earlier layer as usual; the output kernel's rows are left to the per-arm mask below.
+    folded = mcdropout.fold_masks(params, masks, structure._replace(folded=structure.folded[:-1]))
+    rate = structure.rates[dropout_index]
+    keep = jax.random.bernoulli(jax.random.fold_in(key, len(masks)), 1.0 - rate, kernel.shape)
+    leaves, treedef = jax.tree.flatten(folded)
+    leaves[leaf_index] = kernel * (keep.astype(kernel.dtype) / (1.0 - rate))
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def _concrete_dropout_agent(dropout_net: models.Model, structure, s: AgentSettings, context_dim: int,
@@ -1070,10 +1109,20 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
         dropout_net = mcdropout.dropout_model(model, s.dropout_rate)
         example = jnp.zeros((2, context_dim))
         structure = mcdropout.dropout_structure(dropout_net.apply, dropout_net.init(jax.random.key(0)), example)
+        if s.dropout_masks not in DROPOUT_MASKS:
+            raise ValueError(f"dropout_masks must be one of {DROPOUT_MASKS}, got {s.dropout_masks!r}")
         if s.concrete_dropout:
+            if s.dropout_masks != "shared":
+                raise ValueError("concrete_dropout supports dropout_masks='shared' only")
             return _concrete_dropout_agent(dropout_net, structure, s, context_dim, noise, optimizer, common)
         log_post = bandit_log_posterior(dropout_net, context_dim, noise, prior, horizon, learned_noise=learned)
         method = mcdropout.build(log_post, optimizer, structure)
+        if s.dropout_masks == "per_arm":
+            def sample(state, key, num_samples: int = 100):
+                draw = lambda k: per_arm_weight_sample(state.params, k, structure, num_arms)  # noqa: E731
+                return jax.vmap(draw)(jax.random.split(key, num_samples))
+
+            method = method._replace(sample=sample)
         return transform_agent(name, method, dropout_net, sample_apply=mcdropout.sample_apply(dropout_net.apply, structure),
                                **common)
     from bdljax import sgmcmc

@@ -290,6 +290,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                         help="mcdropout: learn the drop rates on the ELBO (concrete dropout, Gal, Hron & Kendall "
                              "2017), starting from --dropout-rate, with the Gaussian prior as the KL's base "
                              "(default per bandit, BANDIT_DEFAULTS)")
+    parser.add_argument("--dropout-masks", choices=bandits.DROPOUT_MASKS, default=defaults.dropout_masks,
+                        help="mcdropout: 'shared' (one mask of the hidden units for every arm) or 'per_arm' (an "
+                             "independent output-layer mask per arm, bdljax.bandits.per_arm_weight_sample); default "
+                             f"{defaults.dropout_masks}")
     parser.add_argument("--sgld-step-size", type=float, default=None,
                         help="sgld: ε₀ at the first retraining (default per bandit, BANDIT_DEFAULTS)")
     parser.add_argument("--sghmc-step-size", type=float, default=None,
@@ -333,7 +337,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                                  bootstrap_probability=args.bootstrap_probability,
                                  point_prior=args.point_prior, mfvi_init_scale=args.mfvi_init_scale,
                                  dropout_rate=args.dropout_rate, dropout_input=args.dropout_input,
-                                 concrete_dropout=args.concrete_dropout,
+                                 concrete_dropout=args.concrete_dropout, dropout_masks=args.dropout_masks,
                                  sgld_step_size=args.sgld_step_size, sghmc_step_size=args.sghmc_step_size,
                                  sgmcmc_scale=args.sgmcmc_scale, learned_noise=args.learned_noise,
                                  neural_linear_prior=args.neural_linear_prior)

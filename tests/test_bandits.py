@@ -720,3 +720,50 @@ def test_concrete_dropout_agent_learns_a_rate_that_falls_as_the_data_grow():
     assert chosen.min() >= 0 and chosen.max() < arms
     with pytest.raises(ValueError, match="learned_noise"):
         bandits.make_agent("mcdropout", wheel, horizon, settings._replace(learned_noise=True))
+
+
+def test_per_arm_masks_keep_each_arms_dropout_marginal_and_decorrelate_the_arms():
+    """``per_arm_weight_sample``: every arm's sampled value has MC dropout's marginal — mean the unmasked output and
+    variance p/(1 − p)·Σ_j K_ja² h_j² (inverted Bernoulli masks on the last hidden layer h), checked for both mask
+    forms within 4 Monte Carlo s.e. — while two arms with identical output kernels move together under the shared
+    mask (their difference never varies) and independently under per-arm masks (correlation within 4/√S of 0)."""
+    from bdljax import mcdropout
+
+    rate, draws = 0.3, 20000
+    model = bandits.bandit_model(2, 3, (8,))
+    net = mcdropout.dropout_model(model, rate)
+    params = net.init(jax.random.key(0))
+    structure = mcdropout.dropout_structure(net.apply, params, jnp.zeros((2, 2)))
+    kernel = params["params"]["Dense_1"]["kernel"]
+    params["params"]["Dense_1"]["kernel"] = kernel.at[:, 1].set(kernel[:, 0])  # arms 0 and 1: the same weights
+    x = jnp.array([[0.4, -0.7]])
+    hidden = bandits.mlp_features(params, x, 1)[0]
+    mean = np.asarray(net.apply(params, x))[0]
+    variance = rate / (1 - rate) * np.asarray((params["params"]["Dense_1"]["kernel"] ** 2 * hidden[:, None] ** 2).sum(0))
+    keys = jax.random.split(jax.random.key(1), draws)
+    samplers = {"shared": lambda k: mcdropout.weight_sample(params, k, structure),
+                "per_arm": lambda k: bandits.per_arm_weight_sample(params, k, structure, 3)}
+    outputs = {name: np.asarray(jax.vmap(lambda k, s=s: net.apply(s(k), x)[0])(keys), np.float64)
+               for name, s in samplers.items()}
+    for name, out in outputs.items():
+        np.testing.assert_array_less(np.abs(out.mean(0) - mean), 4 * np.sqrt(variance / draws) + 1e-6)
+        # Var of the sample variance ≈ (m4 − σ⁴)/S; use the sample's own fourth moment.
+        m4 = ((out - out.mean(0)) ** 4).mean(0)
+        np.testing.assert_array_less(np.abs(out.var(0) - variance), 4 * np.sqrt((m4 - variance**2) / draws) + 1e-6)
+    assert np.ptp(outputs["shared"][:, 0] - outputs["shared"][:, 1]) < 1e-5
+    assert abs(np.corrcoef(outputs["per_arm"][:, 0], outputs["per_arm"][:, 1])[0, 1]) < 4 / np.sqrt(draws)
+    with pytest.raises(ValueError, match="output kernel"):
+        bandits.per_arm_weight_sample(params, jax.random.key(0), structure, 5)
+
+
+def test_mcdropout_agent_takes_per_arm_masks_and_rejects_unknown_forms():
+    wheel = bandits.wheel_bandit(0.5)
+    settings = bandits.AgentSettings(hidden=(8,), dropout_masks="per_arm")
+    agent = bandits.make_agent("mcdropout", wheel, 100, settings)
+    state = agent.init(jax.random.key(0))
+    arms = np.asarray(jax.vmap(lambda k: agent.act(state, jnp.array([0.3, 0.1]), k))(jax.random.split(jax.random.key(1), 32)))
+    assert arms.min() >= 0 and arms.max() < 5 and len(np.unique(arms)) > 1  # an untrained net's draws disagree
+    with pytest.raises(ValueError, match="dropout_masks"):
+        bandits.make_agent("mcdropout", wheel, 100, settings._replace(dropout_masks="per_unit"))
+    with pytest.raises(ValueError, match="concrete_dropout"):
+        bandits.make_agent("mcdropout", wheel, 100, settings._replace(concrete_dropout=True))

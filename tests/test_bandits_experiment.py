@@ -167,3 +167,30 @@ def test_wheel_ring_probe_measures_the_chance_of_trying_a_ring_arm():
         script.main(["--num-data", "70"])
     with pytest.raises(SystemExit, match="unknown agents"):
         script.main(["--agents", "oracle"])
+
+
+def test_mcdropout_spread_figures_on_a_hand_made_case_and_a_tiny_run():
+    """scripts/mcdropout_spread.py: draw_spread on hand-made draws (2 draws × 2 contexts × 5 arms), and a tiny run."""
+    import importlib.util as util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "mcdropout_spread.py"
+    spec = util.spec_from_file_location("mcdropout_spread", path)
+    script = util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    outputs = np.ones((2, 2, 5))
+    outputs[:, :, 4] = 1.2
+    outputs[0, 0, 0] = 2.0  # draw 0 tries context 0's quadrant arm 0
+    outputs[1, 1, 2] = 0.6
+    figures = script.draw_spread(outputs, np.array([0, 2]))
+    # f_safe − f_q: context 0: −0.8, 0.2; context 1: 0.2, 0.6 → mean 0.05.
+    assert figures["gap"] == pytest.approx(0.05)
+    assert figures["sd_q"] == pytest.approx(np.median([np.std([2.0, 1.0], ddof=1), np.std([1.0, 0.6], ddof=1)]))
+    assert figures["sd_safe"] == 0.0 and figures["p_try"] == 0.25
+    with pytest.raises(ValueError, match="draws, contexts, arms"):
+        script.draw_spread(outputs[0], np.array([0, 2]))
+    results = script.main(["--num-data", "50", "--seeds", "1", "--contexts", "4", "--draws", "3"])
+    assert set(results) == {"shared", "per_arm"}
+    for form in results.values():
+        assert form["ring"]["sd_q"] >= 0 and 0 <= form["ring"]["p_try"] <= 1
+    with pytest.raises(SystemExit, match="dropout-masks"):
+        script.main(["--dropout-masks", "per_unit"])
