@@ -991,12 +991,16 @@ def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: i
     families give the same distribution of the fitted quantity: the expected log-likelihood of the dropout
     objective, hence the trained network, is the same for both. Each arm's sampled value has the same marginal
     distribution under both; they differ only in the correlation between arms, which the data never inform.
-    With the shared mask the decision depends on f_q − f_s, whose spread is p/(1 − p)·Σ_j (K_jq − K_js)² h_j²
-    and vanishes when two arms were fitted to similar rewards from the same features; with per-arm masks the
-    arms' draws are independent given the weights.
+    With the shared mask the decision depends on f_q − f_s, whose spread is p/(1 − p)·Σ_j (K_jq − K_js)² h_j²,
+    small when two arms were fitted to similar rewards from the same features; with per-arm masks the arms'
+    draws are independent given the weights. (On the wheel this doubles that spread but does not make MC dropout
+    explore: each arm's own spread collapses, ``scripts/mcdropout_spread.py`` and RESULTS.md, session 6.)
     """
     from bdljax import mcdropout
 
+    if structure.form != "weight_sample" or not structure.folded:
+        raise ValueError("per-arm masks need an MLP whose dropout feeds Dense layers (the 'weight_sample' form of "
+                         f"bdljax.mcdropout.dropout_structure); this network's form is {structure.form!r}")
     leaf_index, dropout_index = structure.folded[-1]
     kernel = jax.tree.leaves(params)[leaf_index]
     if kernel.ndim != 2 or kernel.shape[-1] != num_arms:
