@@ -976,6 +976,30 @@ def _member_perturbation(multiple: Optional[float], settings: AgentSettings) -> 
     return multiple * settings.noise_scale if multiple else None
 
 
+def agent_network(name: str, bandit: Bandit, settings: AgentSettings) -> models.Model:
+    """The network agent ``name`` of :func:`make_agent` fits, before any dropout: the bandit MLP, with
+    Riquelme et al.'s uniform initialisation when ``init_scale`` is set and a learned ρ = log σ when
+    ``learned_noise``."""
+    s = settings
+    # dropout_input only shapes the network MC dropout rebuilds with masks (without dropout it is the same MLP).
+    model = bandit_model(bandit.context_dim, bandit.num_arms, s.hidden, s.activation,
+                         dropout_input=s.dropout_input and name == "mcdropout")
+    if s.init_scale is not None:
+        model = uniform_init_model(model, s.init_scale)
+    if s.learned_noise:
+        model = learned_noise_model(model, s.noise_scale)
+    return model
+
+
+def mcdropout_network(model: models.Model, dropout_rate: float, context_dim: int):
+    """``(dropout network, its bdljax.mcdropout.DropoutStructure)`` of the MC dropout agent built on ``model``."""
+    from bdljax import mcdropout
+
+    dropout_net = mcdropout.dropout_model(model, dropout_rate)
+    example = jnp.zeros((2, context_dim))
+    return dropout_net, mcdropout.dropout_structure(dropout_net.apply, dropout_net.init(jax.random.key(0)), example)
+
+
 DROPOUT_MASKS = ("shared", "per_arm")
 
 
@@ -1067,15 +1091,10 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     from bdljax import map as map_method
 
     s = settings
-    # dropout_input only shapes the network MC dropout rebuilds with masks (without dropout it is the same MLP).
-    model = bandit_model(context_dim, num_arms, s.hidden, s.activation, dropout_input=s.dropout_input and name == "mcdropout")
-    if s.init_scale is not None:
-        model = uniform_init_model(model, s.init_scale)
+    model = agent_network(name, bandit, s)
     learned = bool(s.learned_noise)
     # With a learned σ = noise_scale·e^ρ the likelihood's fixed factor is 1 and ρ starts at log noise_scale.
     noise = 1.0 if learned else s.noise_scale
-    if learned:
-        model = learned_noise_model(model, s.noise_scale)
     prior = agent_prior(name, s)
     log_post = bandit_log_posterior(model, context_dim, noise, prior, horizon, learned_noise=learned)
     optimizer = bandit_optimizer(s.optimizer, s.learning_rate, train_steps=s.train_steps, lr_decay=s.lr_decay,
@@ -1110,9 +1129,7 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     if name == "mcdropout":
         from bdljax import mcdropout
 
-        dropout_net = mcdropout.dropout_model(model, s.dropout_rate)
-        example = jnp.zeros((2, context_dim))
-        structure = mcdropout.dropout_structure(dropout_net.apply, dropout_net.init(jax.random.key(0)), example)
+        dropout_net, structure = mcdropout_network(model, s.dropout_rate, context_dim)
         if s.dropout_masks not in DROPOUT_MASKS:
             raise ValueError(f"dropout_masks must be one of {DROPOUT_MASKS}, got {s.dropout_masks!r}")
         if s.concrete_dropout:
@@ -1120,13 +1137,9 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
                 raise ValueError("concrete_dropout supports dropout_masks='shared' only")
             return _concrete_dropout_agent(dropout_net, structure, s, context_dim, noise, optimizer, common)
         log_post = bandit_log_posterior(dropout_net, context_dim, noise, prior, horizon, learned_noise=learned)
-        method = mcdropout.build(log_post, optimizer, structure)
-        if s.dropout_masks == "per_arm":
-            def sample(state, key, num_samples: int = 100):
-                draw = lambda k: per_arm_weight_sample(state.params, k, structure, num_arms)  # noqa: E731
-                return jax.vmap(draw)(jax.random.split(key, num_samples))
-
-            method = method._replace(sample=sample)
+        draw = (functools.partial(per_arm_weight_sample, structure=structure, num_arms=num_arms)
+                if s.dropout_masks == "per_arm" else None)
+        method = mcdropout.build(log_post, optimizer, structure, draw=draw)
         return transform_agent(name, method, dropout_net, sample_apply=mcdropout.sample_apply(dropout_net.apply, structure),
                                **common)
     from bdljax import sgmcmc

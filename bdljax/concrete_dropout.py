@@ -72,9 +72,9 @@ import jax.numpy as jnp
 import optax
 
 from bdljax import mcdropout, priors
-from bdljax import map as map_method
 from bdljax.models import Apply
 from bdljax.posterior import LogPosterior
+from bdljax.transform import Transform
 
 Params = Any
 
@@ -210,7 +210,7 @@ def weight_sample(params: Params, key: jax.Array, structure: mcdropout.DropoutSt
 
 
 def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
-          structure: mcdropout.DropoutStructure) -> "map_method.Transform":
+          structure: mcdropout.DropoutStructure) -> Transform:
     """Concrete dropout on the shared log posterior.
 
     ``log_posterior`` must be built on :func:`concrete_apply` and
@@ -221,13 +221,7 @@ def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
     (:func:`weight_sample`), evaluated by :func:`concrete_apply` with ``train=False``.
     """
     _check_structure(structure)
-    trainer = map_method.build(log_posterior, optimizer)
-
-    def sample(state, key, num_samples: int = 100):
-        keys = jax.random.split(key, num_samples)
-        return jax.vmap(lambda k: weight_sample(state.params, k, structure))(keys)
-
-    return trainer._replace(sample=sample)
+    return mcdropout.build(log_posterior, optimizer, structure, draw=functools.partial(weight_sample, structure=structure))
 
 
 def learned_rates(fitted_state) -> Optional[list]:

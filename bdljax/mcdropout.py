@@ -506,7 +506,7 @@ def sample_apply(apply: Apply, structure: DropoutStructure) -> Apply:
 
 
 def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
-          structure: DropoutStructure) -> Transform:
+          structure: DropoutStructure, draw: Optional[Callable[[Params, jax.Array], Params]] = None) -> Transform:
     """MC dropout on the shared log posterior of a dropout network.
 
     ``init``/``update``: MAP steps (:func:`bdljax.map.build`) with dropout on,
@@ -520,15 +520,23 @@ def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
       log_posterior: built on the dropout network's apply (``model.with_dropout(p)``).
       optimizer: any optax transformation.
       structure: from :func:`dropout_structure` for that network.
+      draw: ``draw(params, key) -> parameter pytree``, one draw of another
+        variational family over the same trained weights (concrete dropout's
+        learned rates, a bandit's per-arm masks); default :func:`weight_sample`.
+        Needs the ``"weight_sample"`` form.
     """
     if structure.form not in FORMS:
         raise ValueError(f"unknown MC dropout form {structure.form!r}; choose one of {FORMS}")
+    if draw is not None and structure.form != "weight_sample":
+        raise ValueError(f"a custom draw needs the 'weight_sample' form; this network's is {structure.form!r}")
+    if draw is None and structure.form == "weight_sample":
+        draw = functools.partial(weight_sample, structure=structure)
     trainer = map_method.build(log_posterior, optimizer)
 
     def sample(state, key, num_samples: int = 100):
         keys = jax.random.split(key, num_samples)
-        if structure.form == "weight_sample":
-            return jax.vmap(lambda k: weight_sample(state.params, k, structure))(keys)
+        if draw is not None:
+            return jax.vmap(lambda k: draw(state.params, k))(keys)
         return MCDropoutSample(repeat_params(state.params, num_samples), keys)
 
     return trainer._replace(sample=sample)

@@ -56,7 +56,6 @@ def draw_spread(outputs, arms) -> Dict[str, float]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     import jax
-    import jax.numpy as jnp
 
     from bdljax import bandits, mcdropout
 
@@ -81,22 +80,22 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
     bandit = bandits.wheel_bandit(args.delta)
     settings = wheel_settings()
     agent = bandits.make_agent("mcdropout", bandit, args.num_data, settings)
-    # The agent's dropout network and its structure, rebuilt as make_agent builds them, to read sampled values.
-    net = mcdropout.dropout_model(bandits.bandit_model(bandit.context_dim, bandit.num_arms, settings.hidden,
-                                                       settings.activation), settings.dropout_rate)
-    structure = mcdropout.dropout_structure(net.apply, net.init(jax.random.key(0)), jnp.zeros((2, bandit.context_dim)))
+    net, structure = bandits.mcdropout_network(bandits.agent_network("mcdropout", bandit, settings),
+                                               settings.dropout_rate, bandit.context_dim)
     samplers = {"shared": lambda params, key: mcdropout.weight_sample(params, key, structure),
                 "per_arm": lambda params, key: bandits.per_arm_weight_sample(params, key, structure, bandit.num_arms)}
 
-    @jax.jit
-    def fitted(key):
+    def seed_outputs(key, sample):
+        """One seed: fit on its logged data, then the draws' outputs on its ring and inside contexts."""
         data_key, fit_key = jax.random.split(key)
-        return fit_on_buffer(agent, logged_inner_data(bandit, data_key, args.num_data, args.delta), args.retrain_every,
-                             fit_key).method.params
-
-    def sampled_outputs(sample, params, contexts, key):
-        draws = jax.vmap(lambda k: sample(params, k))(jax.random.split(key, args.draws))
-        return jax.vmap(lambda p: net.apply(p, contexts))(draws)
+        context_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
+        params = fit_on_buffer(agent, logged_inner_data(bandit, data_key, args.num_data, args.delta),
+                               args.retrain_every, fit_key).method.params
+        contexts = {"ring": ring_contexts(context_key, args.contexts, args.delta),
+                    "inside": args.delta * bandits.wheel_contexts(context_key, args.contexts)}
+        draws = jax.vmap(lambda k: sample(params, k))(jax.random.split(draw_key, args.draws))
+        return {where: (jax.vmap(lambda p: net.apply(p, x))(draws), bandits.wheel_quadrant_arm(x))
+                for where, x in contexts.items()}
 
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     reference_se = settings.noise_scale / np.sqrt(args.num_data / bandit.num_arms)
@@ -105,20 +104,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
           f"reference σ/√(n/A) = {reference_se:.3f}")
     print(f"{'masks':<9} {'where':<7} {'gap':>7} {'sd f_q':>8} {'sd f_safe':>10} {'sd diff':>8} {'P(try q)':>9}")
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
-    params_per_seed = [fitted(key) for key in keys]
     for form in forms:
-        draw = jax.jit(lambda params, contexts, key, form=form: sampled_outputs(samplers[form], params, contexts, key))
-        per_seed = {"ring": [], "inside": []}
-        for key, params in zip(keys, params_per_seed):
-            context_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
-            ring = ring_contexts(context_key, args.contexts, args.delta)
-            inside = args.delta * bandits.wheel_contexts(context_key, args.contexts)
-            for where, contexts in (("ring", ring), ("inside", inside)):
-                outputs = draw(params, contexts, draw_key)
-                per_seed[where].append(draw_spread(outputs, bandits.wheel_quadrant_arm(contexts)))
-        results[form] = {where: {k: float(np.mean([s[k] for s in seeds])) for k in seeds[0]}
-                         for where, seeds in per_seed.items()}
-        for where, f in results[form].items():
+        # The same keys for every form: the same data, fits, contexts and mask keys; only the draw differs.
+        per_seed = jax.jit(jax.vmap(lambda key, form=form: seed_outputs(key, samplers[form])))(keys)
+        results[form] = {}
+        for where, (outputs, arms) in per_seed.items():
+            seeds = [draw_spread(outputs[i], arms[i]) for i in range(args.seeds)]
+            results[form][where] = f = {k: float(np.mean([seed[k] for seed in seeds])) for k in seeds[0]}
             print(f"{form:<9} {where:<7} {f['gap']:7.3f} {f['sd_q']:8.3f} {f['sd_safe']:10.3f} {f['sd_diff']:8.3f} "
                   f"{f['p_try']:9.4f}", flush=True)
     print(json.dumps({"delta": args.delta, "num_data": args.num_data, "seeds": args.seeds, "seed": args.seed,
