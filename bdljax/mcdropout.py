@@ -408,6 +408,14 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
     return _STRUCTURES[cache_key]
 
 
+def _training_mode_reads_key(apply: Apply, params: Params, example) -> bool:
+    """Whether ``apply(params, x, rng=key, train=True)`` uses ``key`` (traced abstractly, nothing compiled)."""
+    jaxpr = jax.make_jaxpr(lambda key: apply(params, example, rng=key, train=True))(jax.random.key(0)).jaxpr
+    (key_var,) = jaxpr.invars
+    return any(var is key_var for eqn in jaxpr.eqns for var in eqn.invars) or any(
+        var is key_var for var in jaxpr.outvars)
+
+
 def _find_dropout_structure(apply: Apply, params: Params, example_input, per_point_masks: bool,
                             check_seed: int) -> DropoutStructure:
     leaves = jax.tree.leaves(params)
@@ -451,11 +459,10 @@ def _find_dropout_structure(apply: Apply, params: Params, example_input, per_poi
         return DropoutStructure(**base, form="per_point", reason="per_point_masks=True")
     if not dropouts:
         # No Flax Dropout: a deterministic network (p = 0), whose one "sample" is its parameters, or dropout
-        # written by hand (bdljax.recurrent), which only the network itself can draw: tell them apart by running
-        # the training mode with two keys.
-        training_mode = jax.jit(lambda p, x, key: apply(p, x, rng=key, train=True))
-        first, second = (training_mode(params, example, jax.random.key(seed)) for seed in (1, 2))
-        if bool(jnp.all(first == second)):
+        # written by hand (bdljax.recurrent), which only the network itself can draw. Tell them apart by whether
+        # the training mode reads its key at all; comparing two keys' outputs would call a small rate (p = 0.01
+        # on a few units drops nothing under two fixed keys) deterministic and silently turn MC dropout into MAP.
+        if not _training_mode_reads_key(apply, params, example):
             return DropoutStructure(**base, form="weight_sample")
         return DropoutStructure(**base, form="per_point", reason="no nn.Dropout layer but a stochastic training "
                                 "mode: the network's own dropout runs with one key per pass")
@@ -589,6 +596,12 @@ def gal_prior(params: Params, structure: DropoutStructure, length_scale: float) 
     of the dropout distribution to N(0, l⁻²).
     """
     _check_positive("length_scale", length_scale)
+    if structure.form == "per_point" and not structure.rates:
+        # Dropout written inside the network (bdljax.recurrent) is invisible to dropout_structure, so which
+        # kernels it feeds is unknown; 1/l everywhere would silently not be Gal's objective.
+        raise ValueError("gal_prior needs to know which kernels dropout feeds, but this network's dropout is its own "
+                         "code (no flax nn.Dropout layers); leave length_scale=None and give the problem the prior "
+                         "you want, or build the network with nn.Dropout.")
     leaves, treedef = jax.tree.flatten(params)
     scales = [1.0 / length_scale] * len(leaves)
     for leaf_index, dropout_index in structure.fed_kernels:
@@ -775,6 +788,10 @@ def recipe(
     structure = dropout_structure(model.apply, params, problem.x_train, per_point_masks=per_point_masks)
     if concrete:
         from bdljax import concrete_dropout  # it builds on this module
+
+        if not structure.rates:
+            raise ValueError("concrete=True learns the rates of the network's flax nn.Dropout layers, and this network "
+                             "has none (its dropout, if any, is its own code, e.g. bdljax.recurrent); use concrete=False.")
 
         base_prior = problem.prior if length_scale is None else priors.gaussian(1.0 / length_scale)
         apply = concrete_dropout.concrete_apply(model.apply, structure, concrete_temperature)

@@ -87,6 +87,8 @@ def variational_mask(key: jax.Array, shape: Tuple[int, ...], rate: float, dtype=
     ``shape`` is ``(B, features)``: one mask per sequence, to be applied at
     every time step (Gal & Ghahramani 2016).
     """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must lie in [0, 1), got {rate}")
     keep = 1.0 - rate
     return jax.random.bernoulli(key, keep, shape).astype(dtype) / keep
 
@@ -319,6 +321,8 @@ def autoregressive_forecast(apply: Apply, likelihood: Likelihood, samples: Param
         raise ValueError(f"autoregressive_forecast needs a regression likelihood, got {likelihood.name!r}")
     if windows.ndim != 2:
         raise ValueError(f"windows must be (N, T) values of a univariate series, got shape {windows.shape}")
+    if horizon < 1 or paths_per_sample < 1:
+        raise ValueError(f"horizon and paths_per_sample must be at least 1, got {horizon} and {paths_per_sample}")
     num_samples = predictive.num_samples_of(samples)
     sample_keys = jax.random.split(key, num_samples)
 

@@ -270,6 +270,44 @@ def test_forecast_keeps_one_weight_draw_per_trajectory_and_compiles_once():
     assert len(traces) == traced
 
 
+def test_a_small_rate_is_still_mc_dropout_and_hand_written_dropout_refuses_gal_prior(tiny_sequence_problem):
+    """The RNN's dropout is its own code, so MC dropout must find it by the training mode reading its key: at
+    p = 0.01 two fixed keys drop no unit of this small network, and comparing their outputs once called it
+    deterministic (MC dropout then returned MAP, silently). Gal's prior and concrete dropout need nn.Dropout layers
+    to know which kernels the masks feed, and say so instead of using 1/l everywhere."""
+    from bdljax import mcdropout
+
+    model = recurrent.lstm((5, 2), hidden=(4,), output_dim=2).with_dropout(0.01)
+    params = model.init(jax.random.key(0))
+    x = tiny_sequence_problem.x_train
+    assert mcdropout.dropout_structure(model.apply, params, x).form == "per_point"
+    deterministic = recurrent.lstm((5, 2), hidden=(4,), output_dim=2)  # p = 0: nothing to sample
+    assert mcdropout.dropout_structure(deterministic.apply, deterministic.init(jax.random.key(0)), x).form == "weight_sample"
+
+    fitted = methods.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.01, num_epochs=1,
+                         batch_size=16, num_samples=200)
+    outputs = np.asarray(predictive.predictive_outputs(fitted.apply, fitted.samples, x, jax.random.key(2)))
+    assert np.ptp(outputs, axis=0).max() > 0  # 200 passes × 48 sequences × 17 masked units at p = 0.01
+    with pytest.raises(ValueError, match="its own code"):
+        methods.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.5, length_scale=1.0,
+                    num_epochs=1)
+    with pytest.raises(ValueError, match="concrete=True"):
+        methods.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.5, concrete=True,
+                    num_epochs=1)
+
+
+def test_forecast_rejects_empty_horizons_and_impossible_rates():
+    with pytest.raises(ValueError, match="at least 1"):
+        recurrent.autoregressive_forecast(ar1_apply, AR1_LIKELIHOOD, {"phi": jnp.ones(1)}, jnp.ones((2, 3)),
+                                          jax.random.key(0), horizon=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        recurrent.autoregressive_forecast(ar1_apply, AR1_LIKELIHOOD, {"phi": jnp.ones(1)}, jnp.ones((2, 3)),
+                                          jax.random.key(0), horizon=2, paths_per_sample=0)
+    network = recurrent.RecurrentNetwork("lstm", (3,), 2, dropout_rate=1.0)  # built directly, bypassing rnn()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        network.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, jnp.ones((2, 4, 2)), train=True)
+
+
 def test_forecast_rejects_classification_likelihoods_and_multivariate_windows():
     with pytest.raises(ValueError, match="regression likelihood"):
         recurrent.autoregressive_forecast(ar1_apply, likelihoods.categorical(), {"phi": jnp.ones(1)},

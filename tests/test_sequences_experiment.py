@@ -71,6 +71,12 @@ def test_command_line_fails_early_on_bad_choices(sequences):
     assert args.methods == ["map", "ensemble"] and args.tasks == ["co2"] and args.hidden == (8, 4)
     assert args.hyperparameter_overrides == {"map": {}, "ensemble": {"num_members": 3}}
     assert sequences.task_settings(args, "co2")["hidden"] == (8, 4)
+    # MC dropout's input mask: off for the univariate series (its one feature is the whole window), on for rows.
+    assert not sequences.task_settings(args, "co2")["dropout_input"]
+    assert sequences.task_settings(args, "mnist_rows")["dropout_input"]
+    assert sequences.task_settings(sequences.parse_args(["--dropout-input", "on"]), "co2")["dropout_input"]
+    with pytest.raises(SystemExit):
+        sequences.parse_args(["--dropout-input", "maybe"])
 
 
 def check_run_directory(out: Path, summary, task: str):
