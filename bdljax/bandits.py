@@ -256,6 +256,13 @@ class NIGPrior(NamedTuple):
     precision: float = 0.25
 
 
+def check_nig_prior(prior: NIGPrior) -> None:
+    """a₀, b₀ and λ must be positive and finite: a NaN posterior would make argmax play arm 0 forever."""
+    for name, value in prior._asdict().items():
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"NIGPrior.{name} must be positive and finite, got {value}")
+
+
 class LinearStats(NamedTuple):
     """Sufficient statistics of each arm's data, ``(A, ...)``: Σφφᵀ, Σφr, Σr², n."""
 
@@ -369,6 +376,11 @@ class Agent(NamedTuple):
         after every step (exact linear updates, bootstrap inclusion draws).
       retrain: ``retrain(state, buffer, num_filled, key) -> state``, every k
         steps, on the first ``num_filled`` rows of the buffer.
+      capacity: the horizon its per-observation tables and log posterior were
+        built for (``None``: any horizon); a run of another length is refused.
+      skipped_steps: ``skipped_steps(state) -> int32``, the training steps
+        skipped so far because the loss or gradient was not finite (``None``:
+        the agent does not train by gradient). Runs report it per seed.
     """
 
     name: str
@@ -376,6 +388,14 @@ class Agent(NamedTuple):
     act: Callable[[State, jax.Array, jax.Array], jax.Array]
     observe: Callable[..., State]
     retrain: Callable[[State, Buffer, jax.Array, jax.Array], State]
+    capacity: Optional[int] = None
+    skipped_steps: Optional[Callable[[State], jax.Array]] = None
+
+
+def _method_skipped_steps(method_state) -> jax.Array:
+    """A transform state's skipped non-finite steps, summed over members or chains (0 if it keeps no count)."""
+    count = getattr(method_state, "num_nonfinite", None)
+    return jnp.zeros((), jnp.int32) if count is None else jnp.sum(count).astype(jnp.int32)
 
 
 def _observe_nothing(state, index, context, action, reward, key):
@@ -411,6 +431,7 @@ def _thompson_linear_values(key, stats: LinearStats, prior: NIGPrior, phi: jax.A
 def linear_thompson_agent(num_arms: int, context_dim: int, prior: NIGPrior = NIGPrior(), name: str = "lints") -> Agent:
     """Linear Thompson sampling with the exact NIG posterior per arm on φ(x) = [x, 1]
     (Riquelme et al.'s ``LinFullPost``). Updated exactly after every step."""
+    check_nig_prior(prior)
 
     def init(key):
         del key
@@ -487,6 +508,10 @@ def bandit_optimizer(name: str, learning_rate: float, *, train_steps: int, lr_de
         raise ValueError(f"bandit optimizer must be 'adam' or 'rmsprop', got {name!r}")
     if not learning_rate > 0 or lr_decay < 0:
         raise ValueError(f"need learning_rate > 0 and lr_decay >= 0, got {learning_rate} and {lr_decay}")
+    _check_training(train_steps)
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        # 0 would zero every update and a negative norm would turn descent into ascent.
+        raise ValueError(f"max_grad_norm must be positive (or None for no clipping), got {max_grad_norm}")
     schedule = learning_rate
     if lr_decay:
         schedule = lambda count: learning_rate / (1.0 + lr_decay * (count % train_steps))  # noqa: E731
@@ -494,6 +519,13 @@ def bandit_optimizer(name: str, learning_rate: float, *, train_steps: int, lr_de
     if max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)
     return optimizer
+
+
+def _check_training(train_steps: int, batch_size: int = 1) -> None:
+    if not (isinstance(train_steps, (int, np.integer)) and train_steps >= 1):
+        raise ValueError(f"train_steps must be a positive int (minibatch updates per retraining), got {train_steps!r}")
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
 def mlp_features(params: Params, x: jax.Array, num_hidden: int, activation: str = "relu") -> jax.Array:
@@ -720,6 +752,7 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
     """
     if samples_per_draw < 1:
         raise ValueError(f"samples_per_draw must be at least 1, got {samples_per_draw}")
+    _check_training(train_steps, batch_size)
     if bootstrap_probability is not None:
         if not method.batch_streams:
             raise ValueError("bootstrap_probability needs an ensemble (a method with batch_streams = K members).")
@@ -765,7 +798,8 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
                                         train_steps=train_steps, perturbation=state.perturbation)
         return state._replace(method=method_state)
 
-    return Agent(name, init, act, observe, retrain)
+    return Agent(name, init, act, observe, retrain, capacity=horizon,
+                 skipped_steps=lambda state: _method_skipped_steps(state.method))
 
 
 class NeuralLinearState(NamedTuple):
@@ -786,6 +820,8 @@ def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int
     current features. Thompson draws (σ²_a, β_a) per arm and plays
     argmax_a β_aᵀ[φ(x), 1].
     """
+    check_nig_prior(prior)
+    _check_training(train_steps, batch_size)
     batch_size = min(batch_size, horizon)
     if method.num_data is not None and method.num_data != horizon:
         raise ValueError(f"the log posterior was built for {method.num_data} points but the horizon is {horizon}.")
@@ -819,7 +855,8 @@ def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int
         mask = (jnp.arange(horizon) < num_filled).astype(phi.dtype)
         return NeuralLinearState(method_state, linear_stats_from_data(phi, buffer.actions, buffer.rewards, mask, num_arms))
 
-    return Agent(name, init, act, observe, retrain)
+    return Agent(name, init, act, observe, retrain, capacity=horizon,
+                 skipped_steps=lambda state: _method_skipped_steps(state.method))
 
 
 # ----------------------------------------------------------------------------- agents by name
@@ -959,6 +996,8 @@ def agent_prior(name: str, settings: AgentSettings) -> Prior:
     ``neural_linear_prior`` instead when that is set."""
     from bdljax import priors
 
+    if not (np.isfinite(settings.prior_scale) and settings.prior_scale > 0):
+        raise ValueError(f"prior_scale must be positive and finite, got {settings.prior_scale}")
     if settings.point_prior not in POINT_PRIORS:
         raise ValueError(f"point_prior must be one of {POINT_PRIORS}, got {settings.point_prior!r}")
     if settings.neural_linear_prior is not None and settings.neural_linear_prior not in POINT_PRIORS:
@@ -1176,6 +1215,9 @@ class Trajectory(NamedTuple):
     regret: jax.Array  # max_a E r(x_t, a) − E r(x_t, a_t)
     uniform_regret: jax.Array  # max_a E r(x_t, a) − mean_a E r(x_t, a): the uniform policy's expected regret
     optimal: jax.Array  # bool: a_t was an optimal arm
+    # Per seed, a scalar: training steps the agent skipped because its loss or gradient was not finite
+    # (Agent.skipped_steps; 0 for agents that do not train by gradient). Reported, never averaged away.
+    skipped_steps: Optional[jax.Array] = None
 
 
 class RunConfig(NamedTuple):
@@ -1184,8 +1226,23 @@ class RunConfig(NamedTuple):
     initial_pulls: int = 2
 
 
-def check_run_config(config: RunConfig, num_arms: int) -> None:
-    """Fail before anything compiles when the schedule does not fit."""
+def run_config(horizon, retrain_every, initial_pulls=2) -> RunConfig:
+    """A :class:`RunConfig` of true integers (``horizon=40.9`` must not silently run 40 steps)."""
+    import operator
+
+    try:
+        return RunConfig(operator.index(horizon), operator.index(retrain_every), operator.index(initial_pulls))
+    except TypeError:
+        raise ValueError(f"horizon, retrain_every and initial_pulls must be integers, got {horizon!r}, "
+                         f"{retrain_every!r} and {initial_pulls!r}") from None
+
+
+def check_run_config(config: RunConfig, num_arms: int, agent: Optional[Agent] = None) -> None:
+    """Fail before anything compiles when the schedule does not fit (or does not fit ``agent``)."""
+    if agent is not None and agent.capacity is not None and agent.capacity != config.horizon:
+        # Its per-observation tables have agent.capacity rows: later writes would be dropped, reads clamped.
+        raise ValueError(f"agent {agent.name!r} was built for horizon {agent.capacity} but the run has horizon "
+                         f"{config.horizon}; build it with make_agent(..., horizon={config.horizon}).")
     if config.horizon < 1 or config.retrain_every < 1:
         raise ValueError(f"horizon and retrain_every must be positive, got {config.horizon} and {config.retrain_every}.")
     if config.horizon % config.retrain_every:
@@ -1237,11 +1294,13 @@ def _retrain(agent: Agent, config: RunConfig, state, buffer: Buffer, retrain_key
     return agent.retrain(state, buffer, block * config.retrain_every, jax.random.fold_in(retrain_key, block))
 
 
-def _trajectory(data: BanditData, buffer: Buffer) -> Trajectory:
+def _trajectory(agent: Agent, data: BanditData, state, buffer: Buffer) -> Trajectory:
     expected = data.expected_rewards
     best = jnp.max(expected, axis=-1)
     chosen = jnp.take_along_axis(expected, buffer.actions[:, None], axis=-1)[:, 0]
-    return Trajectory(buffer.actions, buffer.rewards, best - chosen, best - jnp.mean(expected, axis=-1), chosen >= best)
+    skipped = jnp.zeros((), jnp.int32) if agent.skipped_steps is None else agent.skipped_steps(state)
+    return Trajectory(buffer.actions, buffer.rewards, best - chosen, best - jnp.mean(expected, axis=-1), chosen >= best,
+                      skipped)
 
 
 def run(bandit: Bandit, agent: Agent, config: RunConfig, tables, key) -> Trajectory:
@@ -1269,7 +1328,7 @@ def run(bandit: Bandit, agent: Agent, config: RunConfig, tables, key) -> Traject
         return (state, buffer), None
 
     (state, buffer), _ = jax.lax.scan(block, (state, buffer), jnp.arange(num_blocks))
-    return _trajectory(data, buffer)
+    return _trajectory(agent, data, state, buffer)
 
 
 # XLA's CPU backend spends most of a bandit program's compile time in LLVM optimisation; level 0 compiles
@@ -1285,6 +1344,7 @@ def _jit(function, fast_compile: bool):
 def build_simulation(bandit_sample: Callable, num_arms: int, context_dim: int, agent: Agent, config: RunConfig,
                      fast_compile: bool = False) -> Callable:
     """The jitted, seed-vmapped run ``(tables, keys (S,)) -> Trajectory``; cached, so compiled once per configuration."""
+    check_run_config(config, num_arms, agent)
     bandit = Bandit("", num_arms, context_dim, bandit_sample, None)
     return _jit(jax.vmap(lambda tables, key: run(bandit, agent, config, tables, key), in_axes=(None, 0)), fast_compile)
 
@@ -1298,8 +1358,8 @@ def simulate(bandit: Bandit, agent: Agent, keys: jax.Array, *, horizon: int, ret
     randomness, so every agent run with the same keys faces the same episodes.
     ``fast_compile`` lowers XLA's optimisation level (:data:`FAST_COMPILE_OPTIONS`).
     """
-    config = RunConfig(int(horizon), int(retrain_every), int(initial_pulls))
-    check_run_config(config, bandit.num_arms)
+    config = run_config(horizon, retrain_every, initial_pulls)
+    check_run_config(config, bandit.num_arms, agent)
     keys = _check_keys(keys)
     program = build_simulation(bandit.sample, bandit.num_arms, bandit.context_dim, agent, config, bool(fast_compile))
     return program(bandit.tables, keys)
@@ -1322,7 +1382,7 @@ def _loop_pieces(bandit_sample: Callable, num_arms: int, context_dim: int, agent
         agent, num_arms, config, data, state, buffer, act_key, t), in_axes=(0, 0, 0, 0, None)), fast_compile)
     retrain = _jit(jax.vmap(lambda state, buffer, retrain_key, b: _retrain(agent, config, state, buffer, retrain_key, b),
                             in_axes=(0, 0, 0, None)), fast_compile)
-    finish = _jit(jax.vmap(_trajectory), fast_compile)
+    finish = _jit(jax.vmap(functools.partial(_trajectory, agent)), fast_compile)
     return start, step, retrain, finish
 
 
@@ -1335,8 +1395,8 @@ def simulate_python_loop(bandit: Bandit, agent: Agent, keys: jax.Array, *, horiz
     arithmetic per step: the trajectories agree with :func:`simulate` up to
     floating-point differences between the two compiled programs.
     """
-    config = RunConfig(int(horizon), int(retrain_every), int(initial_pulls))
-    check_run_config(config, bandit.num_arms)
+    config = run_config(horizon, retrain_every, initial_pulls)
+    check_run_config(config, bandit.num_arms, agent)
     keys = _check_keys(keys)
     start, step, retrain, finish = _loop_pieces(bandit.sample, bandit.num_arms, bandit.context_dim, agent, config,
                                                 bool(fast_compile))
@@ -1345,7 +1405,7 @@ def simulate_python_loop(bandit: Bandit, agent: Agent, keys: jax.Array, *, horiz
         if t and t % config.retrain_every == 0:
             state = retrain(state, buffer, retrain_key, jnp.asarray(t // config.retrain_every, jnp.int32))
         state, buffer = step(data, state, buffer, act_key, jnp.asarray(t, jnp.int32))
-    return finish(data, buffer)
+    return finish(data, state, buffer)
 
 
 def normalised_regret(trajectory: Trajectory) -> np.ndarray:

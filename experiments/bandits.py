@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from typing import Dict, List, Optional
 
 import jax
@@ -145,8 +146,8 @@ def compile_agent(bandit, agent, keys, args):
     """Compile one agent's program (all seeds) for ``bandit``'s shapes; returns (executable, seconds).
 
     The wheel's δ is an argument of the program, so one executable serves every δ."""
-    config = bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls)
-    bandits.check_run_config(config, bandit.num_arms)
+    config = bandits.run_config(args.horizon, args.retrain_every, args.initial_pulls)
+    bandits.check_run_config(config, bandit.num_arms, agent)
     program = bandits.build_simulation(bandit.sample, bandit.num_arms, bandit.context_dim, agent, config, args.fast_compile)
     start = time.perf_counter()
     compiled = program.lower(bandit.tables, keys).compile()
@@ -182,6 +183,10 @@ def summarise(trajectory: bandits.Trajectory) -> Dict[str, object]:
         "cumulative_regret_per_seed": cumulative.tolist(),
         "optimal_action_rate": float(np.mean(trajectory.optimal)),
         "uniform_expected_regret": float(np.mean(trajectory.uniform_regret.sum(axis=-1))),
+        # Training steps skipped for a non-finite loss or gradient, summed over seeds, and the seeds with any.
+        "skipped_steps": int(np.sum(trajectory.skipped_steps)),
+        "seeds_with_skipped_steps": int(np.count_nonzero(trajectory.skipped_steps)),
+        "skipped_steps_per_seed": np.asarray(trajectory.skipped_steps).tolist(),
     }
 
 
@@ -195,12 +200,13 @@ def curve(trajectory: bandits.Trajectory):
 
 def format_table(results: Dict[str, Dict[str, object]], title: str) -> str:
     lines = [title, f"{'agent':<14} {'regret (uniform=100)':>22} {'minus greedy (paired)':>22} {'cum. regret':>12} "
-                    f"{'optimal':>8} {'compile s':>10} {'run s':>8}"]
+                    f"{'optimal':>8} {'skipped':>8} {'compile s':>10} {'run s':>8}"]
     for name, r in sorted(results.items(), key=lambda item: item[1]["normalised_regret"]):
         versus = r.get("minus_greedy")
         versus = f"{versus['mean']:>13.1f} ± {versus['stderr']:<6.1f}" if versus else f"{'':>22}"
         lines.append(f"{name:<14} {r['normalised_regret']:>13.1f} ± {r['normalised_regret_stderr']:<6.1f} {versus} "
-                     f"{r['cumulative_regret']:>12.1f} {r['optimal_action_rate']:>8.3f} {r['compile_seconds']:>10.1f} "
+                     f"{r['cumulative_regret']:>12.1f} {r['optimal_action_rate']:>8.3f} {r['skipped_steps']:>8d} "
+                     f"{r['compile_seconds']:>10.1f} "
                      f"{r['run_seconds']:>8.2f}")
     return "\n".join(lines)
 
@@ -342,9 +348,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
                                  sgmcmc_scale=args.sgmcmc_scale, learned_noise=args.learned_noise,
                                  neural_linear_prior=args.neural_linear_prior)
     try:
-        bandits.check_run_config(bandits.RunConfig(args.horizon, args.retrain_every, args.initial_pulls), first.num_arms)
+        bandits.check_run_config(bandits.run_config(args.horizon, args.retrain_every, args.initial_pulls), first.num_arms)
         bandits.bandit_optimizer(settings.optimizer, settings.learning_rate, train_steps=settings.train_steps,
                                  lr_decay=settings.lr_decay, max_grad_norm=settings.max_grad_norm)
+        # Every agent is built before any runs, so that a bad setting of the last one fails now, not after the
+        # others have run (the agent depends on the bandit only through its shapes and the horizon).
+        agents = {name: bandits.make_agent(name, first, args.horizon, settings) for name in agent_names}
     except ValueError as error:
         raise SystemExit(str(error)) from None
     config = {
@@ -360,10 +369,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
 
     results: Dict[str, Dict[str, Dict[str, object]]] = {b.name: {} for b in problems}
     curves: Dict[str, Dict[str, tuple]] = {b.name: {} for b in problems}
-    for name in agent_names:
-        # The agent depends on the bandit only through its shapes and the horizon: one per agent, one compile.
-        agent = bandits.make_agent(name, first, args.horizon, settings)
-        compiled, compile_seconds = compile_agent(first, agent, keys, args)
+    for name, agent in agents.items():
+        compiled, compile_seconds = compile_agent(first, agent, keys, args)  # one per agent, whatever the δ
         for bandit in problems:
             trajectory, run_seconds = run_compiled(compiled, bandit, keys)
             scores = summarise(trajectory)
@@ -380,6 +387,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, obje
             print(f"{bandit.name:<18} {name:<14} regret {scores['normalised_regret']:6.1f} ± "
                   f"{scores['normalised_regret_stderr']:.1f} (compile {compile_seconds:.1f}s, run {run_seconds:.2f}s)",
                   flush=True)
+            if scores["skipped_steps"]:
+                warnings.warn(f"{bandit.name} {name}: {scores['skipped_steps']} training steps skipped for a non-finite "
+                              f"loss or gradient on {scores['seeds_with_skipped_steps']} of {args.seeds} seeds; its "
+                              "regret is that of a partly untrained agent (lower the step size or learning rate)",
+                              RuntimeWarning, stacklevel=1)
 
     for bandit in problems:
         table = results[bandit.name]

@@ -387,6 +387,51 @@ def test_bad_configurations_fail_early():
         bandits.transform_agent("x", _map_method(bandit, 40), bandits.bandit_model(2, 5), num_arms=5, horizon=60)
 
 
+def test_settings_that_would_run_silently_wrong_are_refused():
+    """Each of these once ran to the end with a meaningless regret: tables of the wrong horizon (later rows
+    dropped, reads clamped), a non-positive prior scale or clipping norm, no training steps, a NaN NIG prior
+    (argmax of NaN plays arm 0 forever), a fractional horizon truncated."""
+    bandit = bandits.wheel_bandit(0.5)
+    keys = jax.random.split(jax.random.key(0), 2)
+    agent = bandits.make_agent("bootstrap", bandit, 40, bandits.AgentSettings(hidden=(4,), train_steps=2))
+    assert agent.capacity == 40
+    with pytest.raises(ValueError, match="built for horizon 40"):
+        bandits.simulate(bandit, agent, keys, horizon=80, retrain_every=20)
+    with pytest.raises(ValueError, match="built for horizon 40"):
+        bandits.simulate_python_loop(bandit, agent, keys, horizon=80, retrain_every=20)
+    with pytest.raises(ValueError, match="must be integers"):
+        bandits.simulate(bandit, bandits.uniform_agent(5), keys, horizon=40.9, retrain_every=20)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="prior_scale"):
+            bandits.make_agent("greedy", bandit, 40, bandits.AgentSettings(prior_scale=bad))
+    for bad in (0.0, -5.0):
+        with pytest.raises(ValueError, match="max_grad_norm"):
+            bandits.make_agent("greedy", bandit, 40, bandits.AgentSettings(max_grad_norm=bad))
+    with pytest.raises(ValueError, match="train_steps"):
+        bandits.make_agent("sgld", bandit, 40, bandits.AgentSettings(train_steps=0))
+    with pytest.raises(ValueError, match="batch_size"):
+        bandits.make_agent("mfvi", bandit, 40, bandits.AgentSettings(batch_size=0))
+    for name in ("lints", "neural_linear"):
+        for bad in (bandits.NIGPrior(b0=float("nan")), bandits.NIGPrior(a0=-1.0), bandits.NIGPrior(precision=0.0)):
+            with pytest.raises(ValueError, match="NIGPrior"):
+                bandits.make_agent(name, bandit, 40, bandits.AgentSettings(nig=bad))
+
+
+def test_skipped_training_steps_are_counted_per_seed():
+    """A divergent retraining is reported, not averaged into the regret unseen: Adam with η = 10³⁰ moves the
+    weights to ~10³⁰ in its first step, after which every loss is infinite and every step is skipped."""
+    bandit = bandits.wheel_bandit(0.5)
+    keys = jax.random.split(jax.random.key(0), 2)
+    run = functools.partial(bandits.simulate, bandit, keys=keys, horizon=60, retrain_every=20, fast_compile=True)
+    settings = bandits.AgentSettings(hidden=(4,), train_steps=10)
+    healthy = run(bandits.make_agent("greedy", bandit, 60, settings))
+    diverged = run(bandits.make_agent("greedy", bandit, 60, settings._replace(learning_rate=1e30)))
+    assert np.asarray(healthy.skipped_steps).tolist() == [0, 0]
+    skipped = np.asarray(diverged.skipped_steps)
+    assert skipped.shape == (2,) and np.all(skipped > 0) and np.all(skipped <= 2 * 10)  # two retrainings of 10 steps
+    assert np.asarray(run(bandits.uniform_agent(5)).skipped_steps).tolist() == [0, 0]  # nothing to train
+
+
 def _map_method(bandit, horizon):
     import optax
 

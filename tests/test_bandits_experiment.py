@@ -46,6 +46,7 @@ def test_wheel_end_to_end_two_deltas_one_compile(tmp_path):
         for name in agents:
             scores = results[bandit][name]
             assert len(scores["normalised_regret_per_seed"]) == 2
+            assert scores["skipped_steps"] == 0 and scores["skipped_steps_per_seed"] == [0, 0]
             assert np.isfinite(scores["normalised_regret"]) and scores["normalised_regret"] >= 0
         # The uniform agent's regret is normalised by the uniform policy's expected regret: about 100.
         assert 60 < results[bandit]["uniform"]["normalised_regret"] < 140
@@ -79,6 +80,14 @@ def test_bad_arguments_fail_with_a_message(tmp_path):
         script.main(["--agents", "uniform", "--delta", "0.5,1.5", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="lr_decay"):
         script.main(["--agents", "greedy", "--lr-decay", "-1", "--out", str(tmp_path)])
+    # The last agent's bad setting stops the run before the first agent runs (nothing printed, no run dir).
+    with pytest.raises(SystemExit, match="dropout_rate"):
+        script.main(["--agents", "uniform,greedy,mcdropout", "--dropout-rate", "1.5", "--out", str(tmp_path / "late")])
+    assert not (tmp_path / "late").exists()
+    with pytest.raises(SystemExit, match="max_grad_norm"):
+        script.main(["--agents", "greedy", "--max-grad-norm", "-5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="prior_scale"):
+        script.main(["--agents", "sgld", "--prior-scale", "-1", "--out", str(tmp_path)])
 
 
 def test_per_bandit_defaults_reach_the_agents_and_flags_override_them(tmp_path):
