@@ -619,6 +619,8 @@ def sample_chains(
             example = jax.eval_shape(apply, jax.tree.map(lambda p: p[0].astype(sample_dtype), states.chain.position),
                                      x_pred[:1])
             num_classes = example.shape[-1] if likelihood.kind == "classification" else 0
+            # Once, on the host, before any chunk streams them (inside the compiled chunks they are traced).
+            likelihood.check_targets(np.asarray(predictive_data[1]), tuple(example.shape[1:]))
             running = predictive.running_init(likelihood, x_pred.shape[0], num_classes)
 
         def chunk(length, group):

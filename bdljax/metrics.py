@@ -20,7 +20,7 @@ probabilities ``(S, N, C)``, integer labels ``(N,)``):
     classification_metrics, ece_descriptor, check_labels.
 
 Out-of-distribution detection (host-side NumPy, evaluated once at the end):
-    auroc, aupr.
+    auroc, aupr, mutual_information_from_logits (float64).
 
 Array functions are wrapped in ``jax.jit`` with their option arguments
 (``num_bins``, ``binning``, ``levels``, ``num_bisection_steps``) static, so
@@ -32,7 +32,10 @@ are themselves traceable under ``jit``.
 
 Shape problems, unknown option names and (for concrete inputs) out-of-range
 labels raise ``ValueError``. Shape checks use static shapes, so they also run
-under ``jax.jit``; value checks on labels are skipped while tracing.
+under ``jax.jit``; value checks on labels run on the host whenever the labels
+are concrete (``accuracy``, ``nll``, ``brier``, ``ece`` and
+``reliability_diagram_data`` check before calling their jitted kernels) and are
+skipped while tracing.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 import scipy.stats
 from jax.scipy.special import entr, logsumexp, ndtr, ndtri
 
@@ -404,6 +408,24 @@ def check_labels(labels, num_classes: int, num_points: int | None = None) -> Non
         )
 
 
+def _checks_concrete_labels(jitted):
+    """Wrap a jitted ``metric(probs, labels, ...)`` so that concrete labels are value-checked on the host first.
+
+    Inside ``jit`` the kernel sees only shapes, and a gather clamps or wraps out-of-range indices (a label −1
+    would silently score the last class); so the public function checks the values whenever they are known.
+    Under an enclosing ``jit`` the labels are tracers and only the kernel's static checks run.
+    """
+
+    @functools.wraps(jitted)
+    def metric(probs, labels, *args, **kwargs):
+        shape = np.shape(probs)
+        if not _is_traced(labels) and len(shape) == 2:
+            check_labels(labels, shape[-1], shape[0])
+        return jitted(probs, labels, *args, **kwargs)
+
+    return metric
+
+
 def _check_probs(probs, name="probs", ndim=2):
     expected = "(N, C)" if ndim == 2 else "(S, N, C)"
     if probs.ndim != ndim:
@@ -422,6 +444,7 @@ def _check_probs_and_label_shapes(probs, labels):
         raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
 
 
+@_checks_concrete_labels
 @jax.jit
 def accuracy(probs, labels):
     """Fraction of points whose arg-max class equals the label.
@@ -442,6 +465,7 @@ def _true_class_probs(probs, labels):
     return jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
 
 
+@_checks_concrete_labels
 @jax.jit
 def nll(probs, labels, eps: float = PROB_EPS):
     """Mean negative log predictive probability of the true label.
@@ -464,6 +488,7 @@ def nll(probs, labels, eps: float = PROB_EPS):
     return -jnp.mean(jnp.log(jnp.maximum(_true_class_probs(probs, labels), eps)))
 
 
+@_checks_concrete_labels
 @jax.jit
 def brier(probs, labels):
     """Multi-class Brier score (Brier, 1950), summed over classes.
@@ -549,6 +574,7 @@ def _top_label_bin_sums(probs, labels, num_bins, binning):
     return per_bin_sum(jnp.ones_like(confidence)), per_bin_sum(confidence), per_bin_sum(correct)
 
 
+@_checks_concrete_labels
 @functools.partial(jax.jit, static_argnames=("num_bins", "binning"))
 def ece(probs, labels, num_bins: int = 15, binning: str = "equal_width"):
     """Expected calibration error of the top-label confidence.
@@ -579,6 +605,7 @@ def ece(probs, labels, num_bins: int = 15, binning: str = "equal_width"):
     return jnp.sum(jnp.abs(correct_sum - confidence_sum)) / jnp.sum(count)
 
 
+@_checks_concrete_labels
 @functools.partial(jax.jit, static_argnames=("num_bins", "binning"))
 def reliability_diagram_data(probs, labels, num_bins: int = 15, binning: str = "equal_width"):
     """Per-bin mean confidence, accuracy and count behind ``ece`` (for figures).
@@ -635,7 +662,11 @@ def mutual_information(sample_probs):
 
     ``I[y; theta] = H[mean_s p_s] - mean_s H[p_s]`` (nats), the epistemic
     part of the predictive entropy. Non-negative by Jensen's inequality up to
-    float round-off (not clipped, so round-off stays visible).
+    float round-off (not clipped, so round-off stays visible). In float32 the
+    two entropies carry absolute errors of about 1e-7, more than the whole MI
+    of a confident point: fine for ranking a pool by BALD, not for telling
+    confident points apart; score OOD detection with
+    :func:`mutual_information_from_logits` (float64, host-side).
 
     ``sample_probs``: ``(S, N, C)``; returns ``(N,)``.
     """
@@ -704,11 +735,12 @@ def classification_metrics(probs, labels, num_bins: int = 15, binning: str = "eq
     check_labels(labels, probs.shape[-1], probs.shape[-2])
     labels = jnp.asarray(labels)
     mean_probs = jnp.mean(probs, axis=0) if probs.ndim == 3 else probs
+    # The labels were checked once above: call the jitted kernels (__wrapped__) without checking them again.
     summary = {
-        "accuracy": accuracy(mean_probs, labels),
-        "nll": nll(mean_probs, labels),
-        "brier": brier(mean_probs, labels),
-        "ece": ece(mean_probs, labels, num_bins, binning),
+        "accuracy": accuracy.__wrapped__(mean_probs, labels),
+        "nll": nll.__wrapped__(mean_probs, labels),
+        "brier": brier.__wrapped__(mean_probs, labels),
+        "ece": ece.__wrapped__(mean_probs, labels, num_bins, binning),
         "predictive_entropy": jnp.mean(predictive_entropy(mean_probs)),
     }
     if probs.ndim == 3:
@@ -719,6 +751,26 @@ def classification_metrics(probs, labels, num_bins: int = 15, binning: str = "eq
 # ---------------------------------------------------------------------------
 # Out-of-distribution detection (host-side NumPy)
 # ---------------------------------------------------------------------------
+
+
+def mutual_information_from_logits(sample_logits) -> np.ndarray:
+    """:func:`mutual_information` in float64 on the host, from per-sample logits ``(S, N, C)``; returns ``(N,)``.
+
+    For OOD scores, evaluated once at the end: the MI of confidently classified points is 1e-8 to 1e-6 nats,
+    below float32's resolution of the two entropies it is the difference of (on such points the float32 form
+    is negative a third of the time and reorders the points). Computing the log-softmax from the logits in
+    float64 keeps the small probabilities exact, so the difference is resolved. Logits, not probabilities:
+    float32 probabilities near 1 have already lost what the difference needs.
+    """
+    logits = np.asarray(sample_logits, dtype=np.float64)
+    if logits.ndim != 3:
+        raise ValueError(f"sample_logits must have shape (S, N, C), got {logits.shape}")
+    log_probs = logits - scipy.special.logsumexp(logits, axis=-1, keepdims=True)
+    probs = np.exp(log_probs)
+    expected_entropy_ = -np.mean(np.sum(probs * log_probs, axis=-1), axis=0)
+    mean_probs = np.mean(probs, axis=0)
+    entropy_of_mean = -np.sum(scipy.special.xlogy(mean_probs, mean_probs), axis=-1)
+    return entropy_of_mean - expected_entropy_
 
 
 def _pooled_ood_scores(scores_in, scores_out):

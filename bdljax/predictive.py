@@ -25,6 +25,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bdljax import metrics
 from bdljax.likelihoods import Likelihood
@@ -98,8 +99,16 @@ def per_sample_log_prob(likelihood: Likelihood, outputs: jax.Array, y: jax.Array
     return jax.vmap(likelihood.log_prob, in_axes=(0, None))(outputs, y)
 
 
+def _check_concrete_targets(likelihood: Likelihood, y, outputs) -> None:
+    """The likelihood's target check when ``y`` is concrete (a label −1 would otherwise be gathered as the last
+    class, 0.9 as class 0); skipped while tracing, where values are unknown."""
+    if not isinstance(y, jax.core.Tracer):
+        likelihood.check_targets(np.asarray(y), tuple(outputs.shape[1:]))
+
+
 def log_predictive_density(likelihood: Likelihood, outputs: jax.Array, y: jax.Array) -> jax.Array:
     """log p(y_i|x_i, D) ≈ log (1/S) Σ_s p(y_i|x_i, θ_s) per point: ``(N,)``."""
+    _check_concrete_targets(likelihood, y, outputs)
     log_probs = per_sample_log_prob(likelihood, outputs, y)
     return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(log_probs.shape[0])
 
@@ -140,12 +149,17 @@ def evaluate(likelihood: Likelihood, outputs: jax.Array, y: jax.Array, *, y_mean
     original units: means and scales are mapped back before RMSE,
     log-likelihood and coverage. Classification returns accuracy, NLL,
     Brier, ECE (``binning`` with ``num_bins`` bins), entropy and mutual
-    information.
+    information; its NLL is −(1/N) Σ_i log (1/S) Σ_s p(y_i|θ_s) from the
+    per-sample log probabilities (log-sum-exp), not clipped, so it is the same
+    number the streaming predictive and the experiments report.
     """
     if likelihood.kind == "regression":
         means, scales = regression_moments(likelihood, outputs)
         return metrics.regression_metrics(means * y_std + y_mean, scales * y_std, y * y_std + y_mean)
-    return metrics.classification_metrics(sample_probabilities(likelihood, outputs), y, num_bins=num_bins, binning=binning)
+    scores = metrics.classification_metrics(sample_probabilities(likelihood, outputs), y, num_bins=num_bins,
+                                            binning=binning)
+    scores["nll"] = -jnp.mean(log_predictive_density(likelihood, outputs, jnp.asarray(y)))
+    return scores
 
 
 class RunningPredictive(NamedTuple):
@@ -156,7 +170,11 @@ class RunningPredictive(NamedTuple):
       log_density: (N,) log Σ_s p(y_i|θ_s) (log-sum-exp, so no underflow).
       first_moment: Σ_s E[y|θ_s] — the regression mean ``(N,)``, or class
         probabilities ``(N, C)``.
-      second_moment: Σ_s E[y²|θ_s] = μ_s² + σ_s² for regression; zeros otherwise.
+      second_moment: for regression Σ_s σ_s² + Σ_s (μ_s − μ̄)², the sum of the
+        samples' variances and of their means' squared deviations from the
+        running mean μ̄ (merged chunk by chunk as Chan et al. 1979 do, because
+        E[y²] − μ̄² cancels catastrophically in float32 when |μ̄| ≫ the spread);
+        zeros for classification.
     """
 
     num_samples: jax.Array
@@ -173,6 +191,7 @@ def running_init(likelihood: Likelihood, num_points: int, num_classes: int = 0) 
 
 def running_update(likelihood: Likelihood, running: RunningPredictive, outputs: jax.Array, y: jax.Array) -> RunningPredictive:
     """Add a chunk of per-sample ``outputs`` ``(S, N, ...)`` to the accumulators (jit-able)."""
+    _check_concrete_targets(likelihood, y, outputs)
     log_probs = per_sample_log_prob(likelihood, outputs, y)
     log_density = jnp.logaddexp(running.log_density, jax.nn.logsumexp(log_probs, axis=0))
     if likelihood.kind == "classification":
@@ -181,7 +200,13 @@ def running_update(likelihood: Likelihood, running: RunningPredictive, outputs: 
     else:
         means, scales = regression_moments(likelihood, outputs)
         first = running.first_moment + jnp.sum(means, axis=0)
-        second = running.second_moment + jnp.sum(means**2 + scales**2, axis=0)
+        count, chunk = running.num_samples, outputs.shape[0]
+        chunk_mean = jnp.mean(means, axis=0)
+        chunk_spread = jnp.sum(jnp.square(means - chunk_mean), axis=0) + jnp.sum(jnp.square(scales), axis=0)
+        # Chan et al.'s pairwise merge: the between-chunk term δ²·n_a·n_b/(n_a + n_b), zero for the first chunk.
+        delta = chunk_mean - running.first_moment / jnp.maximum(count, 1)
+        between = jnp.where(count > 0, jnp.square(delta) * count * chunk / (count + chunk), 0.0)
+        second = running.second_moment + chunk_spread + between
     return RunningPredictive(running.num_samples + outputs.shape[0], log_density, first, second)
 
 
@@ -195,4 +220,4 @@ def running_moments(running: RunningPredictive):
     mean = running.first_moment / running.num_samples
     if mean.ndim == 2:
         return mean, None
-    return mean, running.second_moment / running.num_samples - mean**2
+    return mean, running.second_moment / running.num_samples

@@ -314,18 +314,25 @@ def predictive_outputs(fitted: methods.Fitted, x, key, args) -> jax.Array:
 
 
 @jax.jit
-def _summaries(logits, labels):
-    """Sample probabilities, predictive NLL per point and the OOD scores, in one compiled call."""
+def _compiled_summaries(logits, labels):
     likelihood = likelihoods.categorical()
-    sample_probs = predictive.sample_probabilities(likelihood, logits)
-    mean_probs = jnp.mean(sample_probs, axis=0)
+    mean_probs = predictive.mean_probabilities(likelihood, logits)
     log_density = predictive.log_predictive_density(likelihood, logits, labels)
     scores = {
         "entropy": metrics.predictive_entropy(mean_probs),
         "max_probability": 1.0 - metrics.max_probability(mean_probs),  # higher = more likely OOD
-        "mutual_information": metrics.mutual_information(sample_probs),
     }
     return mean_probs, log_density, scores
+
+
+def _summaries(logits, labels):
+    """Predictive probabilities, predictive NLL per point (one compiled call) and the OOD scores.
+
+    The mutual information is computed in float64 on the host from the logits: in float32 it cannot
+    resolve the MI of confidently classified points (:func:`bdljax.metrics.mutual_information_from_logits`).
+    """
+    mean_probs, log_density, scores = _compiled_summaries(logits, labels)
+    return mean_probs, log_density, {**scores, "mutual_information": metrics.mutual_information_from_logits(logits)}
 
 
 def classification_record(logits, labels, args) -> Dict[str, Any]:
@@ -338,7 +345,7 @@ def classification_record(logits, labels, args) -> Dict[str, Any]:
         "brier": metrics.brier(mean_probs, labels),
         "ece": metrics.ece(mean_probs, labels, args.ece_bins, args.ece_binning),
         "mean_entropy": jnp.mean(scores["entropy"]),
-        "mean_mutual_information": jnp.mean(scores["mutual_information"]),
+        "mean_mutual_information": np.mean(scores["mutual_information"]),
     }
     return {key: float(value) for key, value in record.items()}, mean_probs, scores
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.special
 import scipy.stats
 
 from bdljax import ensemble, likelihoods, map as map_method, methods, models, posterior, predictive, priors, train
@@ -338,6 +339,42 @@ def test_running_predictive_equals_batch_predictive(kind):
     else:
         expected_mean = predictive.mean_probabilities(likelihood, outputs)
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-5)
+
+
+def test_running_variance_stays_exact_for_targets_far_from_zero():
+    """E[y²] − mean² cancels in float32 when |mean| ≫ spread (it went negative); the chunk-merged sum of squared
+    deviations matches the centred mixture variance. Means 1000 ± 0.01, σ ≈ 1e-3, in 3 uneven chunks."""
+    rng = np.random.default_rng(1)
+    likelihood = likelihoods.heteroscedastic_gaussian()
+    means = 1000.0 + 0.01 * rng.normal(size=(7, 23))
+    raw_scales = rng.normal(-7.0, 0.3, size=(7, 23))  # softplus(−7) ≈ 1e-3
+    outputs = jnp.asarray(np.stack([means, raw_scales], axis=-1), jnp.float32)
+    running = predictive.running_init(likelihood, 23)
+    for chunk in (outputs[:2], outputs[2:3], outputs[3:]):
+        running = predictive.running_update(likelihood, running, chunk, np.zeros(23, np.float32))
+    _, variance = predictive.running_moments(running)
+    # float64 reference from the same float32 outputs. float32 spacing at 1000 is 6.1e-5, so a deviation of
+    # ~0.01 carries up to ~0.6 % error and its square ~1.2 %: rtol 3e-2. (E[y²] − mean² was off by ~0.2, 2000x.)
+    means64 = np.asarray(outputs[..., 0], np.float64)
+    scales64 = np.logaddexp(0.0, np.asarray(outputs[..., 1], np.float64)) + 1e-3
+    expected = means64.var(axis=0) + np.mean(scales64**2, axis=0)
+    assert np.all(np.asarray(variance) > 0)
+    np.testing.assert_allclose(variance, expected, rtol=3e-2)
+
+
+def test_classification_nll_is_the_exact_log_mean_exp_and_bad_labels_fail():
+    """evaluate's NLL is −mean log (1/S) Σ_s p_s(y) from log probabilities (the clipped probability form capped
+    it at 27.6 nats); a label the gather would wrap (−1) or truncate (0.9) is refused, not scored."""
+    likelihood = likelihoods.categorical()
+    outputs = jnp.asarray([[[0.0, 40.0, 0.0]], [[0.0, 60.0, 0.0]]])  # S = 2 samples, 1 point, label 0
+    y = np.array([0])
+    expected = -(scipy.special.logsumexp([-40.0 - np.log1p(2 * np.exp(-40.0)), -60.0]) - np.log(2))
+    assert float(predictive.evaluate(likelihood, outputs, y)["nll"]) == pytest.approx(expected, rel=1e-5)
+    for bad in (np.array([-1]), np.array([3]), np.array([0.9])):
+        with pytest.raises(ValueError, match="labels"):
+            predictive.log_predictive_density(likelihood, outputs, bad)
+        with pytest.raises(ValueError, match="labels"):
+            predictive.running_update(likelihood, predictive.running_init(likelihood, 1, 3), outputs, bad)
 
 
 # ---------------------------------------------------------------- the main command

@@ -522,11 +522,44 @@ def test_classification_metrics_rejects_bad_labels(labels, message):
         metrics.check_labels(labels, NUM_CLASSES, 4)
 
 
+@pytest.mark.parametrize("bad", [-1, NUM_CLASSES])
+def test_point_metrics_reject_out_of_range_labels_they_can_see(bad):
+    """A gather inside jit clamps or wraps indices: −1 would score the last class. Concrete labels are checked."""
+    probs, labels = random_mean_probs(0, num_points=10)
+    labels = np.asarray(labels).copy()
+    labels[3] = bad
+    for metric in (metrics.accuracy, metrics.nll, metrics.brier, metrics.ece, metrics.reliability_diagram_data):
+        with pytest.raises(ValueError, match=r"\[0, 5\)"):
+            metric(probs, labels)
+    jax.jit(metrics.nll)(probs, labels)  # traced labels: only the static checks run (the caller's job)
+
+
+def test_mutual_information_from_logits_resolves_confident_points():
+    """MI = H[p̄] − E_s H[p_s] against the independent form E_s KL(p_s ‖ p̄), both float64. On confident points
+    (MI ~ 1e-8) the float32 form is dominated by round-off; the float64 one is exact and non-negative."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 400, NUM_CLASSES)) * 3.0
+    base[..., 0] += 18.0  # p(class 0) ≈ 1 − 1e-7
+    logits = (base + 0.05 * rng.normal(size=(20, 400, NUM_CLASSES))).astype(np.float32)
+    log_probs = scipy.special.log_softmax(logits.astype(np.float64), axis=-1)
+    log_mean = scipy.special.logsumexp(log_probs, axis=0) - np.log(logits.shape[0])
+    reference = np.mean(np.sum(np.exp(log_probs) * (log_probs - log_mean), axis=-1), axis=0)
+    resolved = metrics.mutual_information_from_logits(logits)
+    np.testing.assert_allclose(resolved, reference, rtol=1e-6, atol=1e-15)
+    assert np.all(resolved >= 0) and np.median(reference) < 1e-6
+    single = np.asarray(metrics.mutual_information(jax.nn.softmax(jnp.asarray(logits), axis=-1)))
+    assert np.max(np.abs(single - reference)) > 10 * np.median(reference)  # why the float64 form exists
+    with pytest.raises(ValueError, match=r"\(S, N, C\)"):
+        metrics.mutual_information_from_logits(logits[0])
+
+
 def test_point_metrics_reject_mismatched_shapes():
     probs, labels = random_mean_probs(0, num_points=10)
     for metric in (metrics.accuracy, metrics.nll, metrics.brier, metrics.ece):
-        with pytest.raises(ValueError, match="labels must have shape"):
+        with pytest.raises(ValueError, match="labels for 10 predictions"):  # the host check, labels concrete
             metric(probs, labels[:5])
+        with pytest.raises(ValueError, match="labels must have shape"):  # the kernel's static check, under jit
+            jax.jit(metric)(probs, labels[:5])
         with pytest.raises(ValueError, match=r"\(N, C\)"):
             metric(probs[None], labels)
     with pytest.raises(ValueError, match=r"\(S, N, C\)"):
