@@ -222,7 +222,8 @@ def check(summary: Mapping[str, Any], num_chains: int, *, rhat_threshold: float 
     """Problems found in a diagnostics summary, one sentence each; warned as :class:`ConvergenceWarning`.
 
     Flags every ``rhat_<group>`` above ``rhat_threshold``, every ``ess_<group>``
-    below ``min_ess_per_chain · num_chains``, any divergence after warm-up and any exploded kept draw (:func:`exploded_draws`).
+    below ``min_ess_per_chain · num_chains``, any divergence after warm-up, any exploded kept draw (:func:`exploded_draws`)
+    and any skipped non-finite step (``nonfinite_steps``).
     """
     problems = []
     min_ess = min_ess_per_chain * num_chains
@@ -242,6 +243,9 @@ def check(summary: Mapping[str, Any], num_chains: int, *, rhat_threshold: float 
         problems.append(f"{summary['exploded_draws']} kept draw(s) left the posterior (a non-finite log density, or a "
                         f"parameter norm above {EXPLODED_NORM_FACTOR:g}x the draws' lower quartile): the step size is "
                         "too large for the posterior's curvature; lower it (for a cyclical schedule, its restart value)")
+    if summary.get("nonfinite_steps", 0):
+        problems.append(f"{summary['nonfinite_steps']} step(s) skipped for a non-finite loss or gradient: the chain "
+                        "stood still there; lower the step size, or check the data and the model for NaN/inf")
     if warn:
         for problem in problems:
             warnings.warn(problem, ConvergenceWarning, stacklevel=2)

@@ -285,6 +285,7 @@ def sampler(
             key, jitter_key = jax.random.split(key)
             eps = eps * jax.random.uniform(jitter_key, (), eps.dtype, 1 - step_size_jitter, 1 + step_size_jitter)
         chain, info = transition(key, state.chain, eps, state.inverse_mass_matrix)
+        used_eps = eps  # what this transition integrated with (jittered), for its info
         is_warmup = state.step < num_warmup
         if adapt:
             eps, inverse_mass_matrix, warmup = adapted(state, chain, info.acceptance_rate)
@@ -299,7 +300,7 @@ def sampler(
                 draws, chain.position)
             num_stored = num_stored + keep.astype(jnp.int32)
         new_state = HMCState(chain, eps, inverse_mass_matrix, warmup, state.step + 1, draws, num_stored)
-        step_info = TransitionInfo(chain.logdensity, info.acceptance_rate, info.is_divergent, eps,
+        step_info = TransitionInfo(chain.logdensity, info.acceptance_rate, info.is_divergent, used_eps,
                                    jnp.asarray(info.num_integration_steps, jnp.int32), is_warmup)
         return new_state, step_info
 
@@ -577,8 +578,10 @@ def sample_chains(
     transform = mcmc.transform
     num_chains = int(chain_keys.shape[0])
     chain_method = resolve_chain_method(chain_method, num_chains)
-    if num_draws < 2 or chunk_size < 1:
-        raise ValueError(f"need num_draws >= 2 and chunk_size >= 1, got {num_draws} and {chunk_size}")
+    if num_draws < 4 or chunk_size < 1:
+        # 4: the split-chain R̂/ESS reported after the run need two halves of two draws each.
+        raise ValueError(f"need num_draws >= 4 (per chain, for split R-hat) and chunk_size >= 1, got {num_draws} "
+                         f"and {chunk_size}")
     if (trace_points is not None or predictive_data is not None) and apply is None:
         raise ValueError("trace_points and predictive_data need the network's apply")
     if predictive_data is not None and likelihood is None:

@@ -17,12 +17,16 @@ from the log posterior directly and handed to BlackJAX's integrators
   diffusion: θ ← θ + ε_t ∇Û(θ) + √(2ε_t) ξ, ξ ~ N(0, I). (Welling & Teh
   write ε/2 for the drift: their ε is 2× this one.)
 * SGHMC (Chen, Fox & Guestrin 2014, "Stochastic gradient Hamiltonian Monte
-  Carlo"), BlackJAX's discretisation of the underdamped diffusion with
-  friction α (Ma, Chen & Fox 2015): θ ← θ + ε r;
-  r ← (1 − αε) r + ε ∇Û(θ) + √(2αε) ξ. In SGD-with-momentum terms the
-  learning rate is ε² and the momentum 1 − αε. The momentum persists across
-  minibatches (BlackJAX's ``sghmc`` kernel instead redraws it every call and
-  runs several steps on one minibatch).
+  Carlo"), the underdamped diffusion with friction α discretised as SGD with
+  momentum: r ← (1 − αε) r + ε ∇Û(θ) + √(2αε) ξ, then θ ← θ + ε r with the
+  *new* r (learning rate ε², momentum 1 − αε). BlackJAX's ``diffusions.sghmc``
+  moves θ with the old r and updates r with the gradient at the old θ
+  (forward Euler), whose update matrix has determinant 1 − αε + ε²λ: it
+  diverges, unflagged (every value stays finite for a while), once ελ > α
+  in a direction of curvature λ, and inflates the variance well before
+  (×2 at ελ = α/2); this order is stable up to ε²λ ≈ 2(2 − αε). The
+  momentum persists across minibatches (BlackJAX's ``sghmc`` kernel instead
+  redraws it every call and runs several steps on one minibatch).
 
 Step-size schedules (:class:`Schedule`): :func:`constant`, the polynomial
 decay of Welling & Teh (:func:`polynomial`) and the cyclical schedule of
@@ -168,7 +172,9 @@ def _build(log_posterior: LogPosterior, schedule: Schedule, move: Callable, with
         position = select_tree(finite, position, state.position)
         if with_momentum:
             momentum = select_tree(finite, momentum, state.momentum)
-        eligible = finite & (state.step >= num_burnin) & ~exploring
+        # A skipped (non-finite) step leaves the chain where it was, a valid state to keep: counting it keeps the
+        # buffer's fill on the schedule the recipe sized it for, instead of leaving slots at the initialisation.
+        eligible = (state.step >= num_burnin) & ~exploring
         keep = eligible & (state.num_eligible % thinning == thinning - 1)
         slot = state.num_stored % num_kept
         draws = jax.tree.map(lambda buffer, p: buffer.at[slot].set(jnp.where(keep, p, buffer[slot])),
@@ -212,7 +218,7 @@ def sgld(log_posterior: LogPosterior, schedule: Schedule, *, num_burnin: int = 0
 
 def sghmc(log_posterior: LogPosterior, schedule: Schedule, *, friction: float = 100.0, num_burnin: int = 0,
           thinning: int = 1, num_kept: int = 100) -> Transform:
-    """Stochastic gradient HMC (Chen et al. 2014) with BlackJAX's SGHMC diffusion step.
+    """Stochastic gradient HMC (Chen et al. 2014), discretised as SGD with momentum (module docstring).
 
     ``friction`` is α: a fraction αε_t of the momentum is lost per step
     (α = 100 with ε = 10⁻³ is SGD's momentum 0.9 at learning rate 10⁻⁶). The
@@ -220,10 +226,17 @@ def sghmc(log_posterior: LogPosterior, schedule: Schedule, *, friction: float = 
     negligible when ε·Var[∇Û] ≪ α. Other arguments as in :func:`sgld`.
     """
     _check_positive("friction", friction)
-    step = diffusions.sghmc(alpha=friction, beta=0.0)
 
     def move(key, position, momentum, grads, eps, noise_scale):
-        return step(key, position, momentum, grads, eps, noise_scale)
+        # Momentum first, then the position with the new momentum: the gradient was taken at the current θ,
+        # so this is one gradient per step, as BlackJAX's forward-Euler order, but stable (module docstring).
+        leaves, treedef = jax.tree.flatten(momentum)
+        keys = jax.random.split(key, len(leaves))
+        noise = jax.tree.unflatten(treedef, [jax.random.normal(k, r.shape, r.dtype) for k, r in zip(keys, leaves)])
+        momentum = jax.tree.map(lambda r, g, xi: (1.0 - friction * eps) * r + eps * g
+                                + jnp.sqrt(2.0 * friction * eps * noise_scale) * xi, momentum, grads, noise)
+        position = jax.tree.map(lambda theta, r: theta + eps * r, position, momentum)
+        return position, momentum
 
     return _build(log_posterior, schedule, move, True, num_burnin=num_burnin, thinning=thinning, num_kept=num_kept)
 
@@ -278,8 +291,9 @@ def draw_traces(log_posterior: LogPosterior, data: Tuple[Any, Any], samples: Par
 def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epochs, batch_size, step_size, schedule,
             num_cycles, exploration_fraction, burnin_epochs, num_samples, thinning, friction, eval_data, eval_every,
             logger, log_fields, progress, steps_per_call) -> Fitted:
-    if num_chains < 1 or num_epochs < 1 or num_samples < 2:
-        raise ValueError(f"need num_chains >= 1, num_epochs >= 1, num_samples >= 2; "
+    if num_chains < 1 or num_epochs < 1 or num_samples < 4:
+        # 4: the split-chain R̂/ESS the recipe reports after the run need two halves of two draws each.
+        raise ValueError(f"need num_chains >= 1, num_epochs >= 1, num_samples >= 4 (per chain, for split R-hat); "
                          f"got {num_chains}, {num_epochs}, {num_samples}")
     batch_size = batch_size_for(batch_size, problem.num_data)
     steps_per_epoch = problem.num_data // batch_size
