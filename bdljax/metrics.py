@@ -765,9 +765,9 @@ def mutual_information_from_logits(sample_logits) -> np.ndarray:
     logits = np.asarray(sample_logits, dtype=np.float64)
     if logits.ndim != 3:
         raise ValueError(f"sample_logits must have shape (S, N, C), got {logits.shape}")
-    log_probs = logits - scipy.special.logsumexp(logits, axis=-1, keepdims=True)
-    probs = np.exp(log_probs)
-    expected_entropy_ = -np.mean(np.sum(probs * log_probs, axis=-1), axis=0)
+    probs = np.exp(logits - scipy.special.logsumexp(logits, axis=-1, keepdims=True))
+    # Both entropies through the same xlogy, so that one sample (or identical ones) gives exactly 0.
+    expected_entropy_ = -np.mean(np.sum(scipy.special.xlogy(probs, probs), axis=-1), axis=0)
     mean_probs = np.mean(probs, axis=0)
     entropy_of_mean = -np.sum(scipy.special.xlogy(mean_probs, mean_probs), axis=-1)
     return entropy_of_mean - expected_entropy_

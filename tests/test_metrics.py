@@ -549,6 +549,7 @@ def test_mutual_information_from_logits_resolves_confident_points():
     assert np.all(resolved >= 0) and np.median(reference) < 1e-6
     single = np.asarray(metrics.mutual_information(jax.nn.softmax(jnp.asarray(logits), axis=-1)))
     assert np.max(np.abs(single - reference)) > 10 * np.median(reference)  # why the float64 form exists
+    assert np.all(metrics.mutual_information_from_logits(logits[:1]) == 0.0)  # one sample: no disagreement
     with pytest.raises(ValueError, match=r"\(S, N, C\)"):
         metrics.mutual_information_from_logits(logits[0])
 
