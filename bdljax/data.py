@@ -324,6 +324,8 @@ def _read_number_list(path: Path) -> np.ndarray:
 def _read_indices(path: Path, num_rows: int, what: str) -> np.ndarray:
     """Reads 0-based integer indices and checks they lie in [0, num_rows)."""
     values = _read_number_list(path)
+    if values.size == 0:
+        raise ValueError(f"{path} is empty: it must list the 0-based {what} row indices of its split")
     if not np.all(values == np.round(values)):
         raise ValueError(f"{path} must hold integer indices")
     indices = values.astype(np.int64)
@@ -364,7 +366,14 @@ def load_uci(name: str, data_dir: str | os.PathLike | None = None) -> UCIDataset
       ValueError: data.txt holds NaN/inf (with counts of affected rows and
         columns) or an index points outside the data.
     """
-    directory = _uci_folder(_uci_root(data_dir) / name)
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"a UCI dataset name is one folder name under <data dir>/uci, got {name!r}")
+    uci_root = _uci_root(data_dir)
+    if uci_root.is_dir() and not (uci_root / name).is_dir():
+        available = list_uci_datasets(data_dir)
+        raise DataNotFoundError(f"no UCI dataset {name!r} in {uci_root}; the datasets there are {available}. "
+                                + _how_to_fix("uci"))
+    directory = _uci_folder(uci_root / name)
     metadata_names = [
         "data.txt", "index_features.txt", "index_target.txt", "n_splits.txt",
         "n_hidden.txt", "n_epochs.txt", "dropout_rates.txt", "tau_values.txt",
@@ -458,6 +467,11 @@ def standardise(split: Split) -> StandardisedSplit:
     """
     check_batch(split.x_train, split.y_train, "x_train", "y_train")
     check_batch(split.x_test, split.y_test, "x_test", "y_test")
+    if len(split.y_train) < 1:
+        raise ValueError("standardise needs at least one training row (its statistics come from the training part)")
+    for values, what in ((split.x_train, "x_train"), (split.y_train, "y_train"), (split.x_test, "x_test"),
+                         (split.y_test, "y_test")):
+        check_finite(what, values)  # a NaN here would make every standardised value NaN, silently
     x_mean, x_std = _mean_and_guarded_std(split.x_train)
     y_mean, y_std = _mean_and_guarded_std(split.y_train)
     return StandardisedSplit(

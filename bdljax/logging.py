@@ -58,7 +58,8 @@ def git_commit() -> Optional[str]:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if commit.returncode:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # Untracked files count too (a new module the run imports); ignored ones (runs/, .venv) do not.
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -94,6 +95,9 @@ class RunLogger:
     def __init__(self, out_dir, config: Dict[str, Any]):
         self.directory = Path(out_dir)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # A reused directory must not pair this run's config with an earlier run's summaries.
+        for stale in self.directory.glob("summary*.json"):
+            stale.unlink()
         self.config = {"config": to_json(config), "environment": environment()}
         (self.directory / "config.json").write_text(json.dumps(self.config, indent=2))
         self._metrics = self.directory / "metrics.jsonl"

@@ -39,6 +39,17 @@ class LogPosteriorTerms(NamedTuple):
     log_prior: jax.Array
 
 
+def _per_example_log_prob(likelihood: Likelihood, output, y, batch_size: int) -> jax.Array:
+    """``likelihood.log_prob(output, y)``, which must be one value per example: targets of shape (B, 1) against
+    a (B,) mean broadcast to (B, B) and summed every pair, silently. Shapes are static: this fires while tracing."""
+    per_example = likelihood.log_prob(output, y)
+    if per_example.shape != (batch_size,):
+        raise ValueError(f"{likelihood.name} log-likelihood of a batch of {batch_size} has shape {per_example.shape}, "
+                         f"not ({batch_size},): targets of shape {tuple(jnp.shape(y))} do not fit network outputs of "
+                         f"shape {tuple(jnp.shape(output))} (flatten a (N, 1) target column with y[:, 0]).")
+    return per_example
+
+
 class LogPosterior(NamedTuple):
     """Tempered log posterior of a network, likelihood and prior on N data points.
 
@@ -74,7 +85,7 @@ class LogPosterior(NamedTuple):
                 "whole training set (at least the batch size)."
             )
         output = self.apply(params, x, rng=rng, train=train)
-        per_example = self.likelihood.log_prob(output, y)
+        per_example = _per_example_log_prob(self.likelihood, output, y, batch_size)
         return (self.num_data / batch_size) * jnp.sum(per_example)
 
     def log_prior(self, params: Params) -> jax.Array:
@@ -107,7 +118,8 @@ class LogPosterior(NamedTuple):
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
 
         def summed(x_part, y_part):
-            return jnp.sum(self.likelihood.log_prob(self.apply(params, x_part, rng=None, train=False), y_part))
+            output = self.apply(params, x_part, rng=None, train=False)
+            return jnp.sum(_per_example_log_prob(self.likelihood, output, y_part, x_part.shape[0]))
 
         chunk_size = min(chunk_size, num_points)
         num_chunks = num_points // chunk_size

@@ -547,11 +547,15 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     """
     num_points = int(np.shape(plan.x)[0])
     batch_size = num_points if plan.batch_size is None else int(plan.batch_size)
-    for run in runs:
-        if np.shape(run.x) != np.shape(plan.x) or np.shape(run.y) != np.shape(plan.y):
-            raise ValueError("runs batched together must have training data of one shape")
-        train.check_training_data(plan.method, run.x, run.y, batch_size)
     static = {k: v for k, v in runs[0].config.items() if k not in traced_keys}
+    for run in runs:
+        # Grouping guarantees both (Runner._group_key); a RuntimeError, not a ValueError, because a violation is a
+        # bug here, not a recipe that cannot be traced (which _TRACING_ERRORS would step down from).
+        if np.shape(run.x) != np.shape(plan.x) or np.shape(run.y) != np.shape(plan.y):
+            raise RuntimeError("runs batched together must have training data of one shape")
+        if {k: v for k, v in run.config.items() if k not in traced_keys} != static:
+            raise RuntimeError(f"runs batched together must share every untraced setting; {run.config} vs {static}")
+        train.check_training_data(plan.method, run.x, run.y, batch_size)
     hyper = recipe_hyperparameters(name, static)
     x0, y0 = np.asarray(runs[0].x), np.asarray(runs[0].y)
     any_key = jax.random.key(0)
@@ -735,8 +739,7 @@ class Runner:
         if self.batched:
             groups: Dict[str, List[int]] = {}
             for i, run in enumerate(runs):
-                static = {k: v for k, v in run.config.items() if not (self.traceable and k in TRACEABLE_KEYS)}
-                groups.setdefault(json.dumps(to_json(static), sort_keys=True), []).append(i)
+                groups.setdefault(self._group_key(run), []).append(i)
             for members in groups.values():
                 results = self._fit_group([runs[i] for i in members])
                 if results is None:
@@ -754,7 +757,30 @@ class Runner:
                 fitted[i] = methods.run(self.name, problem, run.key, **recipe_hyperparameters(self.name, run.config))
         return fitted
 
+    def _group_key(self, run: Run) -> str:
+        """Runs that can share one program: the same untraced settings (all settings below level 2) and the same
+        training-data shapes (splits of a custom folder may differ in size)."""
+        static = {k: v for k, v in run.config.items() if not (self.traceable and k in TRACEABLE_KEYS)}
+        return json.dumps([to_json(static), np.shape(run.x), np.shape(run.y)], sort_keys=True)
+
+    def _fit_subgroups(self, runs: Sequence[Run]) -> Optional[List[Tuple[methods.Fitted, FitPlan]]]:
+        """Fit ``runs`` regrouped by :meth:`_group_key` at the current level."""
+        subgroups: Dict[str, List[int]] = {}
+        for i, run in enumerate(runs):
+            subgroups.setdefault(self._group_key(run), []).append(i)
+        fitted: List[Optional[Tuple[methods.Fitted, FitPlan]]] = [None] * len(runs)
+        for members in subgroups.values():
+            group = self._fit_group([runs[i] for i in members])
+            if group is None:
+                return None  # not batchable after all: every run goes through methods.run
+            for i, result in zip(members, group):
+                fitted[i] = result
+        return fitted
+
     def _fit_group(self, runs: Sequence[Run]) -> Optional[List[Tuple[methods.Fitted, FitPlan]]]:
+        if len({self._group_key(run) for run in runs}) > 1:
+            # Grouped at a higher level (traced keys shared one program) and the runner has stepped down since.
+            return self._fit_subgroups(runs)
         first = runs[0]
         problem = build_problem(self.resolved.protocol, first.config, self.dataset, first.x, first.y)
         plan, _, reason = capture_fit_plan(self.name, problem, first.key,
@@ -791,17 +817,7 @@ class Runner:
                 f"one program per configuration; the recipe does not take traced {traced}" if self.level == 1 else
                 "the recipe cannot run under a trace; one concrete capture per run, one program per "
                 "configuration") + f" ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
-            by_config: Dict[str, List[int]] = {}
-            for i, run in enumerate(runs):
-                by_config.setdefault(json.dumps(to_json(run.config), sort_keys=True), []).append(i)
-            fitted: List[Optional[Tuple[methods.Fitted, FitPlan]]] = [None] * len(runs)
-            for members in by_config.values():
-                group = self._fit_group([runs[i] for i in members])
-                if group is None:
-                    return None  # not batchable after all: every run goes through methods.run
-                for i, result in zip(members, group):
-                    fitted[i] = result
-            return fitted
+            return self._fit_subgroups(runs)
 
 
 # What a recipe that cannot run under a trace raises there (a float() of a traced value, say).

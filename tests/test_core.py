@@ -421,3 +421,16 @@ def test_with_dropout_returns_the_same_model_for_the_same_rate():
     model = models.with_learned_noise(models.mlp((3,), hidden=(8,), output_dim=1))
     assert model.with_dropout(0.1).apply is model.with_dropout(0.1).apply
     assert model.with_dropout(0.1).apply is not model.with_dropout(0.2).apply
+
+
+def test_targets_that_would_broadcast_fail_while_tracing():
+    """y of shape (N, 1) against a (N,) Gaussian mean broadcast to (N, N) and summed every pair, silently."""
+    model = models.mlp(input_shape=(2,), hidden=(4,), output_dim=1)
+    log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(1.0), priors.gaussian(1.0), num_data=6)
+    params = model.init(jax.random.key(0))
+    x = jnp.ones((6, 2))
+    assert np.isfinite(float(log_post(params, (x, jnp.zeros(6)))))
+    with pytest.raises(ValueError, match=r"shape \(6, 6\), not \(6,\).*y\[:, 0\]"):
+        log_post(params, (x, jnp.zeros((6, 1))))
+    with pytest.raises(ValueError, match="not"):
+        log_post.full_data(params, (x, jnp.zeros((6, 1))))

@@ -437,3 +437,34 @@ def test_a_missing_shared_data_root_fails_instead_of_skipping(monkeypatch, tmp_p
     monkeypatch.setattr(conftest, "SHARED_DATA_DIR", tmp_path / "no-shared" / "data")
     with pytest.raises(pytest.fail.Exception, match="real benchmark data not found"):
         conftest.shared_data_dir.__wrapped__()
+
+
+def test_unknown_uci_name_lists_the_datasets_and_paths_are_refused(tmp_path):
+    write_uci_dataset(tmp_path, name="toy")
+    with pytest.raises(data.DataNotFoundError, match=r"no UCI dataset 'concret'.*\['toy'\]"):
+        data.load_uci("concret", data_dir=tmp_path)
+    for bad in ("", "..", "../mnist", "toy/data"):
+        with pytest.raises(ValueError, match="one folder name"):
+            data.load_uci(bad, data_dir=tmp_path)
+
+
+def test_empty_index_file_and_non_finite_splits_are_refused(tmp_path):
+    """An empty training index once gave NaN statistics, and NaN inputs to standardise all-NaN data, silently."""
+    directory = write_uci_dataset(tmp_path)
+    (directory / "index_train_1.txt").write_text("")
+    with pytest.raises(ValueError, match=r"index_train_1\.txt is empty"):
+        data.uci_split(data.load_uci("toy", data_dir=tmp_path), 1)
+    split = data.uci_split(data.load_uci("toy", data_dir=tmp_path), 0)
+    with pytest.raises(ValueError, match="x_train"):
+        data.standardise(split._replace(x_train=np.where(np.arange(16).reshape(8, 2) == 3, np.nan, split.x_train)))
+
+
+def test_a_reused_run_directory_drops_the_earlier_runs_summaries(tmp_path):
+    from bdljax.logging import RunLogger
+
+    (tmp_path / "summary.json").write_text('[{"dataset": "old"}]')
+    (tmp_path / "summary_map.json").write_text("{}")
+    logger = RunLogger(tmp_path, {"seed": 1})
+    assert not list(tmp_path.glob("summary*.json"))
+    logger.write_summary({"seed": 1})
+    assert (tmp_path / "summary.json").exists()

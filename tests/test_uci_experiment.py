@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from bdljax import methods
+from bdljax import data, methods
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "experiments"))
@@ -196,8 +196,9 @@ def test_split_loop_mode_equals_vmap_mode(shared_data_dir):
 # ----------------------------------------------------------------------------- bad input
 
 
-def write_dataset(root: Path, num_rows=40, num_splits=2, nan_at=None, drop=None):
-    """A tiny dataset in the standard layout under ``root/uci/tiny/data``."""
+def write_dataset(root: Path, num_rows=40, num_splits=2, nan_at=None, drop=None, train_sizes=None):
+    """A tiny dataset in the standard layout under ``root/uci/tiny/data`` (30 training rows per split, or
+    ``train_sizes[i]`` in split i)."""
     folder = root / "uci" / "tiny" / "data"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -214,8 +215,9 @@ def write_dataset(root: Path, num_rows=40, num_splits=2, nan_at=None, drop=None)
     (folder / "tau_values.txt").write_text("1.0\n")
     for i in range(num_splits):
         order = rng.permutation(num_rows)
-        np.savetxt(folder / f"index_train_{i}.txt", order[:30], fmt="%d")
-        np.savetxt(folder / f"index_test_{i}.txt", order[30:], fmt="%d")
+        num_train = 30 if train_sizes is None else train_sizes[i]
+        np.savetxt(folder / f"index_train_{i}.txt", order[:num_train], fmt="%d")
+        np.savetxt(folder / f"index_test_{i}.txt", order[num_train:], fmt="%d")
     if drop is not None:
         (folder / drop).unlink()
     return root
@@ -268,6 +270,37 @@ def test_tiny_folder_runs_end_to_end_without_shared_data(tmp_path):
     (summary,) = summaries
     assert summary["splits"] == [0, 1] and summary["split_mode"] == "vmap"
     assert np.isfinite(summary["test_ll"]["mean"]) and summary["test_ll"]["stderr"] is not None
+
+
+def test_splits_of_unequal_size_run_one_program_each(tmp_path):
+    """A custom folder's splits may differ in size; they cannot share one batched program. They once landed in one
+    group, whose shape error was mistaken for a tracing failure, and the run died after stepping down every level."""
+    root = write_dataset(tmp_path, train_sizes=(30, 32))
+    (summary,) = uci.main(["--dataset", "tiny", "--data-dir", str(root), "--method", "map", "--out", str(tmp_path / "o"),
+                           "--set", "map.prior_scale=1.0", "--set", "map.batch_size=10"])
+    assert summary["splits"] == [0, 1] and np.isfinite(summary["test_ll"]["mean"])
+
+
+def test_runs_regrouped_by_every_setting_once_the_runner_cannot_trace(tmp_path):
+    """SGLD cannot run under a trace, so the runner steps down to one program per configuration; runs grouped
+    while it still traced the prior scale must then be split by it, or the third run below would train with the
+    first run's prior (it once did, silently). Each batched fit must equal methods.run on its own."""
+    dataset = data.load_uci("tiny", write_dataset(tmp_path, num_rows=60))
+    split = uci.prepare_splits(dataset, [0], seed=0, validation_fraction=0.2)[0]
+    resolved = uci.resolve_protocol("sgld", dataset, overrides={"num_epochs": 3, "num_samples": 4, "burnin_epochs": 1,
+                                                                "batch_size": 8}, epochs_multiplier=1.0)
+    configs = [{"prior_scale": 0.3, "step_size": 1e-4}, {"prior_scale": 0.3, "step_size": 2e-4},
+               {"prior_scale": 3.0, "step_size": 2e-4}]
+    runs = [uci.Run({**resolved.fixed, **c}, split.validation.x_train, split.validation.y_train, jax.random.key(3))
+            for c in configs]
+    runner = uci.Runner("sgld", resolved, dataset, "vmap", 0, lambda message: None)
+    with pytest.warns(Warning):  # three-epoch chains do not converge
+        fitted = runner.fit(runs, replay=False)
+        for run, fit in zip(runs, fitted):
+            problem = uci.build_problem(resolved.protocol, run.config, dataset, run.x, run.y)
+            alone = methods.run("sgld", problem, run.key, **uci.recipe_hyperparameters("sgld", run.config))
+            for batched_leaf, alone_leaf in zip(jax.tree.leaves(fit.samples), jax.tree.leaves(alone.samples)):
+                np.testing.assert_allclose(np.asarray(batched_leaf), np.asarray(alone_leaf), rtol=1e-5, atol=1e-6)
 
 
 def test_table_labels_runs_by_epochs_multiplier():
