@@ -184,6 +184,10 @@ def fit(
 
     x, y = data
     num_points = int(np.shape(x)[0])
+    for name, value in (("batch_size", batch_size), ("steps_per_call", steps_per_call)):
+        # int() would truncate 10.5 silently and a non-positive count fails deep in tracing.
+        if value is not None and not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
     batch_size = num_points if batch_size is None else int(batch_size)
     check_training_data(method, x, y, batch_size)
     x, y = jnp.asarray(x), jnp.asarray(y)

@@ -434,3 +434,14 @@ def test_targets_that_would_broadcast_fail_while_tracing():
         log_post(params, (x, jnp.zeros((6, 1))))
     with pytest.raises(ValueError, match="not"):
         log_post.full_data(params, (x, jnp.zeros((6, 1))))
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 2.5}, {"batch_size": 0}, {"steps_per_call": 0}, {"steps_per_call": -1}])
+def test_fit_refuses_counts_that_are_not_positive_ints(bad):
+    model = models.mlp(input_shape=(1,), hidden=(2,), output_dim=1)
+    log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(1.0), priors.gaussian(1.0), num_data=8)
+    method = map_method.build(log_post, optax.adam(1e-2))
+    settings = {"batch_size": 4, **bad}
+    with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive int"):
+        train.fit(method, method.init(jax.random.key(0), model.init), (np.zeros((8, 1)), np.zeros(8)),
+                  key=jax.random.key(1), num_epochs=1, progress=False, **settings)

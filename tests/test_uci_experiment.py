@@ -296,11 +296,12 @@ def test_runs_regrouped_by_every_setting_once_the_runner_cannot_trace(tmp_path):
     runner = uci.Runner("sgld", resolved, dataset, "vmap", 0, lambda message: None)
     with pytest.warns(Warning):  # three-epoch chains do not converge
         fitted = runner.fit(runs, replay=False)
-        for run, fit in zip(runs, fitted):
-            problem = uci.build_problem(resolved.protocol, run.config, dataset, run.x, run.y)
-            alone = methods.run("sgld", problem, run.key, **uci.recipe_hyperparameters("sgld", run.config))
-            for batched_leaf, alone_leaf in zip(jax.tree.leaves(fit.samples), jax.tree.leaves(alone.samples)):
-                np.testing.assert_allclose(np.asarray(batched_leaf), np.asarray(alone_leaf), rtol=1e-5, atol=1e-6)
+        # The third run is the one that was trained with the second's prior (checking one keeps the test cheap).
+        run = runs[2]
+        problem = uci.build_problem(resolved.protocol, run.config, dataset, run.x, run.y)
+        alone = methods.run("sgld", problem, run.key, **uci.recipe_hyperparameters("sgld", run.config))
+    for batched_leaf, alone_leaf in zip(jax.tree.leaves(fitted[2].samples), jax.tree.leaves(alone.samples)):
+        np.testing.assert_allclose(np.asarray(batched_leaf), np.asarray(alone_leaf), rtol=1e-5, atol=1e-6)
 
 
 def test_table_labels_runs_by_epochs_multiplier():
