@@ -28,7 +28,7 @@ def mnist_data_dir(shared_data_dir, shared_path):
 def tiny_flags(data_dir, out, model_flags=("--model", "mlp", "--mlp-hidden", "8")):
     # Test, shift and OOD sets of one size: one predictive compilation per method instead of three.
     return [*model_flags, "--epochs", "1", "--train-size", "200", "--test-size", "100", "--shift-size", "100",
-            "--shift-angles", "0,90", "--ood-size", "100", "--num-samples", "3", "--batch-size", "50",
+            "--shift-angles", "0,90", "--ood-size", "100", "--num-samples", "4", "--batch-size", "50",
             "--data-dir", str(data_dir), "--out", str(out)]
 
 
