@@ -392,9 +392,10 @@ class Agent(NamedTuple):
     skipped_steps: Optional[Callable[[State], jax.Array]] = None
 
 
-def _method_skipped_steps(method_state) -> jax.Array:
-    """A transform state's skipped non-finite steps, summed over members or chains (0 if it keeps no count)."""
-    count = getattr(method_state, "num_nonfinite", None)
+def _method_skipped_steps(state) -> jax.Array:
+    """The skipped non-finite steps of an agent state's transform (``state.method``), summed over members or
+    chains (0 if it keeps no count)."""
+    count = getattr(state.method, "num_nonfinite", None)
     return jnp.zeros((), jnp.int32) if count is None else jnp.sum(count).astype(jnp.int32)
 
 
@@ -522,10 +523,10 @@ def bandit_optimizer(name: str, learning_rate: float, *, train_steps: int, lr_de
 
 
 def _check_training(train_steps: int, batch_size: int = 1) -> None:
-    if not (isinstance(train_steps, (int, np.integer)) and train_steps >= 1):
-        raise ValueError(f"train_steps must be a positive int (minibatch updates per retraining), got {train_steps!r}")
-    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    from bdljax.train import check_count
+
+    check_count("train_steps", train_steps)
+    check_count("batch_size", batch_size)
 
 
 def mlp_features(params: Params, x: jax.Array, num_hidden: int, activation: str = "relu") -> jax.Array:
@@ -798,8 +799,7 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
                                         train_steps=train_steps, perturbation=state.perturbation)
         return state._replace(method=method_state)
 
-    return Agent(name, init, act, observe, retrain, capacity=horizon,
-                 skipped_steps=lambda state: _method_skipped_steps(state.method))
+    return Agent(name, init, act, observe, retrain, capacity=horizon, skipped_steps=_method_skipped_steps)
 
 
 class NeuralLinearState(NamedTuple):
@@ -855,8 +855,7 @@ def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int
         mask = (jnp.arange(horizon) < num_filled).astype(phi.dtype)
         return NeuralLinearState(method_state, linear_stats_from_data(phi, buffer.actions, buffer.rewards, mask, num_arms))
 
-    return Agent(name, init, act, observe, retrain, capacity=horizon,
-                 skipped_steps=lambda state: _method_skipped_steps(state.method))
+    return Agent(name, init, act, observe, retrain, capacity=horizon, skipped_steps=_method_skipped_steps)
 
 
 # ----------------------------------------------------------------------------- agents by name

@@ -50,6 +50,7 @@ import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import blackjax.sgmcmc.diffusions as diffusions
+from blackjax.util import generate_gaussian_noise
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -230,9 +231,7 @@ def sghmc(log_posterior: LogPosterior, schedule: Schedule, *, friction: float = 
     def move(key, position, momentum, grads, eps, noise_scale):
         # Momentum first, then the position with the new momentum: the gradient was taken at the current θ,
         # so this is one gradient per step, as BlackJAX's forward-Euler order, but stable (module docstring).
-        leaves, treedef = jax.tree.flatten(momentum)
-        keys = jax.random.split(key, len(leaves))
-        noise = jax.tree.unflatten(treedef, [jax.random.normal(k, r.shape, r.dtype) for k, r in zip(keys, leaves)])
+        noise = generate_gaussian_noise(key, momentum)
         momentum = jax.tree.map(lambda r, g, xi: (1.0 - friction * eps) * r + eps * g
                                 + jnp.sqrt(2.0 * friction * eps * noise_scale) * xi, momentum, grads, noise)
         position = jax.tree.map(lambda theta, r: theta + eps * r, position, momentum)

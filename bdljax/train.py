@@ -91,6 +91,13 @@ def build_epoch(method: Transform, batch_size: int, num_points: int) -> Callable
 
 
 @functools.lru_cache(maxsize=64)
+def check_count(name: str, value) -> None:
+    """``value`` must be a positive int: ``int()`` would truncate 10.5 silently, and a count below 1 fails deep
+    in tracing."""
+    if not (isinstance(value, (int, np.integer)) and value >= 1):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def build_chunked_epoch(method: Transform, batch_size: int, num_points: int, steps_per_call: int) -> Callable:
     """Like :func:`build_epoch`, but ``steps_per_call`` fully unrolled steps per compiled call.
 
@@ -185,9 +192,8 @@ def fit(
     x, y = data
     num_points = int(np.shape(x)[0])
     for name, value in (("batch_size", batch_size), ("steps_per_call", steps_per_call)):
-        # int() would truncate 10.5 silently and a non-positive count fails deep in tracing.
-        if value is not None and not (isinstance(value, (int, np.integer)) and value >= 1):
-            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        if value is not None:
+            check_count(name, value)
     batch_size = num_points if batch_size is None else int(batch_size)
     check_training_data(method, x, y, batch_size)
     x, y = jnp.asarray(x), jnp.asarray(y)

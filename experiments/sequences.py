@@ -275,10 +275,7 @@ def _compiled_scores(likelihood, outputs_in, outputs_out, labels):
     probs_in = predictive.sample_probabilities(likelihood, outputs_in)
     probs_out = predictive.sample_probabilities(likelihood, outputs_out)
     entropies = tuple(metrics.predictive_entropy(jnp.mean(p, axis=0)) for p in (probs_in, probs_out))
-    test_metrics = metrics.classification_metrics(probs_in, labels)
-    # The exact −(1/N) Σ log (1/S) Σ_s p(y|θ_s), as the MNIST script and the streaming predictive report it.
-    test_metrics["nll"] = -jnp.mean(predictive.log_predictive_density(likelihood, outputs_in, labels))
-    return test_metrics, entropies
+    return predictive.evaluate(likelihood, outputs_in, labels), entropies
 
 
 def score_classification(likelihood, outputs_in, outputs_out, labels):
