@@ -90,7 +90,6 @@ def build_epoch(method: Transform, batch_size: int, num_points: int) -> Callable
     return jax.jit(epoch)
 
 
-@functools.lru_cache(maxsize=64)
 def check_count(name: str, value) -> None:
     """``value`` must be a positive int: ``int()`` would truncate 10.5 silently, and a count below 1 fails deep
     in tracing."""
@@ -98,6 +97,7 @@ def check_count(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+@functools.lru_cache(maxsize=64)
 def build_chunked_epoch(method: Transform, batch_size: int, num_points: int, steps_per_call: int) -> Callable:
     """Like :func:`build_epoch`, but ``steps_per_call`` fully unrolled steps per compiled call.
 
