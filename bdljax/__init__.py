@@ -1,15 +1,17 @@
 """bdljax: Bayesian deep learning in JAX.
 
-One log posterior (:mod:`bdljax.posterior`) over any network
-(:mod:`bdljax.models`), likelihood (:mod:`bdljax.likelihoods`) and prior
-(:mod:`bdljax.priors`); inference methods as interchangeable transforms
-(:mod:`bdljax.transform`), one file each; one predictive
-(:mod:`bdljax.predictive`) and one metrics module (:mod:`bdljax.metrics`).
+One log posterior (:mod:`bdljax.core.posterior`) over any network
+(:mod:`bdljax.nn.models`), likelihood (:mod:`bdljax.core.likelihoods`) and prior
+(:mod:`bdljax.core.priors`); inference methods as interchangeable transforms
+(:mod:`bdljax.core.transform`), one file each; one predictive
+(:mod:`bdljax.run.predictive`) and one metrics module (:mod:`bdljax.evaluate.metrics`).
 """
 
-from bdljax import likelihoods, models, posterior, predictive, priors, transform
-from bdljax.posterior import LogPosterior, log_posterior
-from bdljax.transform import Transform
+from bdljax.core import likelihoods, posterior, priors, transform
+from bdljax.nn import models
+from bdljax.run import predictive
+from bdljax.core.posterior import LogPosterior, log_posterior
+from bdljax.core.transform import Transform
 
 __version__ = "0.1.0"
 

@@ -29,10 +29,10 @@ The module has four parts.
   and by NeuralLinear on the network's last hidden layer.
 * **Agents** (:class:`Agent`): ``init``, ``act`` (one Thompson draw),
   ``observe`` (after every step) and ``retrain`` (every k steps).
-  :func:`transform_agent` turns *any* :class:`~bdljax.transform.Transform`
+  :func:`transform_agent` turns *any* :class:`~bdljax.core.transform.Transform`
   (MAP, MFVI, MC dropout, ensembles, SGLD, SGHMC, ...) into an agent: the
   network has one output per arm, and its log posterior is the shared
-  :class:`~bdljax.posterior.LogPosterior` of the rewards of the arms that
+  :class:`~bdljax.core.posterior.LogPosterior` of the rewards of the arms that
   were played (:func:`bandit_log_posterior`). :func:`make_agent` builds every
   agent of :data:`AGENTS` by name from shared :class:`AgentSettings`.
 * **The run as one compiled program** (:func:`simulate`): a fixed-capacity
@@ -64,10 +64,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import models, posterior
-from bdljax.likelihoods import LOG_2PI, Likelihood
-from bdljax.priors import Prior
-from bdljax.transform import Transform
+from bdljax.nn import models
+from bdljax.core import posterior
+from bdljax.core.likelihoods import LOG_2PI, Likelihood
+from bdljax.core.priors import Prior
+from bdljax.core.transform import Transform
 
 Params = Any
 State = Any
@@ -523,7 +524,7 @@ def bandit_optimizer(name: str, learning_rate: float, *, train_steps: int, lr_de
 
 
 def _check_training(train_steps: int, batch_size: int = 1) -> None:
-    from bdljax.train import check_count
+    from bdljax.run.training import check_count
 
     check_count("train_steps", train_steps)
     check_count("batch_size", batch_size)
@@ -580,7 +581,7 @@ def learned_noise_model(model: models.Model, initial_scale: float = 1.0) -> mode
     r ~ N(f_a(x; θ), e^{2ρ}). ρ is then fitted (greedy, ensembles, MC dropout, NeuralLinear's network),
     given a variational factor (MFVI) or sampled (SGLD, SGHMC) together with θ, under the agent's prior:
     the Gaussian prior of :func:`agent_prior` puts N(0, s²) on the scalar ρ (the bias rule of
-    :func:`bdljax.priors.fan_in_scales`), i.e. a log-normal prior on σ with median 1 (s = 1: σ within
+    :func:`bdljax.core.priors.fan_in_scales`), i.e. a log-normal prior on σ with median 1 (s = 1: σ within
     [0.14, 7.1] with 95 % prior probability); the flat prior puts none (maximum likelihood for σ).
 
     This is the homoscedastic learned noise of Riquelme et al.'s BBB with ``infer_noise_sigma`` (their
@@ -739,7 +740,7 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
       model: the network (``bandit_model``); its ``init`` initialises the method.
       sample_apply: evaluates one of ``method.sample``'s samples,
         ``(sample, contexts) -> (B, A)``; default ``model.apply`` (MC dropout
-        passes :func:`bdljax.mcdropout.sample_apply`, whose samples carry
+        passes :func:`bdljax.methods.mcdropout.sample_apply`, whose samples carry
         their dropout masks).
       bootstrap_probability: when set, observation i enters member k's data
         with this probability (independently per member; Riquelme et al.'s
@@ -993,7 +994,7 @@ def agent_prior(name: str, settings: AgentSettings) -> Prior:
     (s = ``prior_scale``), or the flat prior (maximum likelihood) for the agents fitted to a point
     (:data:`POINT_AGENTS`) when ``point_prior == "flat"``; NeuralLinear's network follows
     ``neural_linear_prior`` instead when that is set."""
-    from bdljax import priors
+    from bdljax.core import priors
 
     if not (np.isfinite(settings.prior_scale) and settings.prior_scale > 0):
         raise ValueError(f"prior_scale must be positive and finite, got {settings.prior_scale}")
@@ -1030,8 +1031,8 @@ def agent_network(name: str, bandit: Bandit, settings: AgentSettings) -> models.
 
 
 def mcdropout_network(model: models.Model, dropout_rate: float, context_dim: int):
-    """``(dropout network, its bdljax.mcdropout.DropoutStructure)`` of the MC dropout agent built on ``model``."""
-    from bdljax import mcdropout
+    """``(dropout network, its bdljax.methods.mcdropout.DropoutStructure)`` of the MC dropout agent built on ``model``."""
+    from bdljax.methods import mcdropout
 
     dropout_net = mcdropout.dropout_model(model, dropout_rate)
     example = jnp.zeros((2, context_dim))
@@ -1044,7 +1045,7 @@ DROPOUT_MASKS = ("shared", "per_arm")
 def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: int) -> Params:
     """One MC dropout draw with an independent mask of the output layer's inputs for every arm.
 
-    ``bdljax.mcdropout.weight_sample`` folds one mask m of the last hidden layer into the rows of the output
+    ``bdljax.methods.mcdropout.weight_sample`` folds one mask m of the last hidden layer into the rows of the output
     kernel K (D × A): W = diag(m)·K, so all A arm values move with the same mask. Here the output kernel gets
     an independent Bernoulli(1 − p)/(1 − p) entry per (unit, arm), W = M ∘ K (DropConnect on the output
     layer, Wan et al. 2013); every earlier layer keeps its shared mask.
@@ -1058,11 +1059,11 @@ def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: i
     draws are independent given the weights. (On the wheel this doubles that spread but does not make MC dropout
     explore: each arm's own spread collapses, ``scripts/mcdropout_spread.py`` and RESULTS.md, session 6.)
     """
-    from bdljax import mcdropout
+    from bdljax.methods import mcdropout
 
     if structure.form != "weight_sample" or not structure.folded:
         raise ValueError("per-arm masks need an MLP whose dropout feeds Dense layers (the 'weight_sample' form of "
-                         f"bdljax.mcdropout.dropout_structure); this network's form is {structure.form!r}")
+                         f"bdljax.methods.mcdropout.dropout_structure); this network's form is {structure.form!r}")
     leaf_index, dropout_index = structure.folded[-1]
     kernel = jax.tree.leaves(params)[leaf_index]
     if kernel.ndim != 2 or kernel.shape[-1] != num_arms:
@@ -1080,10 +1081,11 @@ def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: i
 
 def _concrete_dropout_agent(dropout_net: models.Model, structure, s: AgentSettings, context_dim: int,
                             noise: float, optimizer, common) -> Agent:
-    """MC dropout with learned rates (:mod:`bdljax.concrete_dropout`): the ELBO with the KL to the Gaussian
+    """MC dropout with learned rates (:mod:`bdljax.methods.concrete_dropout`): the ELBO with the KL to the Gaussian
     prior N(0, s²/fan_in) starts every rate at ``dropout_rate``; one hard Bernoulli mask of the learned rates
     per decision."""
-    from bdljax import concrete_dropout, priors
+    from bdljax.methods import concrete_dropout
+    from bdljax.core import priors
 
     if s.learned_noise:
         raise ValueError("concrete_dropout does not support learned_noise (both add parameters to the network's "
@@ -1104,9 +1106,9 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     """The agent called ``name`` (one of :data:`AGENTS`) for ``bandit`` and a run of ``horizon`` steps.
 
     * ``uniform``: random arms. ``lints``: exact linear Thompson sampling.
-    * ``greedy``: MAP (:func:`bdljax.map.build`); its "sample" is the estimate.
-    * ``mcdropout``: :func:`bdljax.mcdropout.build`; one dropout mask per decision.
-    * ``mfvi``: :func:`bdljax.mfvi.build`; one draw from q per decision.
+    * ``greedy``: MAP (:func:`bdljax.methods.map_estimate.build`); its "sample" is the estimate.
+    * ``mcdropout``: :func:`bdljax.methods.mcdropout.build`; one dropout mask per decision.
+    * ``mfvi``: :func:`bdljax.methods.mfvi.build`; one draw from q per decision.
     * ``ensemble``: K MAP members from independent initialisations; one member per decision.
     * ``bootstrap``: the same with each observation in each member's data with probability p.
       Optionally the members of both fit their own noise-perturbed copies of the rewards
@@ -1115,7 +1117,7 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
       (:func:`randomized_prior_model`), Osband et al. (2018); optionally each member fits its own
       noise-perturbed copy of the rewards (``rp_reward_perturbation``).
     * ``neural_linear``: MAP network + exact NIG regression on its last hidden layer.
-    * ``sgld`` / ``sghmc``: :mod:`bdljax.sgmcmc`; the chain's current state per decision.
+    * ``sgld`` / ``sghmc``: :mod:`bdljax.methods.sgmcmc`; the chain's current state per decision.
     """
     if name not in AGENTS:
         raise ValueError(f"unknown bandit agent {name!r}; choose from {list(AGENTS)}")
@@ -1125,8 +1127,8 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
     if name == "lints":
         return linear_thompson_agent(num_arms, context_dim, settings.nig)
 
-    from bdljax import ensemble
-    from bdljax import map as map_method
+    from bdljax.methods import ensemble
+    from bdljax.methods import map_estimate as map_method
 
     s = settings
     model = agent_network(name, bandit, s)
@@ -1156,7 +1158,7 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
                                samples_per_draw=s.num_members,
                                reward_perturbation=_member_perturbation(s.rp_reward_perturbation, s), **common)
     if name == "mfvi":
-        from bdljax import mfvi
+        from bdljax.methods import mfvi
 
         # Thompson sampling needs the most uncertainty before any data: q starts with the prior's scales (times
         # mfvi_init_scale) around a random initialisation, and shrinks as the data come in.
@@ -1165,7 +1167,7 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
         method = mfvi.build(log_post, optimizer, num_mc_samples=s.mfvi_mc_samples, init_scale=init_scale)
         return transform_agent(name, method, model, **common)
     if name == "mcdropout":
-        from bdljax import mcdropout
+        from bdljax.methods import mcdropout
 
         dropout_net, structure = mcdropout_network(model, s.dropout_rate, context_dim)
         if s.dropout_masks not in DROPOUT_MASKS:
@@ -1180,7 +1182,7 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
         method = mcdropout.build(log_post, optimizer, structure, draw=draw)
         return transform_agent(name, method, dropout_net, sample_apply=mcdropout.sample_apply(dropout_net.apply, structure),
                                **common)
-    from bdljax import sgmcmc
+    from bdljax.methods import sgmcmc
 
     # The posterior's curvature grows like the data count n_t = (retrainings so far)·k, and a Langevin step is
     # stable only while ε·curvature stays bounded: ε_t = ε₀ (1 + t/train_steps)⁻¹ (Welling & Teh's polynomial

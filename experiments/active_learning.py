@@ -7,7 +7,7 @@ The protocol, top to bottom:
    further random training images; default all of the rest). Test error is
    measured on ``--test-size`` random MNIST test images. Each repeat
    (``--repeats``, default 3) draws its own initial set and pool.
-2. **Model.** A LeNet-like CNN (:func:`bdljax.models.cnn`, ``--features``,
+2. **Model.** A LeNet-like CNN (:func:`bdljax.nn.models.cnn`, ``--features``,
    ``--hidden``; Gal et al. use conv-conv-pool-dense, 32 filters, 128 units),
    categorical likelihood, isotropic Gaussian prior N(0, s²) on every weight.
    The default s = 1/√7 is their weight decay c/n with c = 3.5 on the mean loss
@@ -15,10 +15,10 @@ The protocol, top to bottom:
    loss (the likelihood grows with n, the prior does not).
 3. **Posterior approximations** (``--method``):
 
-   * ``mcdropout``: :func:`bdljax.mcdropout.build` on the dropout CNN
+   * ``mcdropout``: :func:`bdljax.methods.mcdropout.build` on the dropout CNN
      (``--dropout-rate``), T = ``--mc-samples`` stochastic passes at
      prediction time, all vmapped over the pool in one compiled call;
-   * ``ensemble``: :func:`bdljax.ensemble.deep_ensemble`, ``--num-members``
+   * ``ensemble``: :func:`bdljax.methods.ensemble.deep_ensemble`, ``--num-members``
      networks vmapped in one step;
    * ``map``: a single network (its BALD and mean-std scores are 0: a point
      estimate has no epistemic uncertainty; kept as a deterministic baseline).
@@ -37,7 +37,7 @@ The protocol, top to bottom:
    8× slower than outside one (jax-ml/jax#12868, measured here).
 5. **Acquisition** of ``--acquire-size`` (10) images per step by each of
    ``--acquisition`` (BALD, max entropy, variation ratios, mean std, random;
-   :mod:`bdljax.acquisition`): a random subset of ``--pool-subset`` (2000, as
+   :mod:`bdljax.evaluate.acquisition`): a random subset of ``--pool-subset`` (2000, as
    the paper's code) available pool images is scored from the per-sample class
    probabilities, the top ones are labelled and leave the pool.
 6. **Result**: test error after each of ``--steps`` acquisitions (plus the
@@ -66,11 +66,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import acquisition, data, likelihoods, methods, models, predictive, priors
-from bdljax import ensemble as ensemble_method
-from bdljax import map as map_method
-from bdljax.logging import RunLogger, default_run_dir
-from bdljax.posterior import LogPosterior, LogPosteriorTerms, log_posterior
+from bdljax import data
+from bdljax import recipes
+from bdljax.evaluate import acquisition
+from bdljax.core import likelihoods, priors
+from bdljax.nn import models
+from bdljax.run import predictive
+from bdljax.methods import ensemble as ensemble_method
+from bdljax.methods import map_estimate as map_method
+from bdljax.run.rundir import RunLogger, default_run_dir
+from bdljax.core.posterior import LogPosterior, LogPosteriorTerms, log_posterior
 
 METHODS = ("mcdropout", "ensemble", "map")
 NUM_CLASSES = 10
@@ -93,7 +98,7 @@ class LabelledSetLogPosterior(NamedTuple):
 
         log p_T(θ | D_n) ≈ (1/T) [ log p(θ) + (n/|B|) Σ_{i∈B} log p(y_i | x_i, θ) ]
 
-    is :class:`bdljax.posterior.LogPosterior`'s estimate with ``num_data = n``
+    is :class:`bdljax.core.posterior.LogPosterior`'s estimate with ``num_data = n``
     — but n is an array, not a static int, so one compiled step serves every
     labelled-set size. ``base`` is built with ``num_data`` = the batch size,
     which makes its ``log_likelihood`` the plain batch sum; nothing else is
@@ -135,9 +140,9 @@ def build_learner(name: str, args, model: models.Model, example_x) -> Learner:
     """The transform of ``name`` on the labelled-set log posterior (``num_data`` dynamic)."""
     likelihood = likelihoods.categorical()
     prior = priors.gaussian(args.prior_scale)
-    optimizer = methods.make_optimizer("adam", args.learning_rate)
+    optimizer = recipes.make_optimizer("adam", args.learning_rate)
     if name == "mcdropout":
-        from bdljax import mcdropout  # imported on use: the module is optional for the other methods
+        from bdljax.methods import mcdropout  # imported on use: the module is optional for the other methods
 
         dropout_model = mcdropout.dropout_model(model, args.dropout_rate)
         params = jax.jit(dropout_model.init)(jax.random.key(0))

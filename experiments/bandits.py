@@ -46,7 +46,7 @@ import jax
 import numpy as np
 
 from bdljax import bandits, data
-from bdljax.logging import RunLogger, default_run_dir
+from bdljax.run.rundir import RunLogger, default_run_dir
 
 # Settings that differ per bandit, each chosen on pilot seeds (keys split(key(1000), 8), T = 2000; never the
 # evaluation keys split(key(0), S)); every one can be overridden on the command line.

@@ -6,13 +6,13 @@ The protocol, top to bottom:
    training and 10000 test images in [0, 1] (``--train-size`` / ``--test-size``
    take a random subset, seeded, for quick runs). Fashion-MNIST's test set
    (Xiao et al., 2017) is the out-of-distribution set.
-2. **Model.** ``--model cnn``: :func:`bdljax.models.cnn`, a LeNet-5-like
+2. **Model.** ``--model cnn``: :func:`bdljax.nn.models.cnn`, a LeNet-5-like
    network (two 5×5 conv + 2×2 max-pool blocks of ``--features`` channels, one
    hidden dense layer of ``--hidden`` units, ReLU); ``--model mlp``: an MLP with
    ``--mlp-hidden`` units. Categorical likelihood on the logits, isotropic
    Gaussian prior N(0, s²) on every weight (``--prior-scale``).
 3. **Methods.** Every ``--method`` is trained on the same
-   :class:`bdljax.methods.Problem` through :func:`bdljax.methods.run`, so MAP,
+   :class:`bdljax.recipes.Problem` through :func:`bdljax.recipes.run`, so MAP,
    deep ensembles (members vmapped, or one after another for a CNN on CPU:
    ``--ensemble-execution``), MFVI, MC dropout, SGLD/SGHMC — and any
    method added later — run through one code path. ``--epochs``,
@@ -24,7 +24,7 @@ The protocol, top to bottom:
    ``lax.scan`` several times slower than unrolled (jax-ml/jax#12868), so on
    CPU a CNN trains one unrolled step per compiled call by default.
 4. **Predictive.** S posterior samples (``Fitted.samples``) evaluated by
-   :func:`bdljax.predictive.predictive_outputs` in one compiled call per input
+   :func:`bdljax.run.predictive.predictive_outputs` in one compiled call per input
    shape, memory bounded by ``--data-chunk`` test points × ``--sample-chunk``
    samples at a time; the predictive is p̄(y|x) = (1/S) Σ_s softmax(f(x; θ_s)).
 5. **In-distribution metrics** on the MNIST test set: accuracy, NLL
@@ -40,9 +40,9 @@ The protocol, top to bottom:
    test images (out), scored by predictive entropy H[p̄], 1 − max_c p̄_c and
    the mutual information H[p̄] − (1/S) Σ_s H[p_s] (zero for a single sample,
    so AUROC 0.5 for MAP by construction); AUROC and AUPR with OOD as the
-   positive class (:func:`bdljax.metrics.auroc`, :func:`bdljax.metrics.aupr`);
+   positive class (:func:`bdljax.evaluate.metrics.auroc`, :func:`bdljax.evaluate.metrics.aupr`);
    score histograms (``ood.png``).
-8. **Record**: a run directory (:class:`bdljax.logging.RunLogger`) with
+8. **Record**: a run directory (:class:`bdljax.run.rundir.RunLogger`) with
    config.json, metrics.jsonl (training curves, test, shift and OOD records),
    summary.json and the figures; the script prints a table and, as its last
    line, one JSON object with every figure and the goal checks of issue 7
@@ -68,8 +68,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import data, likelihoods, methods, metrics, models, predictive, priors
-from bdljax.logging import RunLogger, default_run_dir
+from bdljax import data
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
+from bdljax.evaluate import metrics
+from bdljax.nn import models
+from bdljax.run import predictive
+from bdljax.run.rundir import RunLogger, default_run_dir
 
 DEFAULT_ANGLES = tuple(range(0, 181, 15))
 OOD_SCORES = ("entropy", "max_probability", "mutual_information")
@@ -123,9 +128,9 @@ def _literal(text: str):
 def parse_methods(values: Sequence[str]) -> List[str]:
     """Repeatable / comma-separated ``--method`` values, validated against the registry."""
     names = [n.strip() for value in values for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in methods.RECIPES]
+    unknown = [n for n in names if n not in recipes.RECIPES]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {methods.names()}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {recipes.names()}")
     if not names:
         raise ValueError("--method selects no method; name at least one, e.g. --method map")
     return list(dict.fromkeys(names))
@@ -158,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
     parser.add_argument("--method", action="append", default=None,
-                        help=f"method name(s), repeatable or comma-separated; from {methods.names()} (default map,ensemble)")
+                        help=f"method name(s), repeatable or comma-separated; from {recipes.names()} (default map,ensemble)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of every method (default 10)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -250,7 +255,7 @@ def build_model(args) -> models.Model:
 
 
 def steps_per_call(args) -> Optional[int]:
-    """``steps_per_call`` for :func:`bdljax.train.fit`: ``None`` = one ``lax.scan`` per epoch.
+    """``steps_per_call`` for :func:`bdljax.run.training.fit`: ``None`` = one ``lax.scan`` per epoch.
 
     Auto (0): one unrolled step per call for a CNN on CPU (conv gradients in a
     rolled scan are several times slower there, jax-ml/jax#12868); a whole
@@ -278,7 +283,7 @@ def ensemble_execution(args) -> str:
 
 def method_config(name: str, args, overrides: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     """The hyperparameters passed to ``name``'s recipe: shared flags where it takes them, defaults, ``--set``."""
-    accepted = methods.hyperparameters(name)
+    accepted = recipes.hyperparameters(name)
     shared = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
               "num_samples": args.num_samples, "member_execution": ensemble_execution(args),
               **METHOD_DEFAULTS.get(name, {})}
@@ -286,7 +291,7 @@ def method_config(name: str, args, overrides: Dict[str, Dict[str, Any]]) -> Dict
     if chunk is not None:
         shared["steps_per_call"] = chunk
     config = {key: value for key, value in shared.items() if key in accepted}
-    config.update(overrides.get(name, {}))  # unknown keys fail in methods.run, naming the accepted ones
+    config.update(overrides.get(name, {}))  # unknown keys fail in recipes.run, naming the accepted ones
     return config
 
 
@@ -307,7 +312,7 @@ def sample_chunk(args) -> int:
     return 1 if args.model == "cnn" and jax.default_backend() == "cpu" else 4
 
 
-def predictive_outputs(fitted: methods.Fitted, x, key, args) -> jax.Array:
+def predictive_outputs(fitted: recipes.Fitted, x, key, args) -> jax.Array:
     """Per-sample logits ``(S, N, C)``; one key per sample feeds methods whose samples are stochastic passes."""
     return predictive.predictive_outputs(fitted.apply, fitted.samples, jnp.asarray(x), key,
                                          sample_chunk=sample_chunk(args), data_chunk=args.data_chunk)
@@ -329,7 +334,7 @@ def _summaries(logits, labels):
     """Predictive probabilities, predictive NLL per point (one compiled call) and the OOD scores.
 
     The mutual information is computed in float64 on the host from the logits: in float32 it cannot
-    resolve the MI of confidently classified points (:func:`bdljax.metrics.mutual_information_from_logits`).
+    resolve the MI of confidently classified points (:func:`bdljax.evaluate.metrics.mutual_information_from_logits`).
     """
     mean_probs, log_density, scores = _compiled_summaries(logits, labels)
     return mean_probs, log_density, {**scores, "mutual_information": metrics.mutual_information_from_logits(logits)}
@@ -521,13 +526,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     stray = sorted(set(overrides) - set(names))
     if stray:
         raise ValueError(f"--set names method(s) {stray} that are not run; run them with --method or drop the setting")
-    for name, settings in overrides.items():  # the same check methods.run makes, before any data is read
-        unknown = sorted(set(settings) - set(methods.hyperparameters(name)))
+    for name, settings in overrides.items():  # the same check recipes.run makes, before any data is read
+        unknown = sorted(set(settings) - set(recipes.hyperparameters(name)))
         if unknown:
-            raise ValueError(f"method {name!r} does not take {unknown}; it accepts {sorted(methods.hyperparameters(name))}")
+            raise ValueError(f"method {name!r} does not take {unknown}; it accepts {sorted(recipes.hyperparameters(name))}")
     angles = parse_ints(args.shift_angles, "--shift-angles")
     configs = {name: method_config(name, args, overrides) for name in names}
-    slow = [name for name in names if steps_per_call(args) and "steps_per_call" not in methods.hyperparameters(name)]
+    slow = [name for name in names if steps_per_call(args) and "steps_per_call" not in recipes.hyperparameters(name)]
     if slow:  # said up front, so a slow run is not mistaken for a hang
         print(f"note: {slow} take no steps_per_call and train each epoch as one rolled lax.scan, several times "
               "slower for a CNN on CPU (jax-ml/jax#12868)", flush=True)
@@ -536,7 +541,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     shift_size = min(args.shift_size, x_test.shape[0])
     x_shift, y_shift = x_test[:shift_size], y_test[:shift_size]
     model = build_model(args)
-    problem = methods.Problem(model, likelihoods.categorical(), priors.gaussian(args.prior_scale), x_train, y_train)
+    problem = recipes.Problem(model, likelihoods.categorical(), priors.gaussian(args.prior_scale), x_train, y_train)
 
     out = Path(args.out) if args.out else default_run_dir("mnist")
     logger = RunLogger(out, {
@@ -558,12 +563,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     bins_by_method, histograms = {}, {}
     for index, name in enumerate(names):
         fit_key, eval_key = jax.random.split(jax.random.fold_in(root_key, index))
-        accepted = methods.hyperparameters(name)
+        accepted = recipes.hyperparameters(name)
         extras = {k: v for k, v in {"logger": logger, "log_fields": {"method": name}, "progress": args.progress}.items()
                   if k in accepted}
         # Wall and process-CPU seconds: on a shared machine wall time depends on the load, CPU time much less.
         start, cpu_start, compiles = time.perf_counter(), time.process_time(), CompileCounter.count
-        fitted = methods.run(name, problem, fit_key, **configs[name], **extras)
+        fitted = recipes.run(name, problem, fit_key, **configs[name], **extras)
         jax.block_until_ready(fitted.samples)
         train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         train_compiles = CompileCounter.count - compiles

@@ -24,8 +24,12 @@ from typing import Dict, List, Optional
 import jax
 import numpy as np
 
-from bdljax import data, likelihoods, methods, models, predictive, priors
-from bdljax.logging import RunLogger, default_run_dir
+from bdljax import data
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
+from bdljax.nn import models
+from bdljax.run import predictive
+from bdljax.run.rundir import RunLogger, default_run_dir
 
 NOISE_SCALE = 0.1
 
@@ -40,8 +44,8 @@ def parse_methods(values: List[str]) -> List[str]:
     """``--method a --method b,c`` → ``[a, b, c]``, each validated against the registry."""
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     for name in names:
-        if name not in methods.RECIPES:
-            raise SystemExit(f"unknown method {name!r}; choose from {methods.names()}")
+        if name not in recipes.RECIPES:
+            raise SystemExit(f"unknown method {name!r}; choose from {recipes.names()}")
     return names
 
 
@@ -63,7 +67,7 @@ def parse_settings(values: List[str]) -> Dict[str, Dict[str, object]]:
 
 
 def settings_for(method: str, epochs: Optional[int], overrides: Dict[str, object]) -> Dict[str, object]:
-    accepted = methods.hyperparameters(method)
+    accepted = recipes.hyperparameters(method)
     chosen = {k: v for k, v in COMMON_SETTINGS.items() if k in accepted}
     if epochs is not None and "num_epochs" in accepted:
         chosen["num_epochs"] = epochs
@@ -98,7 +102,7 @@ def plot(path, dataset, bands: Dict[str, tuple]) -> None:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", action="append", default=None,
-                        help=f"method(s), repeatable or comma-separated; from {methods.names()} (default: map,ensemble)")
+                        help=f"method(s), repeatable or comma-separated; from {recipes.names()} (default: map,ensemble)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of every method (default 0)")
     parser.add_argument("--out", default=None, help="run directory (default runs/regression_1d-<time>)")
     parser.add_argument("--data-dir", default=None,
@@ -117,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
 
     dataset = data.make_regression_1d(args.seed, num_train=args.num_train, noise=NOISE_SCALE)
     model = models.mlp((1,), hidden=(50, 50), output_dim=1)
-    problem = methods.Problem(model, likelihoods.gaussian(NOISE_SCALE), priors.gaussian(1.0),
+    problem = recipes.Problem(model, likelihoods.gaussian(NOISE_SCALE), priors.gaussian(1.0),
                               dataset.x_train, dataset.y_train)
 
     config = {
@@ -131,10 +135,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     bands = {}
     for index, name in enumerate(method_names):
         start = time.perf_counter()
-        fitted = methods.run(name, problem, jax.random.fold_in(key, index), logger=logger,
+        fitted = recipes.run(name, problem, jax.random.fold_in(key, index), logger=logger,
                              log_fields={"method": name}, progress=args.progress, **config["settings"][name])
         outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, dataset.x_test, sample_chunk=SAMPLE_CHUNK)
-        likelihood = methods.likelihood_of(fitted, problem)
+        likelihood = recipes.likelihood_of(fitted, problem)
         scores = {k: float(v) for k, v in predictive.evaluate(likelihood, outputs, dataset.y_test).items()}
         scores["seconds"] = time.perf_counter() - start
         scores["num_samples"] = int(outputs.shape[0])

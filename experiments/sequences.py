@@ -19,16 +19,16 @@
       coverage of the central 50/90/95% intervals;
     * iterated multi-step forecasts from every test origin: each posterior
       sample draws ``paths_per_sample`` trajectories, feeding its sampled
-      increments back in (:func:`bdljax.recurrent.autoregressive_forecast`);
+      increments back in (:func:`bdljax.nn.recurrent.autoregressive_forecast`);
       the h-step predictive is the mixture of all trajectories' step-h
       Gaussians; metrics per horizon h = 1..``horizon``;
     * a free-running forecast over the whole test period from its start,
       and a figure of its band, and of the one-step band, against the truth.
 
-Every method goes through ``bdljax.methods.run`` on one shared
-:class:`~bdljax.methods.Problem`, predicts through
-:func:`bdljax.predictive.predictive_outputs` and is scored by
-:mod:`bdljax.predictive` / :mod:`bdljax.metrics`. MC dropout gets the
+Every method goes through ``bdljax.recipes.run`` on one shared
+:class:`~bdljax.recipes.Problem`, predicts through
+:func:`bdljax.run.predictive.predictive_outputs` and is scored by
+:mod:`bdljax.run.predictive` / :mod:`bdljax.evaluate.metrics`. MC dropout gets the
 variational RNN of Gal & Ghahramani (2016) through ``model.with_dropout``.
 
 Example::
@@ -56,8 +56,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import data, likelihoods, methods, metrics, predictive, priors, recurrent
-from bdljax.logging import RunLogger, default_run_dir, to_json
+from bdljax import data
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
+from bdljax.evaluate import metrics
+from bdljax.run import predictive
+from bdljax.nn import recurrent
+from bdljax.run.rundir import RunLogger, default_run_dir, to_json
 
 TASKS = ("mnist_rows", "co2")
 
@@ -86,7 +91,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=(*TASKS, "all"), default="all")
     parser.add_argument("--method", action="append", default=None,
-                        help="method name (repeatable or comma list); one of bdljax.methods.names(). Default: map, ensemble")
+                        help="method name (repeatable or comma list); one of bdljax.recipes.names(). Default: map, ensemble")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default per task: mnist_rows 5, co2 150)")
     parser.add_argument("--train-size", type=int, default=None,
                         help="training examples: MNIST digits drawn at random (default 20000), or the most recent CO2 "
@@ -130,9 +135,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def parse_methods(values: Optional[List[str]]) -> List[str]:
     """Method names from repeated / comma-separated ``--method``, validated against the registry."""
     names = [name.strip() for value in (values or ["map", "ensemble"]) for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in methods.names()]
+    unknown = [name for name in names if name not in recipes.names()]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {methods.names()}")
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {recipes.names()}")
     return list(dict.fromkeys(names))
 
 
@@ -156,7 +161,7 @@ def parse_overrides(items: List[str], method_names: List[str]) -> Dict[str, Dict
             raise SystemExit(f"--set expects METHOD.NAME=VALUE, got {item!r}")
         if method not in overrides:
             raise SystemExit(f"--set {item!r}: method {method!r} is not among the methods run ({method_names})")
-        accepted = methods.hyperparameters(method)
+        accepted = recipes.hyperparameters(method)
         if name not in accepted:
             raise SystemExit(f"--set {item!r}: {method} does not take {name!r}; it accepts {sorted(accepted)}")
         try:
@@ -179,7 +184,7 @@ def task_settings(args: argparse.Namespace, task: str) -> Dict[str, Any]:
 
 def method_hyperparameters(name: str, settings: Dict[str, Any], overrides: Dict[str, Any], logger, task: str) -> Dict[str, Any]:
     """Shared settings a method's recipe accepts, then its ``--set`` overrides."""
-    accepted = methods.hyperparameters(name)
+    accepted = recipes.hyperparameters(name)
     common = {"num_epochs": settings["epochs"], "batch_size": settings["batch_size"], "learning_rate": settings["learning_rate"]}
     config = {key: value for key, value in common.items() if key in accepted}
     config.update(overrides)
@@ -190,20 +195,20 @@ def method_hyperparameters(name: str, settings: Dict[str, Any], overrides: Dict[
     return config
 
 
-def fit(name: str, problem: methods.Problem, key, settings, args, logger, task: str):
-    """``methods.run`` with the shared settings; returns the :class:`~bdljax.methods.Fitted` and its seconds."""
+def fit(name: str, problem: recipes.Problem, key, settings, args, logger, task: str):
+    """``recipes.run`` with the shared settings; returns the :class:`~bdljax.recipes.Fitted` and its seconds."""
     config = method_hyperparameters(name, settings, args.hyperparameter_overrides[name], logger, task)
-    if args.progress and "progress" in methods.hyperparameters(name):
+    if args.progress and "progress" in recipes.hyperparameters(name):
         config["progress"] = True
     shown = {k: v for k, v in config.items() if k not in ("logger", "log_fields", "progress")}
     print(f"[{task}] fitting {name} with {shown}", flush=True)
     start = time.perf_counter()
-    fitted = methods.run(name, problem, key, **config)
+    fitted = recipes.run(name, problem, key, **config)
     jax.block_until_ready(fitted.samples)
     return fitted, time.perf_counter() - start, shown
 
 
-def predict(fitted: methods.Fitted, x, key) -> jax.Array:
+def predict(fitted: recipes.Fitted, x, key) -> jax.Array:
     """Per-sample outputs ``(S, N, ...)``; chunked so that memory stays bounded on a CPU."""
     num_samples = predictive.num_samples_of(fitted.samples)
     return predictive.predictive_outputs(fitted.apply, fitted.samples, jnp.asarray(x), key,
@@ -239,7 +244,7 @@ def run_mnist_rows(args, key, logger) -> Dict[str, Any]:
     model = recurrent.rnn(args.cell, (28, 28), settings["hidden"], output_dim=10, dropout_input=settings["dropout_input"])
     likelihood = likelihoods.categorical()
     prior = priors.gaussian(priors.fan_in_scales(args.prior_scale))
-    problem = methods.Problem(model, likelihood, prior, x_train, y_train)
+    problem = recipes.Problem(model, likelihood, prior, x_train, y_train)
 
     results = {}
     scores = {}
@@ -284,7 +289,7 @@ def score_classification(likelihood, outputs_in, outputs_out, labels):
     Returns ``(metrics, (entropy_in, entropy_out), (mutual_information_in, mutual_information_out))``:
     predictive entropy H[(1/S) Σ_s p_s] (compiled once with the metrics) and mutual information
     H[(1/S) Σ_s p_s] − (1/S) Σ_s H[p_s] per point, in float64 on the host from the logits, where float32
-    cannot resolve it for confident points (:func:`bdljax.metrics.mutual_information_from_logits`).
+    cannot resolve it for confident points (:func:`bdljax.evaluate.metrics.mutual_information_from_logits`).
     """
     test_metrics, entropies = _compiled_scores(likelihood, outputs_in, outputs_out, labels)
     mutual = tuple(metrics.mutual_information_from_logits(o) for o in (outputs_in, outputs_out))
@@ -338,7 +343,7 @@ class CO2Windows:
     with the training increments' mean μ and std σ as z_k = (d_k − μ)/σ, the
     window at origin t is z_{t−L..t−1}, its target z_t, and the level forecast
     is y_{t+1} = y_t + μ + σ z_t: scoring in ppm uses ``y_mean = y_t + μ``
-    (per origin) and ``y_std = σ`` in :func:`bdljax.predictive.evaluate`.
+    (per origin) and ``y_std = σ`` in :func:`bdljax.run.predictive.evaluate`.
     """
 
     def __init__(self, levels: np.ndarray, window: int, test_months: int, train_size: Optional[int]):
@@ -366,7 +371,7 @@ class CO2Windows:
 
 @jax.jit
 def level_forecast(forecast: recurrent.Forecast, last_levels, mean, std):
-    """Step-h Gaussians in ppm, each ``(P, N, H)``, from a :class:`~bdljax.recurrent.Forecast` of standardised increments.
+    """Step-h Gaussians in ppm, each ``(P, N, H)``, from a :class:`~bdljax.nn.recurrent.Forecast` of standardised increments.
 
     Along a trajectory the level before step h is y_t + Σ_{k<h} (μ + σ draw_k),
     so step h's level is Gaussian with mean that level + μ + σ·mean_h and scale σ·scale_h.
@@ -393,7 +398,7 @@ def run_co2(args, key, logger) -> Dict[str, Any]:
                           dropout_input=settings["dropout_input"])
     likelihood = likelihoods.heteroscedastic_gaussian()
     prior = priors.gaussian(priors.fan_in_scales(args.prior_scale))
-    problem = methods.Problem(model, likelihood, prior, x_train, y_train)
+    problem = recipes.Problem(model, likelihood, prior, x_train, y_train)
 
     results, bands = {}, {}
     for index, name in enumerate(args.methods):
@@ -449,7 +454,7 @@ def run_co2(args, key, logger) -> Dict[str, Any]:
 
 @functools.partial(jax.jit, static_argnums=0)
 def score_one_step(likelihood, outputs, y, y_mean, y_std):
-    """One-step metrics in ppm (:func:`bdljax.predictive.evaluate`) and the mixtures' means and scales in ppm."""
+    """One-step metrics in ppm (:func:`bdljax.run.predictive.evaluate`) and the mixtures' means and scales in ppm."""
     means, scales = predictive.regression_moments(likelihood, outputs)
     scores = predictive.evaluate(likelihood, outputs, y, y_mean=y_mean, y_std=y_std)
     return scores, (means * y_std + y_mean[None], scales * y_std)
@@ -457,7 +462,7 @@ def score_one_step(likelihood, outputs, y, y_mean, y_std):
 
 @jax.jit
 def score_points(means, scales, y):
-    """:func:`bdljax.metrics.regression_metrics` of the mixtures ``(P, N)`` against ``y`` ``(N,)``, compiled once."""
+    """:func:`bdljax.evaluate.metrics.regression_metrics` of the mixtures ``(P, N)`` against ``y`` ``(N,)``, compiled once."""
     return metrics.regression_metrics(means, scales, y, COVERAGE_LEVELS)
 
 

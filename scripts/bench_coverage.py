@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import metrics
+from bdljax.evaluate import metrics
 
 LEVELS = (0.5, 0.9, 0.95)
 

@@ -4,7 +4,7 @@ Both sides train the same MLP (8 → 50 → 1, Gaussian likelihood and prior) on
 1000 × 8 regression data with Adam and minibatches of 32, measured in the
 same process:
 
-* bdljax: ``ensemble.build(map.build(...), K)`` run by ``train.fit``'s
+* bdljax: ``ensemble.build(map.build(...), K)`` run by ``training.fit``'s
   compiled epoch — ``jit(lax.scan(vmap(update)))``, one dispatch per epoch.
 * loop: K separate member states, one ``jax.jit(member.update)`` call per
   member per step, batches pre-sliced on the device (the usual PyTorch-style
@@ -26,7 +26,10 @@ import jax
 import numpy as np
 import optax
 
-from bdljax import ensemble, likelihoods, map as map_method, models, posterior, priors, train
+from bdljax.methods import ensemble, map_estimate as map_method
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.nn import models
+from bdljax.run import training
 
 NUM_POINTS, NUM_FEATURES, BATCH = 1000, 8, 32
 
@@ -43,7 +46,7 @@ def make_member():
 def time_vmapped(member, model, x, y, num_members, epochs):
     method = ensemble.build(member, num_members)
     state = method.init(jax.random.key(0), model.init)
-    epoch = train.build_epoch(method, BATCH, NUM_POINTS)
+    epoch = training.build_epoch(method, BATCH, NUM_POINTS)
     x, y = jax.device_put(x), jax.device_put(y)
     state, _ = epoch(state, x, y, jax.random.key(1))  # compile
     jax.block_until_ready(state)

@@ -3,10 +3,10 @@
 All on one BNN: 1000 × 8 synthetic regression (targets from a random 8-50-1
 tanh teacher plus noise 0.1), an 8 → 50 → 1 ReLU MLP (501 parameters),
 Gaussian likelihood (σ = 0.1) and Gaussian prior N(0, 1), i.e. one
-:class:`bdljax.posterior.LogPosterior`, full batch.
+:class:`bdljax.core.posterior.LogPosterior`, full batch.
 
 1. HMC transitions per second (10 leapfrog steps, fixed step size, one
-   chain): ``bdljax.hmc.sample_chains`` (draws kept, traces for diagnostics
+   chain): ``bdljax.methods.hmc.sample_chains`` (draws kept, traces for diagnostics
    recorded) against a hand-written ``blackjax.hmc`` step under ``jit`` +
    ``lax.scan`` and against a bare ``lax.scan`` of 10 ``value_and_grad``
    evaluations per transition (the floor: what the gradients alone cost).
@@ -27,7 +27,7 @@ Gaussian likelihood (σ = 0.1) and Gaussian prior N(0, 1), i.e. one
    and 16 chains, vmapped (``chain_method="vectorized"``, the default for
    several chains on GPU/TPU) and mapped one after another inside the
    compiled step (``"sequential"``, the default on CPU; see
-   ``bdljax.hmc.resolve_chain_method``).
+   ``bdljax.methods.hmc.resolve_chain_method``).
 
 Prints a table, then one JSON line with every figure and ratio (last line).
 
@@ -49,9 +49,12 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import diagnostics as diag
-from bdljax import hmc, likelihoods, models, posterior, predictive, priors
-from bdljax.transform import repeat_params
+from bdljax.evaluate import diagnostics as diag
+from bdljax.methods import hmc
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.nn import models
+from bdljax.run import predictive
+from bdljax.core.transform import repeat_params
 
 NUM_DATA, NUM_FEATURES, HIDDEN, NOISE = 1000, 8, 50, 0.1
 

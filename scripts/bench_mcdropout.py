@@ -37,7 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import likelihoods, mcdropout, methods, models, predictive, priors
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
+from bdljax.methods import mcdropout
+from bdljax.nn import models
+from bdljax.run import predictive
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
@@ -99,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     x = rng.normal(size=(args.num_points, args.input_dim)).astype(np.float32)
     model = models.mlp((args.input_dim,), (args.hidden,), 1).with_dropout(rate)
     params = jax.jit(model.init)(jax.random.key(args.seed))
-    problem = methods.Problem(model, likelihoods.gaussian(1.0), priors.gaussian(1.0), x, np.zeros(len(x), np.float32))
+    problem = recipes.Problem(model, likelihoods.gaussian(1.0), priors.gaussian(1.0), x, np.zeros(len(x), np.float32))
     x_device = jnp.asarray(x)
     key = jax.random.key(args.seed + 1)
     results: Dict[str, Dict[str, float]] = {}
@@ -109,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     chunk = mcdropout.sample_chunk_for(args.num_points, max(args.hidden, args.input_dim))
     for form, per_point in (("weight_samples", False), ("per_point_masks", True)):
         structure = mcdropout.dropout_structure(model.apply, params, x, per_point_masks=per_point)
-        transform = mcdropout.build(problem.log_posterior(), methods.make_optimizer("adam", 1e-3), structure)
+        transform = mcdropout.build(problem.log_posterior(), recipes.make_optimizer("adam", 1e-3), structure)
         state = transform.init(key, params)
         apply = mcdropout.sample_apply(model.apply, structure)
         for suffix, sample_chunk in (("", chunk), ("_unchunked", None)):

@@ -6,7 +6,7 @@ softplus scales, one Monte Carlo sample per step, Adam (lr 1e-3), closed-form
 KL, likelihood scaled by N/|B|. Measured in this one run:
 
 * steps per second at minibatch 32 and full batch (1000):
-  - bdljax ``mfvi.build`` through ``bdljax.train.fit`` (each epoch one
+  - bdljax ``mfvi.build`` through ``bdljax.run.training.fit`` (each epoch one
     compiled ``lax.scan``; full batch means one step per epoch, so also
     ``lax.scan`` over many full-batch steps);
   - bdljax with local reparameterisation (``bayesian_layers.mlp``);
@@ -40,7 +40,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from bdljax import bayesian_layers, likelihoods, mfvi, models, posterior, priors, train  # noqa: E402
+from bdljax.nn import bayesian_layers, models  # noqa: E402
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.methods import mfvi
+from bdljax.run import training
 
 NUM_DATA, NUM_FEATURES, HIDDEN = 1000, 8, 50
 NOISE, PRIOR_SCALE, LEARNING_RATE, INIT_SCALE = 0.5, 1.0, 1e-3, 1e-2
@@ -65,16 +68,16 @@ def best_of(repeats: int, run) -> float:
 
 
 def bdljax_fit_speed(model, variational_apply, x, y, batch_size: int, num_epochs: int, repeats: int):
-    """Steps per second of mfvi through bdljax.train.fit; returns (steps/s, final state)."""
+    """Steps per second of mfvi through bdljax.run.training.fit; returns (steps/s, final state)."""
     log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), NUM_DATA)
     method = mfvi.build(log_post, optax.adam(LEARNING_RATE), init_scale=INIT_SCALE, variational_apply=variational_apply)
     state = jax.jit(lambda k: method.init(k, model.init))(jax.random.key(0))
     data = (jnp.asarray(x), jnp.asarray(y))
-    train.fit(method, state, data, key=jax.random.key(1), num_epochs=1, batch_size=batch_size, progress=False)  # compile
+    training.fit(method, state, data, key=jax.random.key(1), num_epochs=1, batch_size=batch_size, progress=False)  # compile
     result = {}
 
     def run():
-        fitted = train.fit(method, state, data, key=jax.random.key(2), num_epochs=num_epochs, batch_size=batch_size,
+        fitted = training.fit(method, state, data, key=jax.random.key(2), num_epochs=num_epochs, batch_size=batch_size,
                            progress=False)
         jax.block_until_ready(fitted.state)
         result["state"] = fitted.state
@@ -205,8 +208,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     print(f"bench_mfvi: MLP {NUM_FEATURES}-{HIDDEN}-1 on {NUM_DATA}×{NUM_FEATURES}, 1 MC sample, Adam; "
           f"jax {jax.__version__} on {jax.default_backend()}, {platform.processor() or platform.machine()}")
     print(f"{'training steps / second':<44}{'batch 32':>12}{'batch 1000':>12}")
-    rows = [("bdljax mfvi (train.fit, epoch = one scan)", "bdljax_fit_b32", "bdljax_fit_full"),
-            ("bdljax mfvi, local reparam. (train.fit)", "bdljax_lrt_fit_b32", None),
+    rows = [("bdljax mfvi (training.fit, epoch = one scan)", "bdljax_fit_b32", "bdljax_fit_full"),
+            ("bdljax mfvi, local reparam. (training.fit)", "bdljax_lrt_fit_b32", None),
             ("bdljax mfvi (one scan over the whole run)", None, "bdljax_scan_full"),
             ("PyTorch Bayes by Backprop (Python loop)", "torch_b32", "torch_full")]
     fmt = lambda key: "—" if key is None or speed.get(key) is None else f"{speed[key]:,.0f}"  # noqa: E731

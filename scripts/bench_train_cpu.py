@@ -2,16 +2,16 @@
 
 XLA:CPU runs a convolution's gradient inside a while loop (a rolled
 ``lax.scan``, including a scan of length one) many times slower than the same
-computation outside a loop (jax-ml/jax#12868). ``bdljax.train.fit`` therefore
+computation outside a loop (jax-ml/jax#12868). ``bdljax.run.training.fit`` therefore
 offers ``steps_per_call=k``: k steps unrolled by a Python loop inside one
 jitted call. This script measures, in one process, the CPU seconds per MAP
-step (batch 128) of the MNIST CNN (``bdljax.models.cnn``, features 32,64,
+step (batch 128) of the MNIST CNN (``bdljax.nn.models.cnn``, features 32,64,
 dense 128) for:
 
 * ``floor``: ``jit(value_and_grad)`` of the log posterior plus nothing else
   (no optimiser, no batch gathering),
-* ``scan``: :func:`bdljax.train.build_epoch` (one rolled ``lax.scan`` per epoch),
-* ``chunks k``: :func:`bdljax.train.build_chunked_epoch` for each k given.
+* ``scan``: :func:`bdljax.run.training.build_epoch` (one rolled ``lax.scan`` per epoch),
+* ``chunks k``: :func:`bdljax.run.training.build_chunked_epoch` for each k given.
 
 Process CPU time is reported beside wall time because a shared machine
 inflates wall time; run it with ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
@@ -31,7 +31,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bdljax import likelihoods, map as map_method, models, posterior, priors, train
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.methods import map_estimate as map_method
+from bdljax.nn import models
+from bdljax.run import training
 
 BATCH = 128
 
@@ -62,11 +65,11 @@ def main(argv=None):
 
     grad = jax.jit(jax.value_and_grad(log_post))
     rows = {"floor": timed(lambda: grad(state.params, (x[:BATCH], y[:BATCH])), repeats=args.steps)}
-    epoch = train.build_epoch(method, BATCH, num_points)
+    epoch = training.build_epoch(method, BATCH, num_points)
     cpu, wall = timed(lambda: epoch(state, x, y, jax.random.key(2)))
     rows["scan"] = (cpu / args.steps, wall / args.steps)
     for k in (int(c) for c in args.chunks.split(",")):
-        chunked = train.build_chunked_epoch(method, BATCH, num_points, k)
+        chunked = training.build_chunked_epoch(method, BATCH, num_points, k)
         cpu, wall = timed(lambda: chunked(state, x, y, jax.random.key(2)))
         rows[f"chunks {k}"] = (cpu / args.steps, wall / args.steps)
 

@@ -9,7 +9,10 @@ wall time, the peak resident memory and the chunked value against a one-pass val
 import sys
 import resource, time
 import jax, numpy as np
-from bdljax import data, likelihoods, models, posterior, priors, sgmcmc
+from bdljax import data
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.nn import models
+from bdljax.methods import sgmcmc
 mnist = data.load_mnist(sys.argv[sys.argv.index('--data-dir') + 1] if '--data-dir' in sys.argv else None)
 x = mnist.x_train.astype(np.float32); y = mnist.y_train
 if x.ndim == 3: x = x[..., None]

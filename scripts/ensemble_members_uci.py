@@ -20,7 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import uci  # noqa: E402
 
-from bdljax import data, methods, predictive  # noqa: E402
+from bdljax import data  # noqa: E402
+from bdljax import recipes
+from bdljax.run import predictive
 
 
 def main():
@@ -41,7 +43,7 @@ def main():
     protocol = uci.protocol_for("ensemble")
     problem = uci.build_problem(protocol, config, dataset, part.x_train, part.y_train)
     start = time.perf_counter()
-    fitted = methods.run("ensemble", problem, jax.random.key(args.split),
+    fitted = recipes.run("ensemble", problem, jax.random.key(args.split),
                          **uci.recipe_hyperparameters("ensemble", config))
     seconds = time.perf_counter() - start
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, jnp.asarray(part.x_test))

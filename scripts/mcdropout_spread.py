@@ -57,7 +57,8 @@ def draw_spread(outputs, arms) -> Dict[str, float]:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     import jax
 
-    from bdljax import bandits, mcdropout
+    from bdljax import bandits
+    from bdljax.methods import mcdropout
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delta", type=float, default=0.95)

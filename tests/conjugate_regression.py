@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import models
+from bdljax.nn import models
 
 
 def linear_problem(seed=0, num_data=100, noise=0.5, prior_scale=1.0):

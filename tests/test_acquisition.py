@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from bdljax import acquisition, metrics
+from bdljax.evaluate import acquisition, metrics
 
 # Two samples, three pool points, two classes, chosen so each score has a simple closed form:
 #   point 0: samples agree and are certain        -> every score 0

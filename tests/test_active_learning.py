@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bdljax import likelihoods, models, priors
-from bdljax.logging import read_jsonl
-from bdljax.posterior import log_posterior
+from bdljax.core import likelihoods, priors
+from bdljax.nn import models
+from bdljax.run.rundir import read_jsonl
+from bdljax.core.posterior import log_posterior
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "experiments"))

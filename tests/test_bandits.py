@@ -15,7 +15,7 @@ import pytest
 import scipy.stats
 
 from bdljax import bandits
-from bdljax.transform import Transform
+from bdljax.core.transform import Transform
 
 SEEDS = [0, 1, 2]
 
@@ -284,7 +284,7 @@ def test_neural_linear_posterior_is_closed_form_blr_on_the_last_hidden_layer():
 
 def test_bandit_log_likelihood_counts_the_points_seen_so_far():
     """(N/|B|) Σ_B w log N(r | f_a(x), σ²) with w = n/N is (n/|B|) Σ_B log N(...): the data seen, not the capacity."""
-    from bdljax import priors
+    from bdljax.core import priors
 
     model = bandits.bandit_model(2, 3, (4,))
     log_post = bandits.bandit_log_posterior(model, 2, 0.7, priors.gaussian(1.0), capacity=100)
@@ -435,7 +435,8 @@ def test_skipped_training_steps_are_counted_per_seed():
 def _map_method(bandit, horizon):
     import optax
 
-    from bdljax import map as map_method, priors
+    from bdljax.methods import map_estimate as map_method
+    from bdljax.core import priors
 
     model = bandits.bandit_model(2, 5)
     return map_method.build(bandits.bandit_log_posterior(model, 2, 1.0, priors.gaussian(1.0), horizon), optax.adam(1e-3))
@@ -594,7 +595,7 @@ def test_sgmcmc_scale_is_the_same_as_scaling_sigma_and_the_prior():
 
 def test_learned_noise_log_likelihood_is_the_gaussian_density_at_sigma_e_rho():
     """With learned_noise the likelihood is (n/|B|) Σ_B log N(r | f_a(x), (c·e^ρ)²), against scipy, for two ρ and c."""
-    from bdljax import priors
+    from bdljax.core import priors
 
     model = bandits.learned_noise_model(bandits.bandit_model(2, 3, (4,)), initial_scale=2.5)
     params = jax.jit(model.init)(jax.random.key(0))
@@ -624,8 +625,8 @@ def test_learned_noise_fit_recovers_a_known_sigma(true_sigma):
     """A greedy (maximum-likelihood) bandit network with learned_noise, trained on buffer data whose rewards are
     arm means plus N(0, σ²) noise, ends with e^ρ within 10 % of σ (it started at 1). The means are constant per
     arm, so the fitted σ should be the residual standard deviation (≈ σ for n = 1000)."""
-    from bdljax import map as map_method
-    from bdljax import priors
+    from bdljax.methods import map_estimate as map_method
+    from bdljax.core import priors
 
     horizon, arms = 1000, 3
     settings = bandits.AgentSettings(hidden=(8,), learned_noise=True, point_prior="flat", learning_rate=0.05,
@@ -653,7 +654,7 @@ def test_learned_noise_fit_recovers_a_known_sigma(true_sigma):
 
 def test_every_network_agent_builds_with_learned_noise_and_fixed_noise_agents_have_no_rho():
     """make_agent(..., learned_noise=True) gives every network agent a ρ leaf in its state; off, none has one."""
-    from bdljax import priors
+    from bdljax.core import priors
 
     bandit = bandits.wheel_bandit(0.5)
     for learned in (False, True):
@@ -710,7 +711,7 @@ def test_ensemble_reward_perturbation_reaches_the_plain_and_bootstrapped_ensembl
 def test_dropout_input_adds_a_mask_on_the_context():
     """``dropout_input``: the MC dropout agent's network masks the raw context as well as the hidden layer
     (two Dropout calls, the first of shape (context_dim,)); without it only the hidden layer (one call)."""
-    from bdljax import mcdropout
+    from bdljax.methods import mcdropout
 
     example = jnp.zeros((2, 2))
     for dropout_input, expected_shapes in ((False, [(6,)]), (True, [(2,), (6,)])):
@@ -741,7 +742,7 @@ def test_concrete_dropout_agent_learns_a_rate_that_falls_as_the_data_grow():
     n = 2000 of the same kind (the entropy term of the KL outweighs 20 points, not 2000: Gal, Hron & Kendall's
     Figure 2). It acts after training, and refuses learned_noise, whose ρ would collide with the logits in the
     parameter pytree."""
-    from bdljax import concrete_dropout
+    from bdljax.methods import concrete_dropout
 
     horizon, arms = 2000, 5
     wheel = bandits.wheel_bandit(0.5)
@@ -772,7 +773,7 @@ def test_per_arm_masks_keep_each_arms_dropout_marginal_and_decorrelate_the_arms(
     variance p/(1 − p)·Σ_j K_ja² h_j² (inverted Bernoulli masks on the last hidden layer h), checked for both mask
     forms within 4 Monte Carlo s.e. — while two arms with identical output kernels move together under the shared
     mask (their difference never varies) and independently under per-arm masks (correlation within 4/√S of 0)."""
-    from bdljax import mcdropout
+    from bdljax.methods import mcdropout
 
     rate, draws = 0.3, 20000
     model = bandits.bandit_model(2, 3, (8,))

@@ -1,4 +1,4 @@
-"""Concrete dropout (bdljax.concrete_dropout): the relaxed mask, the KL term, weight samples, learned rates."""
+"""Concrete dropout (bdljax.methods.concrete_dropout): the relaxed mask, the KL term, weight samples, learned rates."""
 
 import math
 
@@ -7,7 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bdljax import concrete_dropout, data, likelihoods, mcdropout, methods, models, predictive, priors
+from bdljax import data
+from bdljax import recipes
+from bdljax.methods import concrete_dropout, mcdropout
+from bdljax.core import likelihoods, priors
+from bdljax.nn import models
+from bdljax.run import predictive
 
 INPUT_DIM, HIDDEN = 3, 8
 
@@ -88,10 +93,10 @@ def test_weight_samples_use_the_learned_rates():
 
 def _fit(num_train, seed):
     toy = data.make_regression_1d(seed, num_train=num_train, num_test=10)
-    problem = methods.Problem(models.mlp((1,), (16,), 1), likelihoods.gaussian(1.0), priors.gaussian(1.0),
+    problem = recipes.Problem(models.mlp((1,), (16,), 1), likelihoods.gaussian(1.0), priors.gaussian(1.0),
                               toy.x_train, toy.y_train)
     steps, batch = 300, min(num_train, 32)
-    return methods.run("mcdropout", problem, jax.random.key(seed), concrete=True, dropout_rate=0.2, tau=1.0,
+    return recipes.run("mcdropout", problem, jax.random.key(seed), concrete=True, dropout_rate=0.2, tau=1.0,
                        length_scale=1.0, num_epochs=max(1, steps * batch // num_train), batch_size=batch,
                        num_samples=4, learning_rate=1e-2)
 
@@ -122,9 +127,9 @@ def test_recipe_trains_the_rates_with_one_compilation():
         return models.Model(model.init, apply, lambda rate: counting(base.with_dropout(rate)))
 
     toy = data.make_regression_1d(0, num_train=32, num_test=10)
-    problem = methods.Problem(counting(base), likelihoods.gaussian(1.0), priors.gaussian(1.0), toy.x_train,
+    problem = recipes.Problem(counting(base), likelihoods.gaussian(1.0), priors.gaussian(1.0), toy.x_train,
                               toy.y_train)
-    fitted = methods.run("mcdropout", problem, jax.random.key(0), concrete=True, dropout_rate=0.2, tau=1.0,
+    fitted = recipes.run("mcdropout", problem, jax.random.key(0), concrete=True, dropout_rate=0.2, tau=1.0,
                          num_epochs=3, batch_size=16, num_samples=5, learning_rate=1e-2)
     rates = fitted.diagnostics["learned_dropout_rates"]
     assert len(rates) == 2 and all(abs(r - 0.2) > 1e-3 for r in rates)  # both logits were trained
@@ -133,4 +138,4 @@ def test_recipe_trains_the_rates_with_one_compilation():
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
     assert outputs.shape == (5, 10, 1) and np.all(np.isfinite(outputs))
     with pytest.raises(ValueError, match="initial rate"):
-        methods.run("mcdropout", problem, jax.random.key(0), concrete=True, dropout_rate=0.0)
+        recipes.run("mcdropout", problem, jax.random.key(0), concrete=True, dropout_rate=0.0)

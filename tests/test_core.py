@@ -10,8 +10,12 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from bdljax import ensemble, likelihoods, map as map_method, methods, models, posterior, predictive, priors, train
-from bdljax.transform import Transform
+from bdljax import recipes
+from bdljax.methods import ensemble, map_estimate as map_method
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.nn import models
+from bdljax.run import predictive, training
+from bdljax.core.transform import Transform
 
 
 def regression_problem(num_points=64, seed=0, output_dim=1):
@@ -210,8 +214,8 @@ def test_training_step_compiles_once_across_epochs_and_calls(num_members):
         method = ensemble.build(method, num_members)
     method, traces = counting(method)
     state = method.init(jax.random.key(0), model.init)
-    result = train.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=5, batch_size=16, progress=False)
-    train.fit(method, result.state, (x, y), key=jax.random.key(2), num_epochs=3, batch_size=16, progress=False)
+    result = training.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=5, batch_size=16, progress=False)
+    training.fit(method, result.state, (x, y), key=jax.random.key(2), num_epochs=3, batch_size=16, progress=False)
     assert traces["update"] == 1
     assert len(result.history) == 5 and result.history[-1]["loss"] < result.history[0]["loss"]
 
@@ -221,7 +225,7 @@ def test_fit_reduces_loss_and_records_history():
     method = make_map(x, model, lr=3e-2)
     state = method.init(jax.random.key(0), model.init)
     evaluations = []
-    result = train.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=30, batch_size=16, progress=False,
+    result = training.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=30, batch_size=16, progress=False,
                        evaluate=lambda s: evaluations.append(1) or {"n": 1}, eval_every=10)
     train_losses = [h["loss"] for h in result.history if h["split"] == "train"]
     assert train_losses[-1] < 0.5 * train_losses[0]
@@ -234,20 +238,20 @@ def test_fit_validates_data_before_compiling():
     state = method.init(jax.random.key(0), model.init)
     kwargs = dict(key=jax.random.key(0), num_epochs=1, progress=False)
     with pytest.raises(ValueError, match="num_data=64"):
-        train.fit(method, state, (x[:32], y[:32]), batch_size=8, **kwargs)
+        training.fit(method, state, (x[:32], y[:32]), batch_size=8, **kwargs)
     bad = x.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="1 NaN/inf"):
-        train.fit(method, state, (bad, y), batch_size=8, **kwargs)
+        training.fit(method, state, (bad, y), batch_size=8, **kwargs)
     with pytest.raises(ValueError, match="batch_size=100"):
-        train.fit(method, state, (x, y), batch_size=100, **kwargs)
+        training.fit(method, state, (x, y), batch_size=100, **kwargs)
     with pytest.raises(ValueError, match="rows"):
-        train.fit(method, state, (x, y[:10]), batch_size=8, **kwargs)
+        training.fit(method, state, (x, y[:10]), batch_size=8, **kwargs)
 
 
 def test_fit_reports_nonfinite_losses_instead_of_averaging_them():
     infos = map_method.MAPInfo(jnp.array([1.0, jnp.nan, 3.0]), jnp.zeros(3), jnp.zeros(3), jnp.array([1.0, jnp.inf, 1.0]))
-    summary = train.summarise_infos(infos)
+    summary = training.summarise_infos(infos)
     assert summary["loss"] == 2.0 and summary["loss_nonfinite"] == 1 and summary["grad_norm_nonfinite"] == 1
 
 
@@ -256,18 +260,18 @@ def test_fit_reports_nonfinite_losses_instead_of_averaging_them():
 
 def test_registry_rejects_unknown_names_shapes_and_hyperparameters():
     model, x, y = regression_problem()
-    problem = methods.Problem(model, likelihoods.gaussian(1.0), priors.gaussian(1.0), x, y)
+    problem = recipes.Problem(model, likelihoods.gaussian(1.0), priors.gaussian(1.0), x, y)
     with pytest.raises(ValueError, match="unknown method 'laplace'"):
-        methods.run("laplace", problem, jax.random.key(0))
+        recipes.run("laplace", problem, jax.random.key(0))
     with pytest.raises(ValueError, match="does not take \\['num_memebers'\\]"):
-        methods.run("ensemble", problem, jax.random.key(0), num_memebers=3)
+        recipes.run("ensemble", problem, jax.random.key(0), num_memebers=3)
     wrong_shape = problem._replace(x_train=np.zeros((64, 5), np.float32))
     with pytest.raises(ValueError, match="do not fit the model"):
-        methods.run("map", wrong_shape, jax.random.key(0), num_epochs=1)
-    classification = methods.Problem(models.mlp((3,), (8,), 3), likelihoods.categorical(), priors.gaussian(1.0),
+        recipes.run("map", wrong_shape, jax.random.key(0), num_epochs=1)
+    classification = recipes.Problem(models.mlp((3,), (8,), 3), likelihoods.categorical(), priors.gaussian(1.0),
                                      x, np.arange(64) % 4)
     with pytest.raises(ValueError, match="labels must lie"):
-        methods.run("map", classification, jax.random.key(0), num_epochs=1)
+        recipes.run("map", classification, jax.random.key(0), num_epochs=1)
 
 
 def test_plain_apply_functions_are_accepted():
@@ -279,8 +283,8 @@ def test_plain_apply_functions_are_accepted():
 
     model = models.from_functions(init, apply)
     _, x, y = regression_problem()
-    problem = methods.Problem(model, likelihoods.gaussian(0.1), priors.gaussian(10.0), x, y)
-    fitted = methods.run("map", problem, jax.random.key(0), num_epochs=300, batch_size=None, learning_rate=0.05)
+    problem = recipes.Problem(model, likelihoods.gaussian(0.1), priors.gaussian(10.0), x, y)
+    fitted = recipes.run("map", problem, jax.random.key(0), num_epochs=300, batch_size=None, learning_rate=0.05)
     np.testing.assert_allclose(fitted.samples["w"][0], [1.0, -2.0, 0.5], atol=0.05)
 
 
@@ -407,9 +411,9 @@ def test_chunked_epochs_equal_one_scanned_epoch():
     model, x, y = regression_problem()
     method = ensemble.build(make_map(x, model), 2)
     state = method.init(jax.random.key(0), model.init)
-    whole = train.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=2, batch_size=8, progress=False)
+    whole = training.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=2, batch_size=8, progress=False)
     for steps_per_call in (1, 3):  # 8 steps per epoch: chunks of 1, or of 3, 3 and 2
-        chunked = train.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=2, batch_size=8,
+        chunked = training.fit(method, state, (x, y), key=jax.random.key(1), num_epochs=2, batch_size=8,
                             progress=False, steps_per_call=steps_per_call)
         for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(chunked.state)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -443,5 +447,5 @@ def test_fit_refuses_counts_that_are_not_positive_ints(bad):
     method = map_method.build(log_post, optax.adam(1e-2))
     settings = {"batch_size": 4, **bad}
     with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive int"):
-        train.fit(method, method.init(jax.random.key(0), model.init), (np.zeros((8, 1)), np.zeros(8)),
+        training.fit(method, method.init(jax.random.key(0), model.init), (np.zeros((8, 1)), np.zeros(8)),
                   key=jax.random.key(1), num_epochs=1, progress=False, **settings)

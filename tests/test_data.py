@@ -460,7 +460,7 @@ def test_empty_index_file_and_non_finite_splits_are_refused(tmp_path):
 
 
 def test_a_reused_run_directory_drops_the_earlier_runs_summaries(tmp_path):
-    from bdljax.logging import RunLogger
+    from bdljax.run.rundir import RunLogger
 
     (tmp_path / "summary.json").write_text('[{"dataset": "old"}]')
     (tmp_path / "summary_map.json").write_text("{}")

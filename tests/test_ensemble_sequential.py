@@ -9,7 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bdljax import ensemble, likelihoods, map as map_method, methods, models, priors, train
+from bdljax import recipes
+from bdljax.methods import ensemble, map_estimate as map_method
+from bdljax.core import likelihoods, priors
+from bdljax.nn import models
+from bdljax.run import training
 
 NUM_MEMBERS = 2
 STEPS_PER_CALL = 2  # the chunked epoch that the CPU CNN runs use (build_chunked_epoch)
@@ -32,19 +36,19 @@ def counting_problem():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype(np.float32)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int32)
-    problem = methods.Problem(models.from_functions(init, apply), likelihoods.categorical(), priors.gaussian(1.0), x, y)
+    problem = recipes.Problem(models.from_functions(init, apply), likelihoods.categorical(), priors.gaussian(1.0), x, y)
     return problem, calls
 
 
 def test_sequential_members_equal_independent_map_fits_with_one_compilation():
     problem, calls = counting_problem()
     key = jax.random.key(3)
-    hits_before = train.build_chunked_epoch.cache_info().hits
+    hits_before = training.build_chunked_epoch.cache_info().hits
     fitted = ensemble.recipe(problem, key, num_members=NUM_MEMBERS, member_execution="sequential",
                              steps_per_call=STEPS_PER_CALL, **CONFIG)
     sequential_traces = calls["apply"]
     # One compilation for all members: the member's epoch is built once (the later members hit the cache) ...
-    assert train.build_chunked_epoch.cache_info().hits - hits_before == NUM_MEMBERS - 1
+    assert training.build_chunked_epoch.cache_info().hits - hits_before == NUM_MEMBERS - 1
 
     for index, member_key in enumerate(ensemble.member_keys(key, NUM_MEMBERS)):
         calls["apply"] = 0

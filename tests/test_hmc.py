@@ -1,4 +1,4 @@
-"""HMC and NUTS (bdljax.hmc) against the exact posterior of a conjugate Bayesian linear regression.
+"""HMC and NUTS (bdljax.methods.hmc) against the exact posterior of a conjugate Bayesian linear regression.
 
 Target: y = w·x + b + ε, ε ~ N(0, 0.5²), prior θ = (w, b) ~ N(0, I), with two
 inputs correlated at 0.8, so the posterior N(μ, Σ),
@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 
 import conjugate_regression
-from bdljax import diagnostics as diag
-from bdljax import hmc, likelihoods, methods, posterior, predictive, priors
+from bdljax.evaluate import diagnostics as diag
+from bdljax import recipes
+from bdljax.methods import hmc
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.run import predictive
 
 NUM_DATA, NOISE, PRIOR_SCALE = 100, 0.5, 1.0
 SEEDS, CHAINS_PER_SEED = (0, 1, 2), 4
@@ -187,11 +190,11 @@ def test_settings_fail_early():
 
 
 def test_recipe_streams_the_predictive_it_returns():
-    """methods.run("hmc") from MAP initialisations: stacked samples, diagnostics, and a running
+    """recipes.run("hmc") from MAP initialisations: stacked samples, diagnostics, and a running
     predictive equal to the predictive of the returned samples."""
-    problem = methods.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
+    problem = recipes.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
     eval_data = (X[:30], Y[:30])
-    fitted = methods.run("hmc", problem, jax.random.key(0), num_chains=2, num_warmup=20, num_samples=20, chunk_size=10,
+    fitted = recipes.run("hmc", problem, jax.random.key(0), num_chains=2, num_warmup=20, num_samples=20, chunk_size=10,
                          init="map", map_epochs=3, eval_data=eval_data, eval_every=1)
     assert {leaf.shape[0] for leaf in jax.tree.leaves(fitted.samples)} == {40}
     for key in ("acceptance", "divergences", "step_size", "num_integration_steps", "rhat_log_density",
@@ -203,7 +206,7 @@ def test_recipe_streams_the_predictive_it_returns():
     np.testing.assert_allclose(streamed, predictive.log_predictive_density(problem.likelihood, outputs, eval_data[1]),
                                rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="init must be"):
-        methods.run("nuts", problem, jax.random.key(0), init="prior")
+        recipes.run("nuts", problem, jax.random.key(0), init="prior")
 
 
 def _load_experiment(name):
@@ -234,7 +237,7 @@ TINY_1D = {
 # Slow: ~40 s of CPU per pair (compiling the 1-50-50-1 samplers dominates). The recipes themselves run in
 # the default suite (test_recipe_streams_the_predictive_it_returns, tests/test_sgmcmc.py); this checks the script.
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::bdljax.diagnostics.ConvergenceWarning")  # 10-draw chains do not mix
+@pytest.mark.filterwarnings("ignore::bdljax.evaluate.diagnostics.ConvergenceWarning")  # 10-draw chains do not mix
 @pytest.mark.parametrize("names", [("hmc", "sgld"), ("nuts", "sghmc")])
 def test_regression_1d_script_runs_every_mcmc_method(names, tmp_path):
     """``experiments/regression_1d.py --method hmc,sgld`` and ``nuts,sghmc``: one figure panel (band) per
@@ -253,7 +256,7 @@ def test_regression_1d_script_runs_every_mcmc_method(names, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::bdljax.diagnostics.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::bdljax.evaluate.diagnostics.ConvergenceWarning")
 def test_uci_script_runs_nuts_from_map_initialisations(tmp_path, shared_data_dir):
     """``experiments/uci.py --method nuts`` on one concrete split: its MAP initialisations train batched
     over splits (the recipe builds under a trace), the sampler runs, and the summary carries R̂ and ESS."""

@@ -1,4 +1,4 @@
-"""MC dropout (bdljax.mcdropout): masks as weight samples, the paper's predictive, the prior mapping, compile counts.
+"""MC dropout (bdljax.methods.mcdropout): masks as weight samples, the paper's predictive, the prior mapping, compile counts.
 
 Compilation dominates the cost of these tests on CPU, so parameters are drawn
 with NumPy (no initialiser to compile), networks are shared between tests and
@@ -17,8 +17,13 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from bdljax import data, likelihoods, mcdropout, methods, models, predictive, priors
-from bdljax.transform import repeat_params
+from bdljax import data
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
+from bdljax.methods import mcdropout
+from bdljax.nn import models
+from bdljax.run import predictive
+from bdljax.core.transform import repeat_params
 
 INPUT_DIM = 3
 HIDDEN = (16, 8)
@@ -49,7 +54,7 @@ def _inputs(num_points=7, seed=2):
 
 
 def _transform(model, structure):
-    problem = methods.Problem(model, likelihoods.gaussian(1.0), priors.gaussian(1.0),
+    problem = recipes.Problem(model, likelihoods.gaussian(1.0), priors.gaussian(1.0),
                               np.zeros((8, INPUT_DIM), np.float32), np.zeros(8, np.float32))
     return mcdropout.build(problem.log_posterior(), optax.sgd(1e-2), structure)
 
@@ -57,7 +62,7 @@ def _transform(model, structure):
 def _toy_problem(model=None, seed=0, num_train=48):
     toy = data.make_regression_1d(seed, num_train=num_train, num_test=20)
     model = model or models.mlp((1,), (16,), 1)
-    return methods.Problem(model, likelihoods.gaussian(0.1), priors.gaussian(1.0), toy.x_train, toy.y_train), toy
+    return recipes.Problem(model, likelihoods.gaussian(0.1), priors.gaussian(1.0), toy.x_train, toy.y_train), toy
 
 
 def _numpy_forward(params, x, masks, dropout_input=True):
@@ -262,7 +267,7 @@ def test_gal_objective_is_the_shared_log_posterior():
     x = rng.normal(size=(num_data, INPUT_DIM)).astype(np.float32)
     y = rng.normal(size=num_data).astype(np.float32)
     prior = mcdropout.gal_prior(params, structure, length_scale)
-    log_posterior = methods.Problem(model, likelihoods.gaussian(tau**-0.5), prior, x, y).log_posterior()
+    log_posterior = recipes.Problem(model, likelihoods.gaussian(tau**-0.5), prior, x, y).log_posterior()
     decay_kernel = mcdropout.weight_decay(RATE, length_scale, tau, num_data)
     decay_other = mcdropout.weight_decay(0.0, length_scale, tau, num_data)  # biases: no dropout, no (1 − p)
     assert mcdropout.prior_precision_from_weight_decay(decay_kernel, tau, num_data) == pytest.approx(
@@ -302,7 +307,7 @@ def test_zero_rate_collapses_to_the_deterministic_network():
 
 
 def test_recipe_compiles_training_and_prediction_once():
-    """Through ``methods.run``: one trace of the training network over all epochs, one for the predictive."""
+    """Through ``recipes.run``: one trace of the training network over all epochs, one for the predictive."""
     traces = {"train": 0, "predict": 0}
     base = models.mlp((1,), (8,), 1)
 
@@ -314,7 +319,7 @@ def test_recipe_compiles_training_and_prediction_once():
         return models.Model(model.init, apply, lambda rate: counting(base.with_dropout(rate)))
 
     problem, toy = _toy_problem(counting(base))
-    fitted = methods.run("mcdropout", problem, jax.random.key(0), dropout_rate=0.1, tau=50.0, length_scale=1e-2,
+    fitted = recipes.run("mcdropout", problem, jax.random.key(0), dropout_rate=0.1, tau=50.0, length_scale=1e-2,
                          num_epochs=4, batch_size=16, num_samples=5, eval_data=(toy.x_test, toy.y_test), eval_every=2)
     assert [r["split"] for r in fitted.history] == ["train", "train", "eval", "train", "train", "eval"]
     assert fitted.diagnostics["tau"] == pytest.approx(50.0, rel=1e-5) and fitted.diagnostics["form"] == "weight_sample"
@@ -333,14 +338,14 @@ def test_recipe_compiles_training_and_prediction_once():
 def test_recipe_rejects_bad_inputs():
     problem, _ = _toy_problem()
     assert {"dropout_rate", "tau", "length_scale", "num_samples", "per_point_masks"} <= set(
-        methods.hyperparameters("mcdropout"))
+        recipes.hyperparameters("mcdropout"))
     with pytest.raises(ValueError, match="dropout_rate"):
-        methods.run("mcdropout", problem, jax.random.key(0), dropout_rate=1.0)
+        recipes.run("mcdropout", problem, jax.random.key(0), dropout_rate=1.0)
     with pytest.raises(ValueError, match="tau"):
-        methods.run("mcdropout", problem._replace(likelihood=likelihoods.heteroscedastic_gaussian(),
+        recipes.run("mcdropout", problem._replace(likelihood=likelihoods.heteroscedastic_gaussian(),
                                                    model=models.mlp((1,), (4,), 2)), jax.random.key(0), tau=2.0)
     with pytest.raises(ValueError, match="with_dropout"):
-        methods.run("mcdropout", problem._replace(model=models.from_functions(problem.model.init, problem.model.apply)),
+        recipes.run("mcdropout", problem._replace(model=models.from_functions(problem.model.init, problem.model.apply)),
                     jax.random.key(0))
 
 
@@ -351,4 +356,4 @@ def test_protocol_grid_from_the_dataset_folder(shared_data_dir):
     assert {g["dropout_rate"] for g in grid} == set(dataset.dropout_rates)
     assert sorted({mcdropout.tau_original(g["tau"], 2.0) for g in grid}) == pytest.approx(sorted(dataset.tau_values))
     assert all(g["num_epochs"] == 10 * dataset.n_epochs and g["length_scale"] == 1e-2 for g in grid)
-    assert set(grid[0]) <= set(methods.hyperparameters("mcdropout"))
+    assert set(grid[0]) <= set(recipes.hyperparameters("mcdropout"))

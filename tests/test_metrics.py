@@ -1,4 +1,4 @@
-"""Tests for bdljax.metrics against independent references.
+"""Tests for bdljax.evaluate.metrics against independent references.
 
 References: scipy.stats.norm (Gaussian densities, CDFs, quantiles),
 scipy.optimize.brentq (mixture quantiles), scipy.stats.entropy,
@@ -18,7 +18,7 @@ import scipy.special
 import scipy.stats
 import sklearn.metrics
 
-from bdljax import metrics
+from bdljax.evaluate import metrics
 
 SEEDS = [0, 1, 2]
 NUM_SAMPLES, NUM_CLASSIFICATION_POINTS, NUM_OUTPUTS, NUM_CLASSES = 6, 201, 3, 5

@@ -1,4 +1,4 @@
-"""Mean-field VI (bdljax.mfvi) and its Bayesian layers (bdljax.bayesian_layers), against closed forms.
+"""Mean-field VI (bdljax.methods.mfvi) and its Bayesian layers (bdljax.nn.bayesian_layers), against closed forms.
 
 The reference problem is conjugate Bayesian linear regression with
 correlated inputs: prior θ ~ N(0, diag s²), y | θ ~ N(Φθ, σ² I), so the
@@ -24,8 +24,12 @@ import optax
 import pytest
 import scipy.stats
 
-from bdljax import bayesian_layers, ensemble, likelihoods, methods, mfvi, models, posterior, priors, train
-from bdljax.posterior import LogPosterior
+from bdljax import recipes
+from bdljax.nn import bayesian_layers, models
+from bdljax.methods import ensemble, mfvi
+from bdljax.core import likelihoods, posterior, priors
+from bdljax.run import training
+from bdljax.core.posterior import LogPosterior
 
 Z = 5.0  # standard errors allowed for Monte Carlo comparisons
 NOISE = 0.5
@@ -293,9 +297,9 @@ def test_duplicated_data_equals_doubled_num_data_and_minibatches_reach_the_same_
         counted = members._replace(update=lambda s, b, k: traces.append(1) or members.update(s, b, k))
         runs = ensemble.build(counted, num_runs)
         state = runs.init(jax.random.key(2), LINEAR.init)
-        half = train.fit(runs, state, data, key=jax.random.key(3), num_epochs=num_epochs // 2, batch_size=batch_size,
+        half = training.fit(runs, state, data, key=jax.random.key(3), num_epochs=num_epochs // 2, batch_size=batch_size,
                          progress=False)
-        result = train.fit(runs, half.state, data, key=jax.random.key(4), num_epochs=num_epochs // 2,
+        result = training.fit(runs, half.state, data, key=jax.random.key(4), num_epochs=num_epochs // 2,
                            batch_size=batch_size, progress=False)
         assert len(traces) == 1
         optimal_variance = 1.0 / np.diag(precision)
@@ -479,10 +483,10 @@ def test_output_sampling_lowers_the_gradient_variance():
 
 def test_recipe_end_to_end_with_pretraining_estimators_and_mean_prediction():
     x, y = regression_data(48, correlated=False)
-    problem = methods.Problem(BAYESIAN_LINEAR, LIKELIHOOD, PRIOR, x, y)
+    problem = recipes.Problem(BAYESIAN_LINEAR, LIKELIHOOD, PRIOR, x, y)
     assert {"num_mc_samples", "num_samples", "pretrain_epochs", "estimator", "predict_with_mean"} <= set(
-        methods.hyperparameters("mfvi"))
-    fitted = methods.run("mfvi", problem, jax.random.key(0), num_epochs=2, batch_size=16, learning_rate=0.05,
+        recipes.hyperparameters("mfvi"))
+    fitted = recipes.run("mfvi", problem, jax.random.key(0), num_epochs=2, batch_size=16, learning_rate=0.05,
                          pretrain_epochs=30, num_samples=7, estimator="flipout", num_mc_samples=2,
                          predict_with_mean=True, log_fields={"method": "mfvi"})
     stages = [record.get("stage") for record in fitted.history if record["split"] == "train"]
@@ -499,9 +503,9 @@ def test_recipe_end_to_end_with_pretraining_estimators_and_mean_prediction():
     for got, want in zip(jax.tree.leaves(fitted.samples), jax.tree.leaves(fitted.state.mean)):
         np.testing.assert_array_equal(got[0], want)
     with pytest.raises(ValueError, match="Bayesian layers"):
-        methods.run("mfvi", problem._replace(model=LINEAR), jax.random.key(0), estimator="local_reparameterization")
+        recipes.run("mfvi", problem._replace(model=LINEAR), jax.random.key(0), estimator="local_reparameterization")
     with pytest.raises(ValueError, match="unknown estimator"):
-        methods.run("mfvi", problem, jax.random.key(0), estimator="lrt")
+        recipes.run("mfvi", problem, jax.random.key(0), estimator="lrt")
 
 
 @pytest.mark.slow

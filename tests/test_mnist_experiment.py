@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from bdljax import methods
-from bdljax.logging import read_jsonl
+from bdljax import recipes
+from bdljax.run.rundir import read_jsonl
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "experiments"))
@@ -99,7 +99,7 @@ def test_method_config_passes_shared_flags_only_where_accepted():
     assert mnist.method_config("map", args, {})["steps_per_call"] == 4
     for name in ("mfvi", "mcdropout", "sgld"):  # only recipes that take it get it
         config = mnist.method_config(name, args, {})
-        assert ("steps_per_call" in config) == ("steps_per_call" in methods.hyperparameters(name))
+        assert ("steps_per_call" in config) == ("steps_per_call" in recipes.hyperparameters(name))
     args.steps_per_call = -1
     assert "steps_per_call" not in mnist.method_config("map", args, {})
     cnn = mnist.build_parser().parse_args(["--model", "cnn"])
@@ -142,7 +142,7 @@ def importable_methods():
     names = []
     for name in ("map", "ensemble", "mfvi", "mcdropout", "sgld", "sghmc"):
         try:
-            importlib.import_module(methods.RECIPES[name].split(":")[0])
+            importlib.import_module(recipes.RECIPES[name].split(":")[0])
         except ModuleNotFoundError:
             continue
         names.append(name)

@@ -1,4 +1,4 @@
-"""Tests of bdljax.recurrent: LSTM/GRU shapes, variational (time-tied) dropout, every method, forecasting."""
+"""Tests of bdljax.nn.recurrent: LSTM/GRU shapes, variational (time-tied) dropout, every method, forecasting."""
 
 import importlib
 
@@ -7,7 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bdljax import likelihoods, methods, models, predictive, priors, recurrent
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
+from bdljax.nn import models, recurrent
+from bdljax.run import predictive
 
 
 def sigmoid(x):
@@ -172,8 +175,8 @@ SLOW_METHODS = {"hmc", "nuts", "sghmc", "ensemble", "mfvi", "sgld"}
 def available_methods():
     """Registered methods whose module exists yet; others are skipped by name, not silently dropped."""
     params = []
-    for name in methods.names():
-        module_name = methods.RECIPES[name].split(":")[0]
+    for name in recipes.names():
+        module_name = recipes.RECIPES[name].split(":")[0]
         try:
             importlib.import_module(module_name)
             marks = [pytest.mark.slow] if name in SLOW_METHODS else []
@@ -192,15 +195,15 @@ def tiny_sequence_problem():
     y = (jnp.sum(x[:, :, 0], axis=1) > 0).astype(jnp.int32)
     model = recurrent.lstm((5, 2), hidden=(4,), output_dim=2)
     prior = priors.gaussian(priors.fan_in_scales(1.0))
-    return methods.Problem(model, likelihoods.categorical(), prior, np.asarray(x), np.asarray(y))
+    return recipes.Problem(model, likelihoods.categorical(), prior, np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.filterwarnings("ignore::bdljax.diagnostics.ConvergenceWarning")  # two-epoch chains do not mix
+@pytest.mark.filterwarnings("ignore::bdljax.evaluate.diagnostics.ConvergenceWarning")  # two-epoch chains do not mix
 @pytest.mark.parametrize("name", available_methods())
 def test_every_method_fits_a_recurrent_network(name, tiny_sequence_problem):
-    accepted = methods.hyperparameters(name)
+    accepted = recipes.hyperparameters(name)
     settings = {key: value for key, value in TINY_SETTINGS.items() if key in accepted}
-    fitted = methods.run(name, tiny_sequence_problem, jax.random.key(1), **settings)
+    fitted = recipes.run(name, tiny_sequence_problem, jax.random.key(1), **settings)
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, tiny_sequence_problem.x_train[:10], jax.random.key(2))
     assert outputs.shape[1:] == (10, 2)
     assert np.all(np.isfinite(np.asarray(outputs)))
@@ -275,7 +278,7 @@ def test_a_small_rate_is_still_mc_dropout_and_hand_written_dropout_refuses_gal_p
     p = 0.01 two fixed keys drop no unit of this small network, and comparing their outputs once called it
     deterministic (MC dropout then returned MAP, silently). Gal's prior and concrete dropout need nn.Dropout layers
     to know which kernels the masks feed, and say so instead of using 1/l everywhere."""
-    from bdljax import mcdropout
+    from bdljax.methods import mcdropout
 
     model = recurrent.lstm((5, 2), hidden=(4,), output_dim=2).with_dropout(0.01)
     params = model.init(jax.random.key(0))
@@ -284,15 +287,15 @@ def test_a_small_rate_is_still_mc_dropout_and_hand_written_dropout_refuses_gal_p
     deterministic = recurrent.lstm((5, 2), hidden=(4,), output_dim=2)  # p = 0: nothing to sample
     assert mcdropout.dropout_structure(deterministic.apply, deterministic.init(jax.random.key(0)), x).form == "weight_sample"
 
-    fitted = methods.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.01, num_epochs=1,
+    fitted = recipes.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.01, num_epochs=1,
                          batch_size=16, num_samples=200)
     outputs = np.asarray(predictive.predictive_outputs(fitted.apply, fitted.samples, x, jax.random.key(2)))
     assert np.ptp(outputs, axis=0).max() > 0  # 200 passes × 48 sequences × 17 masked units at p = 0.01
     with pytest.raises(ValueError, match="its own code"):
-        methods.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.5, length_scale=1.0,
+        recipes.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.5, length_scale=1.0,
                     num_epochs=1)
     with pytest.raises(ValueError, match="concrete=True"):
-        methods.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.5, concrete=True,
+        recipes.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.5, concrete=True,
                     num_epochs=1)
 
 

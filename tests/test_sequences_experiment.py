@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bdljax import recurrent
-from bdljax.logging import read_jsonl
+from bdljax.nn import recurrent
+from bdljax.run.rundir import read_jsonl
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "sequences.py"
 

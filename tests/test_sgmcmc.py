@@ -1,4 +1,4 @@
-"""SGLD and SGHMC (bdljax.sgmcmc) against the exact posterior of a conjugate Bayesian linear regression.
+"""SGLD and SGHMC (bdljax.methods.sgmcmc) against the exact posterior of a conjugate Bayesian linear regression.
 
 Same target as tests/test_hmc.py (two inputs correlated at 0.8, posterior
 correlation ≈ −0.8), sampled on minibatches of 50 of the 100 points with the
@@ -24,8 +24,10 @@ import numpy as np
 import pytest
 
 import conjugate_regression
-from bdljax import diagnostics as diag
-from bdljax import ensemble, likelihoods, methods, posterior, priors, sgmcmc
+from bdljax.evaluate import diagnostics as diag
+from bdljax import recipes
+from bdljax.methods import ensemble, sgmcmc
+from bdljax.core import likelihoods, posterior, priors
 
 NUM_DATA, BATCH, NOISE, PRIOR_SCALE = 100, 50, 0.5, 1.0
 SEEDS, CHAINS_PER_SEED = (0, 1, 2), 96
@@ -166,8 +168,8 @@ def test_schedules():
 
 
 def test_recipes_through_the_registry():
-    problem = methods.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
-    fitted = methods.run("sghmc", problem, jax.random.key(0), num_chains=2, num_epochs=100, batch_size=20,
+    problem = recipes.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
+    fitted = recipes.run("sghmc", problem, jax.random.key(0), num_chains=2, num_epochs=100, batch_size=20,
                          step_size=5e-3, friction=20.0, schedule="cyclical", num_cycles=2, exploration_fraction=0.25,
                          num_samples=10)
     assert {leaf.shape[0] for leaf in jax.tree.leaves(fitted.samples)} == {20}
@@ -179,9 +181,9 @@ def test_recipes_through_the_registry():
     # The draws lie in the posterior's bulk (it is ~0.1 wide around (1, -0.5, 0.3)).
     assert np.abs(np.asarray(fitted.samples["w"]).mean(0) - EXACT_MEAN[:2]).max() < 0.5
     with pytest.raises(ValueError, match="only .* draws can be kept"):
-        methods.run("sgld", problem, jax.random.key(0), num_epochs=2, batch_size=50, num_samples=50)
+        recipes.run("sgld", problem, jax.random.key(0), num_epochs=2, batch_size=50, num_samples=50)
     with pytest.raises(ValueError, match="does not take"):
-        methods.run("sgld", problem, jax.random.key(0), learning_rate=1e-3)
+        recipes.run("sgld", problem, jax.random.key(0), learning_rate=1e-3)
 
 
 def test_exploded_draws_are_counted_and_warned():

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from bdljax import data, methods
+from bdljax import data
+from bdljax import recipes
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "experiments"))
@@ -31,8 +32,8 @@ DEFAULT_SUITE_METHODS = ["map", "ensemble"]
 def existing_methods():
     """Every registered method whose module is importable now (others are still being written)."""
     names = []
-    for name in methods.names():
-        module_name = methods.RECIPES[name].split(":")[0]
+    for name in recipes.names():
+        module_name = recipes.RECIPES[name].split(":")[0]
         try:
             importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -47,7 +48,7 @@ def tiny_settings(name):
     """--set flags: the protocol's grid cut to its first point (map's prior scale and the ensemble's learning
     rate keep two: validation runs, see ``run_concrete``) and tiny samplers."""
     protocol = uci.protocol_for(name)
-    accepted = methods.hyperparameters(name)
+    accepted = recipes.hyperparameters(name)
     flags = []
     for key, values in protocol.grid.items():
         if name == "map" or (name == "ensemble" and key == "learning_rate"):
@@ -165,7 +166,7 @@ def _runs(shared_data_dir, name, protocol_key_values):
 @pytest.mark.parametrize("name", ["ensemble", pytest.param("map", marks=pytest.mark.slow)])
 def test_splits_as_a_batch_axis_equal_the_recipe_split_by_split(shared_data_dir, name):
     # Two splits with different prior scales: one compiled program (splits × members, scales traced),
-    # the same numbers as methods.run split by split with the same keys.
+    # the same numbers as recipes.run split by split with the same keys.
     overrides = [{"prior_scale": 0.3}, {"prior_scale": 3.0}]
     dataset, resolved, runs = _runs(shared_data_dir, name, overrides)
     if name == "ensemble":
@@ -175,7 +176,7 @@ def test_splits_as_a_batch_axis_equal_the_recipe_split_by_split(shared_data_dir,
     assert runner.batched and runner.traceable and runner.compiled_groups == 1
     for run, fitted in zip(runs, batched):
         problem = uci.build_problem(resolved.protocol, run.config, dataset, run.x, run.y)
-        reference = methods.run(name, problem, run.key, **uci.recipe_hyperparameters(name, run.config))
+        reference = recipes.run(name, problem, run.key, **uci.recipe_hyperparameters(name, run.config))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), fitted.samples,
                      reference.samples)
         assert len(fitted.history) == len(reference.history) == 2
@@ -284,7 +285,7 @@ def test_splits_of_unequal_size_run_one_program_each(tmp_path):
 def test_runs_regrouped_by_every_setting_once_the_runner_cannot_trace(tmp_path):
     """SGLD cannot run under a trace, so the runner steps down to one program per configuration; runs grouped
     while it still traced the prior scale must then be split by it, or the third run below would train with the
-    first run's prior (it once did, silently). Each batched fit must equal methods.run on its own."""
+    first run's prior (it once did, silently). Each batched fit must equal recipes.run on its own."""
     dataset = data.load_uci("tiny", write_dataset(tmp_path, num_rows=60))
     split = uci.prepare_splits(dataset, [0], seed=0, validation_fraction=0.2)[0]
     resolved = uci.resolve_protocol("sgld", dataset, overrides={"num_epochs": 3, "num_samples": 4, "burnin_epochs": 1,
@@ -299,7 +300,7 @@ def test_runs_regrouped_by_every_setting_once_the_runner_cannot_trace(tmp_path):
         # The third run is the one that was trained with the second's prior (checking one keeps the test cheap).
         run = runs[2]
         problem = uci.build_problem(resolved.protocol, run.config, dataset, run.x, run.y)
-        alone = methods.run("sgld", problem, run.key, **uci.recipe_hyperparameters("sgld", run.config))
+        alone = recipes.run("sgld", problem, run.key, **uci.recipe_hyperparameters("sgld", run.config))
     for batched_leaf, alone_leaf in zip(jax.tree.leaves(fitted[2].samples), jax.tree.leaves(alone.samples)):
         np.testing.assert_allclose(np.asarray(batched_leaf), np.asarray(alone_leaf), rtol=1e-5, atol=1e-6)
 

@@ -1,14 +1,14 @@
 """Methods by name: what experiment scripts use so that swapping a method is one word.
 
-The protocol (:mod:`bdljax.transform`) is what researchers compose. For
+The protocol (:mod:`bdljax.core.transform`) is what researchers compose. For
 experiments, every method also has a *recipe*: a function
 
     recipe(problem: Problem, key, **hyperparameters) -> Fitted
 
 that builds the method on the problem's shared log posterior, trains it
-(:func:`bdljax.train.fit`, or the method's own sampler loop) and returns
+(:func:`bdljax.run.training.fit`, or the method's own sampler loop) and returns
 posterior samples with the function that evaluates them. Scripts call
-``bdljax.methods.run(name, problem, key, **hyperparameters)`` and never
+``bdljax.recipes.run(name, problem, key, **hyperparameters)`` and never
 need to change when a method is added here.
 """
 
@@ -23,26 +23,26 @@ import jax
 import numpy as np
 import optax
 
-from bdljax import predictive
-from bdljax.likelihoods import Likelihood
-from bdljax.models import Apply, Model, check_input_shape
-from bdljax.posterior import LogPosterior, log_posterior
-from bdljax.priors import Prior
-from bdljax.train import check_finite, fit
-from bdljax.transform import Transform
+from bdljax.run import predictive
+from bdljax.core.likelihoods import Likelihood
+from bdljax.nn.models import Apply, Model, check_input_shape
+from bdljax.core.posterior import LogPosterior, log_posterior
+from bdljax.core.priors import Prior
+from bdljax.run.training import check_finite, fit
+from bdljax.core.transform import Transform
 
 Params = Any
 
 # name -> "module:recipe". Modules are imported on first use.
 RECIPES: Dict[str, str] = {
-    "map": "bdljax.map:recipe",
-    "ensemble": "bdljax.ensemble:recipe",
-    "mfvi": "bdljax.mfvi:recipe",
-    "mcdropout": "bdljax.mcdropout:recipe",
-    "hmc": "bdljax.hmc:hmc_recipe",
-    "nuts": "bdljax.hmc:nuts_recipe",
-    "sgld": "bdljax.sgmcmc:sgld_recipe",
-    "sghmc": "bdljax.sgmcmc:sghmc_recipe",
+    "map": "bdljax.methods.map_estimate:recipe",
+    "ensemble": "bdljax.methods.ensemble:recipe",
+    "mfvi": "bdljax.methods.mfvi:recipe",
+    "mcdropout": "bdljax.methods.mcdropout:recipe",
+    "hmc": "bdljax.methods.hmc:hmc_recipe",
+    "nuts": "bdljax.methods.hmc:nuts_recipe",
+    "sgld": "bdljax.methods.sgmcmc:sgld_recipe",
+    "sghmc": "bdljax.methods.sgmcmc:sghmc_recipe",
 }
 
 
@@ -75,7 +75,7 @@ class Fitted(NamedTuple):
     Attributes:
       samples: stacked parameter pytree, leading axis S.
       apply: ``apply(sample, x, rng=None, train=False)`` evaluating one sample.
-      history: training records (see :func:`bdljax.train.fit`).
+      history: training records (see :func:`bdljax.run.training.fit`).
       diagnostics: method-specific figures (acceptance, R̂, non-finite steps, ...).
       state: the method's final state.
       likelihood: the likelihood the method was fitted with when it differs
@@ -176,7 +176,7 @@ def fit_transform(
     description: str = "fit",
     steps_per_call: Optional[int] = None,
 ) -> Fitted:
-    """Shared body of the recipes that train with :func:`bdljax.train.fit`.
+    """Shared body of the recipes that train with :func:`bdljax.run.training.fit`.
 
     Initialises ``method`` from ``init_params`` (a pytree or ``key -> pytree``),
     trains it, optionally evaluates the predictive on ``eval_data`` every

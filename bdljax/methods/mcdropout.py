@@ -10,7 +10,7 @@ of that distribution, which approximates the posterior predictive.
 
 Training
 --------
-Training is MAP on the shared :class:`~bdljax.posterior.LogPosterior` of the
+Training is MAP on the shared :class:`~bdljax.core.posterior.LogPosterior` of the
 *dropout* network (``model.with_dropout(p)``), with dropout switched on: each
 step passes its key as ``rng``, so every example of a batch gets its own mask
 (Gal's stochastic estimate of the expected log-likelihood). Nothing rescales
@@ -35,7 +35,7 @@ KL ≈ Σ_k (1 − p_k) l²/2 ‖M_k‖² + const). Multiplying by −N τ:
 
 which is exactly bdljax's (untempered) log posterior with
 
-* likelihood :func:`bdljax.likelihoods.gaussian` with scale τ^{-1/2}, and
+* likelihood :func:`bdljax.core.likelihoods.gaussian` with scale τ^{-1/2}, and
 * a Gaussian prior on M_k of precision 2 N τ λ_k = (1 − p_k) l², i.e. scale
   s_k = 1 / (l √(1 − p_k)) (:func:`prior_scale`, :func:`gal_prior`).
 
@@ -67,12 +67,12 @@ Keras do). For a Dropout whose output is the input of a ``nn.Dense`` layer,
 ``Dense(x ∘ m) = x · (diag(m) K) + b``, so the mask is folded into the rows of
 the kernel K and an MC dropout sample is a plain parameter pytree, evaluated
 by the dropout network with ``train=False`` — like any other method's sample,
-and T of them vmapped in one compiled call (:func:`bdljax.predictive.predictive_outputs`).
+and T of them vmapped in one compiled call (:func:`bdljax.run.predictive.predictive_outputs`).
 
 :func:`dropout_structure` finds, once and on the host, which kernel rows each
 Dropout feeds: it traces the network abstractly, intercepting every Flax
 module call, and links a ``nn.Dropout`` to a ``nn.Dense`` whose input is that
-Dropout's output (the bdljax :class:`~bdljax.models.MLP` puts one before every
+Dropout's output (the bdljax :class:`~bdljax.nn.models.MLP` puts one before every
 Dense, the input layer's when ``dropout_input``). It then checks numerically
 that the folded weights reproduce the network run with the same shared masks;
 a dropout output used elsewhere too (a skip connection) fails this check.
@@ -87,7 +87,7 @@ Sample forms (``DropoutStructure.form``):
   with every Dropout replaced by a mask drawn from ``key`` and shared by all
   test points — the same masks the weight-sample form folds.
 * ``"per_point"`` (``per_point_masks=True``, or a model with its own dropout
-  code and no ``nn.Dropout``, such as :mod:`bdljax.recurrent`): samples are
+  code and no ``nn.Dropout``, such as :mod:`bdljax.nn.recurrent`): samples are
   ``(params, key)`` and the apply runs the dropout network with ``train=True``
   and ``rng=key``: an independent mask for every activation of every test
   point, as in Gal's code. Marginally the same predictive per point, but about
@@ -99,7 +99,7 @@ log-likelihood log (1/T) Σ_t N(y | ŷ_t, τ⁻¹), a log-sum-exp over T Gaussia
 in original units (:func:`regression_predictive`).
 
 Concrete dropout (Gal, Hron & Kendall 2017), which learns p through a
-relaxed Bernoulli, is :mod:`bdljax.concrete_dropout`; ``recipe(...,
+relaxed Bernoulli, is :mod:`bdljax.methods.concrete_dropout`; ``recipe(...,
 concrete=True)`` runs it. Its KL term, −Σ_k [‖K_k‖²/(2 s²(1 − p_k)) − D_k H(p_k)],
 enters the shared log posterior as the prior term of the ELBO.
 """
@@ -116,12 +116,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bdljax import likelihoods, priors
-from bdljax import map as map_method
-from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer
-from bdljax.models import Apply, Model
-from bdljax.posterior import LogPosterior
-from bdljax.transform import Transform, repeat_params
+from bdljax.core import likelihoods, priors
+from bdljax.methods import map_estimate as map_method
+from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
+from bdljax.nn.models import Apply, Model
+from bdljax.core.posterior import LogPosterior
+from bdljax.core.transform import Transform, repeat_params
 
 Params = Any
 
@@ -351,7 +351,7 @@ def per_point_apply(apply: Apply) -> Apply:
 
     Every activation of every test point gets its own mask from
     ``sample.key``; a given ``rng`` (e.g. the per-chunk keys of
-    :func:`bdljax.predictive.predictive_outputs`) is folded into it, so
+    :func:`bdljax.run.predictive.predictive_outputs`) is folded into it, so
     that chunks of test points do not repeat each other's masks.
     """
 
@@ -381,8 +381,8 @@ def dropout_structure(apply: Apply, params: Params, example_input, *, per_point_
     nothing compiled) under a Flax method interceptor, recording every
     Dropout call and every layer whose input *is* a Dropout's output. Assumes
     the network is built from Flax linen modules and its kernels are leaves
-    of ``params`` (true for :func:`bdljax.models.from_flax` models and the
-    wrappers in :mod:`bdljax.models`).
+    of ``params`` (true for :func:`bdljax.nn.models.from_flax` models and the
+    wrappers in :mod:`bdljax.nn.models`).
 
     The form is ``"weight_sample"`` when every Dropout feeds ``nn.Dense``
     layers with ``(B, D)`` inputs *and* the folded weights reproduce the
@@ -459,7 +459,7 @@ def _find_dropout_structure(apply: Apply, params: Params, example_input, per_poi
         return DropoutStructure(**base, form="per_point", reason="per_point_masks=True")
     if not dropouts:
         # No Flax Dropout: a deterministic network (p = 0), whose one "sample" is its parameters, or dropout
-        # written by hand (bdljax.recurrent), which only the network itself can draw. Tell them apart by whether
+        # written by hand (bdljax.nn.recurrent), which only the network itself can draw. Tell them apart by whether
         # the training mode reads its key at all; comparing two keys' outputs would call a small rate (p = 0.01
         # on a few units drops nothing under two fixed keys) deterministic and silently turn MC dropout into MAP.
         if not _training_mode_reads_key(apply, params, example):
@@ -516,7 +516,7 @@ def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
           structure: DropoutStructure, draw: Optional[Callable[[Params, jax.Array], Params]] = None) -> Transform:
     """MC dropout on the shared log posterior of a dropout network.
 
-    ``init``/``update``: MAP steps (:func:`bdljax.map.build`) with dropout on,
+    ``init``/``update``: MAP steps (:func:`bdljax.methods.map_estimate.build`) with dropout on,
     per-example masks from each step's key. ``sample(state, key, T)``: T
     draws of the dropout variational distribution, stacked — parameter
     pytrees W·diag(mask) for the ``"weight_sample"`` form, otherwise
@@ -576,7 +576,7 @@ def dropout_model(model: Model, dropout_rate: float) -> Model:
     if model.with_dropout is None:
         raise ValueError(
             "MC dropout needs a model that can rebuild itself with dropout (Model.with_dropout); build it with "
-            "bdljax.models.mlp / cnn, or from_flax(module, x, rebuild=lambda rate: ...)."
+            "bdljax.nn.models.mlp / cnn, or from_flax(module, x, rebuild=lambda rate: ...)."
         )
     return _rebuild_with_dropout(model.with_dropout, float(dropout_rate))
 
@@ -597,7 +597,7 @@ def gal_prior(params: Params, structure: DropoutStructure, length_scale: float) 
     """
     _check_positive("length_scale", length_scale)
     if structure.form == "per_point" and not structure.rates:
-        # Dropout written inside the network (bdljax.recurrent) is invisible to dropout_structure, so which
+        # Dropout written inside the network (bdljax.nn.recurrent) is invisible to dropout_structure, so which
         # kernels it feeds is unknown; 1/l everywhere would silently not be Gal's objective.
         raise ValueError("gal_prior needs to know which kernels dropout feeds, but this network's dropout is its own "
                          "code (no flax nn.Dropout layers); leave length_scale=None and give the problem the prior "
@@ -655,7 +655,7 @@ def regression_predictive(outputs, y, tau, y_mean=0.0, y_std=1.0) -> RegressionP
 
     Args:
       outputs: ``(T, N)`` or ``(T, N, 1)`` network outputs of T passes, in the
-        training units (e.g. from :func:`bdljax.predictive.predictive_outputs`).
+        training units (e.g. from :func:`bdljax.run.predictive.predictive_outputs`).
       y: ``(N,)`` targets in the same (standardised) units.
       tau: model precision in those units.
       y_mean, y_std: the standardisation of the targets (0 and 1 for none).
@@ -735,7 +735,7 @@ def recipe(
     progress: bool = False,
     steps_per_call: Optional[int] = None,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): MC dropout, Gal & Ghahramani (2016).
+    """Experiment recipe (:mod:`bdljax.recipes`): MC dropout, Gal & Ghahramani (2016).
 
     Trains ``problem.model.with_dropout(dropout_rate)`` on the shared log
     posterior with dropout on, then draws ``num_samples`` = T dropout samples
@@ -753,7 +753,7 @@ def recipe(
         weight decay λ = (1 − p) l²/(2 N τ) on the mean loss.
 
       concrete: learn the drop rate of every dropout layer, concrete dropout
-        (Gal, Hron & Kendall 2017; :mod:`bdljax.concrete_dropout`);
+        (Gal, Hron & Kendall 2017; :mod:`bdljax.methods.concrete_dropout`);
         ``dropout_rate`` is then the initial rate and ``length_scale`` (or
         the problem's Gaussian prior) the prior N(0, l⁻²) of the KL term.
       concrete_temperature: temperature of the relaxed Bernoulli masks (0.1).
@@ -787,11 +787,11 @@ def recipe(
     params = jax.jit(model.init)(init_key)  # the initialisation, also used to find the dropout structure
     structure = dropout_structure(model.apply, params, problem.x_train, per_point_masks=per_point_masks)
     if concrete:
-        from bdljax import concrete_dropout  # it builds on this module
+        from bdljax.methods import concrete_dropout  # it builds on this module
 
         if not structure.rates:
             raise ValueError("concrete=True learns the rates of the network's flax nn.Dropout layers, and this network "
-                             "has none (its dropout, if any, is its own code, e.g. bdljax.recurrent); use concrete=False.")
+                             "has none (its dropout, if any, is its own code, e.g. bdljax.nn.recurrent); use concrete=False.")
 
         base_prior = problem.prior if length_scale is None else priors.gaussian(1.0 / length_scale)
         apply = concrete_dropout.concrete_apply(model.apply, structure, concrete_temperature)
@@ -822,7 +822,7 @@ def recipe(
         "form_reason": structure.reason,
     }
     if concrete:
-        from bdljax import concrete_dropout
+        from bdljax.methods import concrete_dropout
 
         diagnostics["learned_dropout_rates"] = concrete_dropout.learned_rates(fitted.state)
     return fitted._replace(diagnostics=diagnostics)

@@ -1,6 +1,6 @@
 """The training driver: whole epochs as one compiled ``lax.scan``.
 
-:func:`fit` runs any :class:`~bdljax.transform.Transform`. An epoch draws a
+:func:`fit` runs any :class:`~bdljax.core.transform.Transform`. An epoch draws a
 fresh permutation of the training set (one per member for methods with
 ``batch_streams = K``), cuts it into ⌊N/B⌋ batches of B, and scans
 ``update`` over them inside a single jitted call: no host round trip per
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax.transform import Transform
+from bdljax.core.transform import Transform
 
 State = Any
 
@@ -175,7 +175,7 @@ def fit(
       batch_size: B; ``None`` means full batch (B = N).
       evaluate: optional ``state -> dict`` of metrics, called every
         ``eval_every`` epochs and after the last.
-      logger: optional :class:`bdljax.logging.RunLogger`; every history record
+      logger: optional :class:`bdljax.run.rundir.RunLogger`; every history record
         is also written to its ``metrics.jsonl``, with ``log_fields`` added.
       progress: show a tqdm bar over epochs.
       steps_per_call: ``None`` (default) runs each epoch as one compiled

@@ -212,7 +212,7 @@ def with_learned_noise(model: Model, initial_scale: float = 1.0) -> Model:
     """Add one learned, input-independent noise parameter to a one-output regression model.
 
     The new parameters are ``{"net": params, "noise": s}`` and the output is
-    ``[mean, s]`` per example, so :func:`bdljax.likelihoods.heteroscedastic_gaussian`
+    ``[mean, s]`` per example, so :func:`bdljax.core.likelihoods.heteroscedastic_gaussian`
     gives σ = softplus(s) + min_scale for every input: homoscedastic noise
     learned (or sampled) with the weights, under the same prior.
     """

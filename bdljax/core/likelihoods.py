@@ -78,7 +78,7 @@ def gaussian(scale: float) -> Likelihood:
     """Homoscedastic Gaussian, y ~ N(f(x), scale²), with a fixed noise scale.
 
     The network outputs one column, the mean. For a *learned* homoscedastic
-    noise, wrap the model with :func:`bdljax.models.with_learned_noise` and
+    noise, wrap the model with :func:`bdljax.nn.models.with_learned_noise` and
     use :func:`heteroscedastic_gaussian`.
     """
     if not scale > 0:

@@ -2,12 +2,12 @@
 
 Both simulate a diffusion whose stationary distribution is the tempered
 posterior p_T(θ|D) ∝ exp(U(θ)), using the minibatch gradient of the shared
-log posterior (:mod:`bdljax.posterior`),
+log posterior (:mod:`bdljax.core.posterior`),
 
     ∇Û(θ) = (1/T) [ ∇log p(θ) + (N/|B|) Σ_{i∈B} ∇log p(y_i|x_i, θ) ],
 
 an unbiased estimate of ∇U. The N/|B| scaling and the temperature T live in
-:class:`~bdljax.posterior.LogPosterior` only: BlackJAX's own
+:class:`~bdljax.core.posterior.LogPosterior` only: BlackJAX's own
 ``grad_estimator`` would scale by N a second time, so the gradient is built
 from the log posterior directly and handed to BlackJAX's integrators
 (:mod:`blackjax.sgmcmc.diffusions`) with *their* temperature at 1.
@@ -38,10 +38,10 @@ mode) and whose sampling stage keeps draws.
 Draws are kept in a ring buffer in the state after ``num_burnin`` steps,
 every ``thinning``-th eligible step (outside exploration). Steps whose loss
 or gradient is not finite leave the state unchanged and are counted in
-``num_nonfinite``, as in :mod:`bdljax.map`. Several chains are a deep
-ensemble of samplers (:func:`bdljax.ensemble.build`): vmapped, each with its
+``num_nonfinite``, as in :mod:`bdljax.methods.map_estimate`. Several chains are a deep
+ensemble of samplers (:func:`bdljax.methods.ensemble.build`): vmapped, each with its
 own key, initialisation and data order. Both transforms run under
-:func:`bdljax.train.fit`.
+:func:`bdljax.run.training.fit`.
 """
 
 from __future__ import annotations
@@ -56,12 +56,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bdljax import diagnostics as diag
-from bdljax import ensemble
-from bdljax.map import batch_size_for, select_tree, tree_all_finite
-from bdljax.methods import Fitted, Problem, fit_transform
-from bdljax.posterior import LogPosterior
-from bdljax.transform import Transform, initial_params
+from bdljax.evaluate import diagnostics as diag
+from bdljax.methods import ensemble
+from bdljax.methods.map_estimate import batch_size_for, select_tree, tree_all_finite
+from bdljax.recipes import Fitted, Problem, fit_transform
+from bdljax.core.posterior import LogPosterior
+from bdljax.core.transform import Transform, initial_params
 
 Params = Any
 
@@ -361,7 +361,7 @@ def sgld_recipe(
     progress: bool = False,
     steps_per_call: Optional[int] = None,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): SGLD, ``num_chains`` vmapped chains with their own data orders.
+    """Experiment recipe (:mod:`bdljax.recipes`): SGLD, ``num_chains`` vmapped chains with their own data orders.
 
     ``num_samples`` draws per chain, kept every ``thinning`` eligible steps
     (``None``: spread evenly over the steps after ``burnin_epochs``, which
@@ -400,7 +400,7 @@ def sghmc_recipe(
     progress: bool = False,
     steps_per_call: Optional[int] = None,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): SGHMC, as :func:`sgld_recipe` with momentum.
+    """Experiment recipe (:mod:`bdljax.recipes`): SGHMC, as :func:`sgld_recipe` with momentum.
 
     ``step_size`` is the time step ε and ``friction`` α (learning rate ε²,
     momentum 1 − αε in SGD terms); ``schedule="cyclical"`` with

@@ -2,7 +2,7 @@
 
 HMC (Duane et al. 1987; Neal 2011, "MCMC using Hamiltonian dynamics") samples
 θ ~ p_T(θ|D) ∝ exp(U(θ)), U = log p_T(θ|D) the full-batch tempered log
-posterior of :mod:`bdljax.posterior`, by simulating H(θ, r) = −U(θ) + ½ rᵀM⁻¹r
+posterior of :mod:`bdljax.core.posterior`, by simulating H(θ, r) = −U(θ) + ½ rᵀM⁻¹r
 with L leapfrog steps of size ε and accepting the end point with probability
 min(1, exp(H_0 − H_L)) (Metropolis). NUTS (Hoffman & Gelman 2014, "The
 No-U-Turn Sampler"; BlackJAX's multinomial, iterative variant of Betancourt
@@ -13,7 +13,7 @@ other method is measured against; here it is one word away from MAP.
 
 Pieces, all on any parameter pytree:
 
-* :func:`build` returns a :class:`~bdljax.transform.Transform` whose
+* :func:`build` returns a :class:`~bdljax.core.transform.Transform` whose
   ``update`` is one transition of BlackJAX's ``hmc`` or ``nuts`` kernel,
   with BlackJAX's Stan-style window adaptation of the step size (dual
   averaging to a target acceptance rate) and of a diagonal (or dense)
@@ -29,11 +29,11 @@ Pieces, all on any parameter pytree:
   solutions), in compiled ``lax.scan`` chunks of
   ``chunk_size`` transitions (one compilation per chunk size), keeps draws
   stacked ``(chains, draws, ...)`` on the host and/or streams them into a
-  :class:`bdljax.predictive.RunningPredictive`, and traces the log
+  :class:`bdljax.run.predictive.RunningPredictive`, and traces the log
   posterior, parameter-leaf norms and predictions at a few points for
-  :mod:`bdljax.diagnostics`.
+  :mod:`bdljax.evaluate.diagnostics`.
 * :func:`hmc_recipe` and :func:`nuts_recipe` are the registry entries
-  (``bdljax.methods.run("hmc" | "nuts", problem, key, ...)``).
+  (``bdljax.recipes.run("hmc" | "nuts", problem, key, ...)``).
 
 ``float64=True`` runs chains in double precision (positions, momenta, the
 log posterior and the energies of the Metropolis correction): Izmailov et
@@ -64,14 +64,16 @@ from blackjax.adaptation.step_size import (
 )
 from blackjax.adaptation.window_adaptation import build_schedule
 
-from bdljax import diagnostics as diag
-from bdljax import ensemble, metrics, predictive
-from bdljax.likelihoods import Likelihood
-from bdljax.map import batch_size_for
-from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer
-from bdljax.posterior import LogPosterior
-from bdljax.train import check_finite
-from bdljax.transform import Transform, initial_params
+from bdljax.evaluate import diagnostics as diag
+from bdljax.methods import ensemble
+from bdljax.evaluate import metrics
+from bdljax.run import predictive
+from bdljax.core.likelihoods import Likelihood
+from bdljax.methods.map_estimate import batch_size_for
+from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
+from bdljax.core.posterior import LogPosterior
+from bdljax.run.training import check_finite
+from bdljax.core.transform import Transform, initial_params
 
 Params = Any
 
@@ -308,7 +310,7 @@ def sampler(
         del key
         if not num_kept:
             raise ValueError("this HMC transform keeps no draws (num_kept=0); build it with num_kept > 0, or run "
-                             "bdljax.hmc.sample_chains, which collects draws itself")
+                             "bdljax.methods.hmc.sample_chains, which collects draws itself")
         if not 1 <= num_samples <= num_kept:
             raise ValueError(f"num_samples={num_samples} must lie in [1, num_kept={num_kept}]")
         index = (state.num_stored - num_samples + jnp.arange(num_samples)) % num_kept
@@ -319,7 +321,7 @@ def sampler(
 
 
 def build(log_posterior: LogPosterior, data: Tuple[Any, Any], **settings) -> Transform:
-    """HMC or NUTS as a :class:`~bdljax.transform.Transform` (one transition per ``update``).
+    """HMC or NUTS as a :class:`~bdljax.core.transform.Transform` (one transition per ``update``).
 
     Args:
       log_posterior: the shared log posterior, built with ``num_data`` = N.
@@ -344,7 +346,7 @@ def build(log_posterior: LogPosterior, data: Tuple[Any, Any], **settings) -> Tra
         as divergent. HMC then rejects the proposal (its acceptance probability
         is below e^-threshold); NUTS stops extending the trajectory and samples
         from the part built before the divergence. Either way the count is
-        reported, and :mod:`bdljax.diagnostics` warns about it.
+        reported, and :mod:`bdljax.evaluate.diagnostics` warns about it.
       num_kept: size of a ring buffer of kept draws in the state (for
         ``sample``); 0 keeps none (use :func:`sample_chains`).
       thinning: keep every ``thinning``-th transition after warm-up.
@@ -378,12 +380,12 @@ class ChainRun(NamedTuple):
         with ``trace_points``, ``predictions`` ``(C, S, K)``.
       warmup_infos, infos: :class:`TransitionInfo` fields ``(C, T)`` for the
         warm-up and the kept phase (every transition, thinned ones included).
-      running: the streamed :class:`~bdljax.predictive.RunningPredictive` on
+      running: the streamed :class:`~bdljax.run.predictive.RunningPredictive` on
         ``predictive_data`` (``None`` without it).
       state: final chain states, leading axis C.
       history: one record per chunk (and per evaluation).
-      diagnostics: see :func:`bdljax.diagnostics.summarise` and
-        :func:`bdljax.diagnostics.sampler_summary`.
+      diagnostics: see :func:`bdljax.evaluate.diagnostics.summarise` and
+        :func:`bdljax.evaluate.diagnostics.sampler_summary`.
     """
 
     samples: Optional[Params]
@@ -552,7 +554,7 @@ def sample_chains(
         same draws as in a vmapped batch.
       init_params: ``key -> params`` (a fresh initialisation per chain), or a
         pytree stacked with a leading axis of C (e.g. C MAP solutions; use
-        :func:`bdljax.transform.repeat_params` for one shared start).
+        :func:`bdljax.core.transform.repeat_params` for one shared start).
       num_draws: kept draws per chain (after warm-up and thinning).
       keep_samples: keep every draw on the host as ``(C, S, ...)``; with
         ``False`` memory stays constant (use ``predictive_data``).
@@ -570,7 +572,7 @@ def sample_chains(
       diagnose: compute R̂ and ESS of the traces (one compiled diagnostic per
         trace shape); the sampler summary (acceptance, divergences, ...) is
         always computed.
-      warn: issue :class:`bdljax.diagnostics.ConvergenceWarning` for large R̂,
+      warn: issue :class:`bdljax.evaluate.diagnostics.ConvergenceWarning` for large R̂,
         small ESS or divergences.
     """
     from tqdm.auto import tqdm
@@ -591,7 +593,7 @@ def sample_chains(
         if leading != {num_chains}:
             raise ValueError(
                 f"init_params must be an initialiser key -> params or params stacked with a leading axis of "
-                f"{num_chains} chains (bdljax.transform.repeat_params(params, {num_chains}) for one shared start); "
+                f"{num_chains} chains (bdljax.core.transform.repeat_params(params, {num_chains}) for one shared start); "
                 f"got leading sizes {sorted(map(str, leading))}")
     keys = jax.vmap(lambda k: jax.random.split(k, 2))(chain_keys)
     init_keys, run_keys = keys[:, 0], keys[:, 1]
@@ -776,7 +778,7 @@ def hmc_recipe(
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): full-batch HMC, ``num_chains`` chains.
+    """Experiment recipe (:mod:`bdljax.recipes`): full-batch HMC, ``num_chains`` chains.
 
     ``num_samples`` draws per chain after ``num_warmup`` adaptation
     transitions (``step_size=None``) or burn-in (a fixed ``step_size``);
@@ -822,7 +824,7 @@ def nuts_recipe(
     log_fields: Optional[Dict[str, Any]] = None,
     progress: bool = False,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): full-batch NUTS, ``num_chains`` chains.
+    """Experiment recipe (:mod:`bdljax.recipes`): full-batch NUTS, ``num_chains`` chains.
 
     As :func:`hmc_recipe`, with the trajectory length chosen per transition
     by the no-U-turn criterion (at most 2^``max_num_doublings`` leapfrog steps).

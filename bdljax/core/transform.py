@@ -4,7 +4,7 @@ Every inference method in bdljax is a builder function returning a
 :class:`Transform`, a NamedTuple of three pure functions, in the style of
 optax's ``GradientTransformation`` and BlackJAX's ``SamplingAlgorithm``::
 
-    method = bdljax.map.build(log_posterior, optax.adam(1e-3))   # or mfvi, ensemble, sgld, ...
+    method = bdljax.methods.map_estimate.build(log_posterior, optax.adam(1e-3))   # or mfvi, ensemble, sgld, ...
     state = method.init(key, params)                # params: a pytree, or init(key) -> pytree
     state, info = method.update(state, batch, key)  # one step on batch = (x, y)
     samples = method.sample(state, key, num_samples)  # pytree, leading axis = samples
@@ -23,7 +23,7 @@ optax's ``GradientTransformation`` and BlackJAX's ``SamplingAlgorithm``::
 States are pytrees (NamedTuples of arrays and optax states), so ``jax.vmap``
 over ``init`` and ``update`` runs independent copies, and ``lax.scan`` runs
 many steps in one compiled call. Nothing here calls ``jit``: the caller
-decides (see :func:`bdljax.train.fit`).
+decides (see :func:`bdljax.run.training.fit`).
 
 ``batch_streams``: 0 when ``update`` takes one batch ``(B, ...)``; K when it
 takes K independent batches stacked ``(K, B, ...)``, one per member or chain,

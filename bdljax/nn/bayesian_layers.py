@@ -2,7 +2,7 @@
 
 Why
 ---
-The generic MFVI estimator (:mod:`bdljax.mfvi`) draws one weight sample θ
+The generic MFVI estimator (:mod:`bdljax.methods.mfvi`) draws one weight sample θ
 per Monte Carlo sample and shares it across the whole minibatch, so the
 per-example log-likelihood terms are correlated and the variance of the
 gradient does not fall as 1/|B| (Kingma, Salimans & Welling 2015,
@@ -40,10 +40,10 @@ How they plug in
 The layers hold ordinary parameters, with the names and shapes of
 ``flax.linen.Dense`` and ``flax.linen.Conv`` (``kernel``, ``bias``), so
 :func:`mlp` and :func:`cnn` have exactly the parameter pytrees of
-:func:`bdljax.models.mlp` and :func:`bdljax.models.cnn`: a MAP solution of
+:func:`bdljax.nn.models.mlp` and :func:`bdljax.nn.models.cnn`: a MAP solution of
 one initialises MFVI on the other, and the weight samples of
-``method.sample`` feed :mod:`bdljax.predictive` unchanged. q, its
-closed-form KL and the optimiser stay in :mod:`bdljax.mfvi`, over that
+``method.sample`` feed :mod:`bdljax.run.predictive` unchanged. q, its
+closed-form KL and the optimiser stay in :mod:`bdljax.methods.mfvi`, over that
 same pytree; layers never return KL terms (which would break composition).
 
 A layer reads three variable collections:
@@ -71,7 +71,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bdljax.models import Model, get_activation
+from bdljax.nn.models import Model, get_activation
 
 Params = Any
 
@@ -96,7 +96,7 @@ def _noise_key(module: nn.Module) -> Tuple[str, jax.Array]:
             return estimator, module.make_rng(estimator)
     raise ValueError(
         f"{type(module).__name__}: variational weights were given but no PRNG stream named one of {ESTIMATORS}; "
-        "call the network through bdljax.bayesian_layers.variational_apply."
+        "call the network through bdljax.nn.bayesian_layers.variational_apply."
     )
 
 
@@ -223,7 +223,7 @@ class Conv(nn.Module):
 
 
 class MLP(nn.Module):
-    """:class:`bdljax.models.MLP` with Bayesian :class:`Dense` layers (the same parameter pytree)."""
+    """:class:`bdljax.nn.models.MLP` with Bayesian :class:`Dense` layers (the same parameter pytree)."""
 
     hidden: Sequence[int]
     output_dim: int
@@ -245,7 +245,7 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """:class:`bdljax.models.CNN` with Bayesian :class:`Conv` and :class:`Dense` layers (the same parameter pytree)."""
+    """:class:`bdljax.nn.models.CNN` with Bayesian :class:`Conv` and :class:`Dense` layers (the same parameter pytree)."""
 
     num_classes: int = 10
     features: Sequence[int] = (32, 64)
@@ -273,9 +273,9 @@ class BayesianApply:
     """``apply(params, x, rng=None, train=False)`` of a Flax module built from these layers.
 
     Called with parameters it is the ordinary network (the contract of
-    :mod:`bdljax.models`); :meth:`variational` gives the output-sampling
-    estimator for :mod:`bdljax.mfvi`. Hashable by identity, so it can be a
-    static argument of ``jax.jit`` (as :func:`bdljax.predictive.predictive_outputs` needs).
+    :mod:`bdljax.nn.models`); :meth:`variational` gives the output-sampling
+    estimator for :mod:`bdljax.methods.mfvi`. Hashable by identity, so it can be a
+    static argument of ``jax.jit`` (as :func:`bdljax.run.predictive.predictive_outputs` needs).
     """
 
     def __init__(self, module: nn.Module):
@@ -316,19 +316,19 @@ class BayesianApply:
 
 
 def variational_apply(model: Union[Model, BayesianApply], estimator: str = LOCAL_REPARAMETERIZATION):
-    """The output-sampling estimator of a model built here, for ``bdljax.mfvi.build(variational_apply=...)``."""
+    """The output-sampling estimator of a model built here, for ``bdljax.methods.mfvi.build(variational_apply=...)``."""
     apply = model.apply if isinstance(model, Model) else model
     if not isinstance(apply, BayesianApply):
         raise ValueError(
             f"estimator {estimator!r} needs a network built from bdljax's Bayesian layers "
-            "(bdljax.bayesian_layers.mlp, .cnn or .from_flax); this model's apply is a plain function. "
+            "(bdljax.nn.bayesian_layers.mlp, .cnn or .from_flax); this model's apply is a plain function. "
             "Use estimator='reparameterization', which works for any network."
         )
     return apply.variational(estimator)
 
 
 def from_flax(module: nn.Module, example_input: jax.Array, rebuild: Optional[Callable[[float], nn.Module]] = None) -> Model:
-    """A :class:`bdljax.models.Model` of a linen module built from these layers (cf. :func:`bdljax.models.from_flax`)."""
+    """A :class:`bdljax.nn.models.Model` of a linen module built from these layers (cf. :func:`bdljax.nn.models.from_flax`)."""
     example_input = jnp.asarray(example_input)[:1]
     apply = BayesianApply(module)
 
@@ -347,7 +347,7 @@ def from_flax(module: nn.Module, example_input: jax.Array, rebuild: Optional[Cal
 
 def mlp(input_shape: Sequence[int], hidden: Sequence[int], output_dim: int, activation: str = "relu",
         dropout_rate: float = 0.0, dropout_input: bool = True) -> Model:
-    """A Bayesian-layer :class:`MLP`, with the parameters of :func:`bdljax.models.mlp`."""
+    """A Bayesian-layer :class:`MLP`, with the parameters of :func:`bdljax.nn.models.mlp`."""
     get_activation(activation)
 
     def build(rate):
@@ -358,7 +358,7 @@ def mlp(input_shape: Sequence[int], hidden: Sequence[int], output_dim: int, acti
 
 def cnn(num_classes: int = 10, features: Sequence[int] = (32, 64), hidden: int = 128,
         dropout_rate: float = 0.0, input_shape: Sequence[int] = (28, 28, 1)) -> Model:
-    """A Bayesian-layer :class:`CNN`, with the parameters of :func:`bdljax.models.cnn`."""
+    """A Bayesian-layer :class:`CNN`, with the parameters of :func:`bdljax.nn.models.cnn`."""
 
     def build(rate):
         return CNN(num_classes, tuple(features), hidden, "relu", rate)

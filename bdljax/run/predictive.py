@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import metrics
-from bdljax.likelihoods import Likelihood
-from bdljax.models import Apply
+from bdljax.evaluate import metrics
+from bdljax.core.likelihoods import Likelihood
+from bdljax.nn.models import Apply
 
 Params = Any
 

@@ -6,7 +6,7 @@ random initialisations and data orders, predicting with the equal-weight
 mixture p(y|x) = (1/K) Σ_k p(y|x, θ_k). Wilson & Izmailov (2020) read this as
 Bayesian model averaging over K modes of the posterior.
 
-``build(member, K)`` lifts any :class:`~bdljax.transform.Transform` — MAP
+``build(member, K)`` lifts any :class:`~bdljax.core.transform.Transform` — MAP
 for a classic deep ensemble, MFVI or SG-MCMC for ensembles of posteriors —
 into one whose state has a leading member axis. One compiled step advances
 all K members; there is no Python loop over members. Each member gets its
@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bdljax import map as map_method
-from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer, nonfinite_diagnostics
-from bdljax.posterior import LogPosterior
-from bdljax.transform import Transform
+from bdljax.methods import map_estimate as map_method
+from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer, nonfinite_diagnostics
+from bdljax.core.posterior import LogPosterior
+from bdljax.core.transform import Transform
 
 Params = Any
 
@@ -113,11 +113,11 @@ def fit_sequential(
     """Train ``num_members`` copies of a one-stream ``member`` one after another; stack them like :func:`build`.
 
     Member k uses ``member_keys(key, K)[k]`` split into (init, data order, sample) keys exactly as
-    :func:`bdljax.methods.fit_transform` splits a key, so member k equals an independent fit of ``member`` with
+    :func:`bdljax.recipes.fit_transform` splits a key, so member k equals an independent fit of ``member`` with
     that key (a MAP member: ``map.recipe(problem, member_keys(key, K)[k])``): each member *is* a
-    :func:`bdljax.methods.fit_transform` call. The member transform is built once and its init and training
-    epoch are compiled once per transform (:func:`bdljax.methods.initial_state`,
-    :func:`bdljax.train.build_epoch`), so all K members run the same compiled programs: one compilation.
+    :func:`bdljax.recipes.fit_transform` call. The member transform is built once and its init and training
+    epoch are compiled once per transform (:func:`bdljax.recipes.initial_state`,
+    :func:`bdljax.run.training.build_epoch`), so all K members run the same compiled programs: one compilation.
 
     Returns:
       ``Fitted`` whose samples and state are the K members' stacked on a leading axis (one sample per MAP
@@ -158,7 +158,7 @@ def recipe(
     steps_per_call: Optional[int] = None,
     member_execution: str = "vmap",
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): Lakshminarayanan et al. (2017) defaults — 5 members,
+    """Experiment recipe (:mod:`bdljax.recipes`): Lakshminarayanan et al. (2017) defaults — 5 members,
     Adam, batch 100, 40 epochs; each member is one sample.
 
     ``member_execution``: ``"vmap"`` (default) advances all members in one vmapped step (:func:`build`);

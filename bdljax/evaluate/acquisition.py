@@ -94,7 +94,7 @@ def variation_ratios(sample_probs) -> jax.Array:
     """Variation ratio on the predictive mean, 1 − max_c p̄_c (Freeman, 1965; Gal et al., 2017).
 
     Gal et al. define it on the approximate predictive p(y|x, D) ≈ p̄; the
-    vote-counting variant 1 − f_mode/S is :func:`bdljax.metrics.variation_ratio`
+    vote-counting variant 1 − f_mode/S is :func:`bdljax.evaluate.metrics.variation_ratio`
     (it takes only S + 1 distinct values, so it ties often for small S).
     ``(S, N, C) -> (N,)``.
     """

@@ -12,7 +12,7 @@ solution) and σ from a small ``init_scale``.
 
 The objective and the temperature
 ---------------------------------
-:class:`~bdljax.posterior.LogPosterior` defines the target of every method:
+:class:`~bdljax.core.posterior.LogPosterior` defines the target of every method:
 p_T(θ|D) ∝ [p(D|θ) p(θ)]^{1/T}. MFVI minimises KL(q ‖ p_T(θ|D)), i.e. maximises
 
     L_T(φ) = E_q[(1/T)(log p(D|θ) + log p(θ))] + H[q]  =  log Z_T − KL(q ‖ p_T(θ|D)),
@@ -43,20 +43,20 @@ Estimators
   log p(θ^(s)), H[q] = Σ_j [½ log(2πe) + log σ_j]. Then L_T is simply
   E_q[log p_T(θ|D)] + H[q], the shared log posterior's value plus the entropy.
 * Optionally ``variational_apply``: a lower-variance estimator of the same
-  E_q[log p(D|θ)] for networks built from :mod:`bdljax.bayesian_layers`
+  E_q[log p(D|θ)] for networks built from :mod:`bdljax.nn.bayesian_layers`
   (local reparameterisation, Flipout). Same q, same KL, same objective.
 
 A step whose objective or gradient is not finite leaves the variational
 parameters and optimiser state unchanged and is counted in
-``state.num_nonfinite``, as in :mod:`bdljax.map`.
+``state.num_nonfinite``, as in :mod:`bdljax.methods.map_estimate`.
 
 Usage::
 
-    method = bdljax.mfvi.build(log_posterior, optax.adam(1e-3), num_mc_samples=4)
+    method = bdljax.methods.mfvi.build(log_posterior, optax.adam(1e-3), num_mc_samples=4)
     state = method.init(key, model.init)            # or a MAP solution
     state, info = method.update(state, batch, key)  # info.elbo, info.expected_log_likelihood, info.kl
-    samples = method.sample(state, key, 100)        # → bdljax.predictive
-    point = bdljax.mfvi.mean_params(state)          # predict with the mean weights
+    samples = method.sample(state, key, 100)        # → bdljax.run.predictive
+    point = bdljax.methods.mfvi.mean_params(state)          # predict with the mean weights
 """
 
 from __future__ import annotations
@@ -69,12 +69,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bdljax import bayesian_layers
-from bdljax import map as map_method
-from bdljax.map import select_tree, tree_all_finite
-from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer
-from bdljax.posterior import LogPosterior
-from bdljax.transform import Transform, initial_params, repeat_params
+from bdljax.nn import bayesian_layers
+from bdljax.methods import map_estimate as map_method
+from bdljax.methods.map_estimate import select_tree, tree_all_finite
+from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
+from bdljax.core.posterior import LogPosterior
+from bdljax.core.transform import Transform, initial_params, repeat_params
 
 Params = Any
 VariationalApply = Callable[..., jax.Array]  # (mean, scale, theta, x, rng, train) -> output
@@ -227,7 +227,7 @@ def elbo_objective(
       variational_apply: ``(mean, scale, theta, x, rng, train) -> output``,
         one draw of the network's output for every example under q (``theta``
         a weight draw for any parameter it does not sample itself), from
-        :func:`bdljax.bayesian_layers.variational_apply`; ``None`` samples
+        :func:`bdljax.nn.bayesian_layers.variational_apply`; ``None`` samples
         whole weight pytrees (works for any network).
     """
     if not isinstance(num_mc_samples, int) or num_mc_samples < 1:
@@ -302,7 +302,7 @@ def build(
         the generic pytree estimator.
 
     Returns:
-      A :class:`~bdljax.transform.Transform`. ``init(key, params)`` takes
+      A :class:`~bdljax.core.transform.Transform`. ``init(key, params)`` takes
       the initial mean (a pytree or ``key -> pytree``); ``update`` returns
       :class:`MFVIInfo`; ``sample`` draws θ ~ q, leading axis S.
     """
@@ -387,15 +387,15 @@ def recipe(
     progress: bool = False,
     steps_per_call: Optional[int] = None,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): Bayes by Backprop with an optax optimiser.
+    """Experiment recipe (:mod:`bdljax.recipes`): Bayes by Backprop with an optax optimiser.
 
     ``num_mc_samples`` draws per training step; ``num_samples`` weight draws
     for prediction (``predict_with_mean=True``: the one mean-weight network
-    instead). ``pretrain_epochs > 0`` first runs :mod:`bdljax.map` for that
+    instead). ``pretrain_epochs > 0`` first runs :mod:`bdljax.methods.map_estimate` for that
     many epochs and starts q's mean at the MAP solution (its records carry
     ``stage="map_pretrain"``). ``estimator``: ``"reparameterization"``
     (any network), or ``"local_reparameterization"`` / ``"flipout"`` for
-    models built with :mod:`bdljax.bayesian_layers`.
+    models built with :mod:`bdljax.nn.bayesian_layers`.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")

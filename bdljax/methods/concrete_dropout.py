@@ -1,7 +1,7 @@
 """Concrete dropout: MC dropout whose dropout rates are learned through a relaxed Bernoulli.
 
 Gal, Hron & Kendall (2017), "Concrete Dropout" (NeurIPS). MC dropout
-(:mod:`bdljax.mcdropout`) fixes the drop rate p of every dropout layer and
+(:mod:`bdljax.methods.mcdropout`) fixes the drop rate p of every dropout layer and
 chooses it on a validation grid. Concrete dropout makes each layer's p a
 variational parameter, optimised with the weights on the same evidence lower
 bound, by replacing the discrete Bernoulli mask with its continuous (concrete)
@@ -25,7 +25,7 @@ with more data the learned rate falls (the paper's Figure 2).
 
 In bdljax's terms
 -----------------
-The objective is the shared :class:`~bdljax.posterior.LogPosterior`, with
+The objective is the shared :class:`~bdljax.core.posterior.LogPosterior`, with
 
 * ``apply``: the network with every ``nn.Dropout`` replaced by a relaxed mask
   of the learned rate (training), or without dropout (``train=False``, the
@@ -50,14 +50,14 @@ logistic variable; as t → 0, z̃ → Bernoulli(1 − p).
 
 Prediction uses the variational distribution itself: a sample is a parameter
 pytree with *hard* Bernoulli(1 − p_k) masks folded into the kernel rows
-(:func:`bdljax.mcdropout.fold_masks`), evaluated with ``train=False`` —
+(:func:`bdljax.methods.mcdropout.fold_masks`), evaluated with ``train=False`` —
 T of them vmapped in one compiled call, as for MC dropout. (The authors' Keras
 layer keeps the relaxed mask at test time too; at t = 0.1 the two differ
 little, and the Bernoulli one is the distribution the KL above is of.)
 
 Only networks whose every Dropout feeds a ``nn.Dense`` directly (the
-``"weight_sample"`` form of :func:`bdljax.mcdropout.dropout_structure`, e.g.
-:func:`bdljax.models.mlp`) and Gaussian priors (closed-form KL) are supported;
+``"weight_sample"`` form of :func:`bdljax.methods.mcdropout.dropout_structure`, e.g.
+:func:`bdljax.nn.models.mlp`) and Gaussian priors (closed-form KL) are supported;
 anything else fails when the transform is built.
 """
 
@@ -71,10 +71,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bdljax import mcdropout, priors
-from bdljax.models import Apply
-from bdljax.posterior import LogPosterior
-from bdljax.transform import Transform
+from bdljax.methods import mcdropout
+from bdljax.core import priors
+from bdljax.nn.models import Apply
+from bdljax.core.posterior import LogPosterior
+from bdljax.core.transform import Transform
 
 Params = Any
 
@@ -167,7 +168,7 @@ def binary_entropy(logit: jax.Array) -> jax.Array:
 
 
 def kl_prior(base_prior: priors.Prior, structure: mcdropout.DropoutStructure) -> priors.Prior:
-    """The ELBO's "prior" term −KL(q‖p) of the concrete-dropout family, as a :class:`bdljax.priors.Prior`.
+    """The ELBO's "prior" term −KL(q‖p) of the concrete-dropout family, as a :class:`bdljax.core.priors.Prior`.
 
     ``log_prob(params) = base.log_prob(θ̃) + Σ_k D_k H(p_k)``, where θ̃ is the
     network's parameters with every dropout-fed kernel divided by √(1 − p_k):
@@ -178,7 +179,7 @@ def kl_prior(base_prior: priors.Prior, structure: mcdropout.DropoutStructure) ->
     _check_structure(structure)
     if base_prior.scales is None:
         raise ValueError(f"concrete dropout's KL is closed-form for Gaussian priors only; the prior "
-                         f"{base_prior.name!r} has no scales. Use bdljax.priors.gaussian(...).")
+                         f"{base_prior.name!r} has no scales. Use bdljax.core.priors.gaussian(...).")
     units = [math.prod(shape) for shape in structure.mask_shapes]
 
     def log_prob(params):

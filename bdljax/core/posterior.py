@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax.likelihoods import Likelihood
-from bdljax.models import Apply
-from bdljax.priors import Prior
+from bdljax.core.likelihoods import Likelihood
+from bdljax.nn.models import Apply
+from bdljax.core.priors import Prior
 
 Params = Any
 Batch = Tuple[jax.Array, jax.Array]

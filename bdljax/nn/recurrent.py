@@ -27,9 +27,9 @@ Naive dropout, a fresh mask at every step, is what this module does *not*
 do: Gal & Ghahramani show it corrupts the recurrent signal and is not a
 variational posterior. A test checks the masks are constant over time.
 
-Models follow the :mod:`bdljax.models` contract
+Models follow the :mod:`bdljax.nn.models` contract
 ``apply(params, x, rng=None, train=False)`` and come from
-:func:`bdljax.models.from_flax` with a ``rebuild(rate)``, so
+:func:`bdljax.nn.models.from_flax` with a ``rebuild(rate)``, so
 ``model.with_dropout(rate)`` gives MC dropout its variational RNN and every
 other method (MAP, ensembles, MFVI, SG-MCMC) sees a plain parameter pytree.
 
@@ -52,9 +52,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bdljax import predictive
-from bdljax.likelihoods import Likelihood
-from bdljax.models import Apply, Model, from_flax
+from bdljax.run import predictive
+from bdljax.core.likelihoods import Likelihood
+from bdljax.nn.models import Apply, Model, from_flax
 
 Params = Any
 
@@ -228,7 +228,7 @@ class RecurrentNetwork(nn.Module):
 def rnn(cell: str, input_shape: Sequence[int], hidden: Sequence[int] = (128,), output_dim: int = 10,
         head: str = "last", dropout_rate: float = 0.0, dropout_input: bool = True,
         forget_bias: float = 1.0) -> Model:
-    """A :class:`RecurrentNetwork` as a :class:`bdljax.models.Model` for per-example ``input_shape``.
+    """A :class:`RecurrentNetwork` as a :class:`bdljax.nn.models.Model` for per-example ``input_shape``.
 
     Args:
       cell: ``"lstm"`` or ``"gru"``.
@@ -261,12 +261,12 @@ def rnn(cell: str, input_shape: Sequence[int], hidden: Sequence[int] = (128,), o
 
 
 def lstm(input_shape: Sequence[int], hidden: Sequence[int] = (128,), output_dim: int = 10, **kwargs) -> Model:
-    """An LSTM :class:`~bdljax.models.Model` (Hochreiter & Schmidhuber 1997); see :func:`rnn`."""
+    """An LSTM :class:`~bdljax.nn.models.Model` (Hochreiter & Schmidhuber 1997); see :func:`rnn`."""
     return rnn("lstm", input_shape, hidden, output_dim, **kwargs)
 
 
 def gru(input_shape: Sequence[int], hidden: Sequence[int] = (128,), output_dim: int = 10, **kwargs) -> Model:
-    """A GRU :class:`~bdljax.models.Model` (Cho et al. 2014); see :func:`rnn`."""
+    """A GRU :class:`~bdljax.nn.models.Model` (Cho et al. 2014); see :func:`rnn`."""
     return rnn("gru", input_shape, hidden, output_dim, **kwargs)
 
 

@@ -3,7 +3,7 @@
     θ_MAP = argmax_θ [ log p(θ) + Σ_i log p(y_i | x_i, θ) ],
 
 estimated on minibatches with the shared N/|B| scaling
-(:mod:`bdljax.posterior`). A Gaussian prior of scale s is L2 weight decay
+(:mod:`bdljax.core.posterior`). A Gaussian prior of scale s is L2 weight decay
 λ = 1/(2 s²) on the *summed* loss. The "posterior" is a point mass, so
 ``sample`` repeats θ_MAP.
 
@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bdljax.methods import Fitted, Problem, fit_transform, make_optimizer
-from bdljax.posterior import LogPosterior
-from bdljax.transform import Transform, initial_params, repeat_params
+from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
+from bdljax.core.posterior import LogPosterior
+from bdljax.core.transform import Transform, initial_params, repeat_params
 
 Params = Any
 
@@ -100,7 +100,7 @@ def recipe(
     progress: bool = False,
     steps_per_call: Optional[int] = None,
 ) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.methods`): MAP with an optax optimiser; one sample, the estimate."""
+    """Experiment recipe (:mod:`bdljax.recipes`): MAP with an optax optimiser; one sample, the estimate."""
     method = build(problem.log_posterior(), make_optimizer(optimizer, learning_rate))
     return fit_transform(
         problem, method, key, init_params=problem.model.init, num_epochs=num_epochs,
