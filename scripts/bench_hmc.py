@@ -54,7 +54,7 @@ from bdljax.methods import hmc
 from bdljax.core import likelihoods, posterior, priors
 from bdljax.nn import models
 from bdljax.run import predictive
-from bdljax.core.transform import repeat_params
+from bdljax.core.tree import repeat as repeat_params
 
 NUM_DATA, NUM_FEATURES, HIDDEN, NOISE = 1000, 8, 50, 0.1
 

@@ -23,7 +23,7 @@ from bdljax.core import likelihoods, priors
 from bdljax.methods import mcdropout
 from bdljax.nn import models
 from bdljax.run import predictive
-from bdljax.core.transform import repeat_params
+from bdljax.core.tree import repeat as repeat_params
 
 INPUT_DIM = 3
 HIDDEN = (16, 8)

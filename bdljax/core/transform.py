@@ -28,8 +28,9 @@ decides (see :func:`bdljax.run.training.fit`).
 ``batch_streams``: 0 when ``update`` takes one batch ``(B, ...)``; K when it
 takes K independent batches stacked ``(K, B, ...)``, one per member or chain,
 so that each member sees its own data order (deep ensembles).
-``num_data``: the training-set size the log posterior was built for; the
-driver checks the data it is given against it.
+``member``: for an ensemble of K copies of one transform
+(:func:`bdljax.methods.ensemble.build`), that one copy, so that a runner can
+train the members one after another instead of vmapped; ``None`` otherwise.
 """
 
 from __future__ import annotations
@@ -50,14 +51,4 @@ class Transform(NamedTuple):
     update: Callable[[State, Any, jax.Array], tuple]
     sample: Callable[[State, jax.Array, int], Params]
     batch_streams: int = 0
-    num_data: Optional[int] = None
-
-
-def initial_params(key: jax.Array, params: Any) -> Params:
-    """Resolve the ``params`` argument of ``init``: a pytree, or a function of a key."""
-    return params(key) if callable(params) else params
-
-
-def repeat_params(params: Params, num_samples: int) -> Params:
-    """Stack ``num_samples`` copies of a point estimate along a new leading axis."""
-    return jax.tree.map(lambda leaf: jax.numpy.broadcast_to(leaf, (num_samples, *leaf.shape)), params)
+    member: Optional["Transform"] = None

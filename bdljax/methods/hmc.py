@@ -73,7 +73,8 @@ from bdljax.methods.map_estimate import batch_size_for
 from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
 from bdljax.core.posterior import LogPosterior
 from bdljax.run.training import check_finite
-from bdljax.core.transform import Transform, initial_params
+from bdljax.core.transform import Transform
+from bdljax.core.tree import initial_params
 
 Params = Any
 
@@ -316,7 +317,7 @@ def sampler(
         index = (state.num_stored - num_samples + jnp.arange(num_samples)) % num_kept
         return jax.tree.map(lambda buffer: buffer[index], state.draws)
 
-    transform = Transform(init, update, sample, num_data=log_posterior.num_data)
+    transform = Transform(init, update, sample)
     return Sampler(transform, algorithm, int(num_warmup), int(thinning), bool(float64))
 
 

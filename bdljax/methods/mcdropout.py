@@ -121,7 +121,8 @@ from bdljax.methods import map_estimate as map_method
 from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
 from bdljax.nn.models import Apply, Model
 from bdljax.core.posterior import LogPosterior
-from bdljax.core.transform import Transform, repeat_params
+from bdljax.core.transform import Transform
+from bdljax.core.tree import repeat as repeat_params
 
 Params = Any
 

@@ -74,7 +74,8 @@ from bdljax.methods import map_estimate as map_method
 from bdljax.methods.map_estimate import select_tree, tree_all_finite
 from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
 from bdljax.core.posterior import LogPosterior
-from bdljax.core.transform import Transform, initial_params, repeat_params
+from bdljax.core.transform import Transform
+from bdljax.core.tree import initial_params, repeat as repeat_params
 
 Params = Any
 VariationalApply = Callable[..., jax.Array]  # (mean, scale, theta, x, rng, train) -> output
@@ -351,7 +352,7 @@ def build(
         noise = gaussian_noise(key, state.mean, num_samples)
         return jax.tree.map(lambda m, s, e: m + s * e, state.mean, scale, noise)
 
-    return Transform(init, update, sample, num_data=log_posterior.num_data)
+    return Transform(init, update, sample)
 
 
 def _check_init_scale(init_scale) -> None:

@@ -61,7 +61,8 @@ from bdljax.methods import ensemble
 from bdljax.methods.map_estimate import batch_size_for, select_tree, tree_all_finite
 from bdljax.recipes import Fitted, Problem, fit_transform
 from bdljax.core.posterior import LogPosterior
-from bdljax.core.transform import Transform, initial_params
+from bdljax.core.transform import Transform
+from bdljax.core.tree import initial_params
 
 Params = Any
 
@@ -194,7 +195,7 @@ def _build(log_posterior: LogPosterior, schedule: Schedule, move: Callable, with
         index = (state.num_stored - num_samples + jnp.arange(num_samples)) % num_kept
         return jax.tree.map(lambda buffer: buffer[index], state.draws)
 
-    return Transform(init, update, sample, num_data=log_posterior.num_data)
+    return Transform(init, update, sample)
 
 
 def sgld(log_posterior: LogPosterior, schedule: Schedule, *, num_burnin: int = 0, thinning: int = 1,

@@ -1,5 +1,9 @@
-"""Recipes: methods by name for experiment scripts."""
+"""Recipes: each method composed for a :class:`~bdljax.recipes.base.Problem` as a plan, and the registry by name."""
 
-from bdljax.recipes.registry import *  # noqa: F401,F403  (temporary during the redesign)
-from bdljax.recipes.registry import (Fitted, Problem, RECIPES, check_problem, fit_transform, get_recipe, hyperparameters,
-                                     initial_state, likelihood_of, make_optimizer, names, nonfinite_diagnostics, run)
+from bdljax.recipes.base import Problem, batch_size_for, check_problem, make_optimizer
+from bdljax.recipes.registry import RECIPES, get, hyperparameters, names, plan, run
+from bdljax.run.plan import Chains, Epochs, Fitted, Plan
+from bdljax.run.runner import RunOptions, execute
+
+__all__ = ["Problem", "batch_size_for", "check_problem", "make_optimizer", "RECIPES", "get", "hyperparameters",
+           "names", "plan", "run", "Chains", "Epochs", "Fitted", "Plan", "RunOptions", "execute"]

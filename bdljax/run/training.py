@@ -50,11 +50,6 @@ def check_training_data(method: Transform, x, y, batch_size: int) -> None:
         raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; they must match.")
     check_finite("training inputs x", x)
     check_finite("training targets y", y)
-    if method.num_data is not None and method.num_data != x.shape[0]:
-        raise ValueError(
-            f"the log posterior was built with num_data={method.num_data} but the training set has {x.shape[0]} "
-            f"rows; build it with num_data={x.shape[0]} (the whole training set, not a batch)."
-        )
     if not 1 <= batch_size <= x.shape[0]:
         raise ValueError(f"batch_size={batch_size} must lie in [1, {x.shape[0]}] (the training set size).")
 
