@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = Any
 ScaleSpec = Union[float, Params, Callable[[str, jax.Array], float]]
@@ -59,7 +60,8 @@ def _scale_tree(scale: ScaleSpec, params: Params) -> Params:
             lambda path, leaf: jnp.broadcast_to(jnp.asarray(scale(leaf_path(path), leaf), leaf.dtype), leaf.shape),
             params,
         )
-    if isinstance(scale, (int, float)):
+    if isinstance(scale, (int, float)) or (isinstance(scale, (jax.Array, np.ndarray)) and np.ndim(scale) == 0):
+        # A scalar, also a traced one (a prior scale batched over grid points).
         return jax.tree.map(lambda leaf: jnp.full(leaf.shape, scale, leaf.dtype), params)
     try:
         return jax.tree.map(lambda s, leaf: jnp.broadcast_to(jnp.asarray(s, leaf.dtype), leaf.shape), scale, params)

@@ -36,17 +36,23 @@ class Execution(NamedTuple):
         return self
 
 
+def _sub_jaxprs(value):
+    """Jaxprs nested in an equation parameter (scan/while bodies, cond branches, custom-derivative rules)."""
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _sub_jaxprs(item)
+    elif hasattr(value, "eqns"):
+        yield value
+    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+        yield value.jaxpr
+
+
 def _contains_convolution(jaxpr) -> bool:
     for equation in jaxpr.eqns:
         if equation.primitive.name == "conv_general_dilated":
             return True
-        for sub in jax.core.jaxprs_in_params(equation.params) if hasattr(jax.core, "jaxprs_in_params") else ():
-            if _contains_convolution(sub):
-                return True
-        for value in equation.params.values():
-            inner = getattr(value, "jaxpr", None)
-            if inner is not None and _contains_convolution(getattr(inner, "jaxpr", inner)):
-                return True
+        if any(_contains_convolution(sub) for value in equation.params.values() for sub in _sub_jaxprs(value)):
+            return True
     return False
 
 

@@ -54,7 +54,7 @@ def check_training_data(method: Transform, x, y, batch_size: int) -> None:
         raise ValueError(f"batch_size={batch_size} must lie in [1, {x.shape[0]}] (the training set size).")
 
 
-def _batch_orders(key, streams: int, num_steps: int, batch_size: int, num_points: int):
+def batch_orders(key, streams: int, num_steps: int, batch_size: int, num_points: int):
     """Row indices of one epoch's batches: ``(steps, B)``, or ``(steps, K, B)`` for K streams."""
     if streams:
         orders = jax.vmap(lambda k: jax.random.permutation(k, num_points))(jax.random.split(key, streams))
@@ -64,7 +64,7 @@ def _batch_orders(key, streams: int, num_steps: int, batch_size: int, num_points
     return order[: num_steps * batch_size].reshape(num_steps, batch_size)
 
 
-def _scan_steps(method: Transform, state, x, y, indices, keys):
+def scan_steps(method: Transform, state, x, y, indices, keys):
     def step(state, inputs):
         batch_indices, key = inputs
         return method.update(state, (x[batch_indices], y[batch_indices]), key)
@@ -79,8 +79,8 @@ def build_epoch(method: Transform, batch_size: int, num_points: int) -> Callable
 
     def epoch(state, x, y, key):
         order_key, step_key = jax.random.split(key)
-        indices = _batch_orders(order_key, method.batch_streams, num_steps, batch_size, num_points)
-        return _scan_steps(method, state, x, y, indices, jax.random.split(step_key, num_steps))
+        indices = batch_orders(order_key, method.batch_streams, num_steps, batch_size, num_points)
+        return scan_steps(method, state, x, y, indices, jax.random.split(step_key, num_steps))
 
     return jax.jit(epoch)
 
@@ -103,7 +103,7 @@ def build_chunked_epoch(method: Transform, batch_size: int, num_points: int, ste
     chunk when the epoch's steps are not a multiple of ``steps_per_call``).
     """
     num_steps = num_points // batch_size
-    orders = jax.jit(lambda key: _batch_orders(key, method.batch_streams, num_steps, batch_size, num_points))
+    orders = jax.jit(lambda key: batch_orders(key, method.batch_streams, num_steps, batch_size, num_points))
 
     @jax.jit
     def chunk(state, x, y, indices, keys):
