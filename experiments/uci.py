@@ -80,37 +80,19 @@ hyperparameter such as ``ensemble.num_members=10``, or a problem-level key:
 taken out of the validation grid. ``--grid METHOD.KEY=v1,v2`` replaces a grid.
 
 Splits as a batch dimension: all splits of a dataset have the same sizes, so
-for every method whose recipe trains through one :func:`bdljax.recipes.fit_transform`
-call (map, ensemble, mcdropout, mfvi without pretraining, sgld, sghmc) the runs
-of a phase — every split, and every validation grid point × split — train as
-ONE compiled program: the method's ``init``, epoch (``lax.scan`` of ``update``)
-and ``sample`` vmapped over a leading run axis (runs × members for ensembles
-and SG-MCMC chains). The script learns what a recipe would train (transform,
-initialiser, epochs, batch size, samples, key) by running it with
-``fit_transform`` intercepted (:func:`capture_fit_plan`), trains all runs in
-one program (:func:`fit_runs_batched`), then replays each recipe on its real fit
-(:func:`replay_recipe`), so whatever the recipe does after training (MC dropout's
-and SG-MCMC's diagnostics, reshaping draws) happens as in ``recipes.run``.
-Three levels, the first that works for a recipe:
-
-2. the recipe runs inside the trace with the run's key *and* its problem-level
-   grid values (prior scale, τ) traced: one compilation per phase; each run
-   gives exactly what ``recipes.run`` gives (tested for map and ensemble);
-1. only the key traced (a recipe that turns a grid value into a Python float):
-   one compilation per grid point, runs still exact;
-0. the recipe cannot run under a trace (it computes on the host before training,
-   as mcdropout's structure check and SG-MCMC's schedule do): one concrete
-   capture per run gives its exact key and initial parameters, and the first
-   run's transform serves all runs of its grid point (one compilation per grid
-   point; this assumes the transform depends on the configuration, not on the
-   run's key or data).
-
-A recipe that trains otherwise (HMC/NUTS run their own sampler loops) or calls
-``fit_transform`` more than once (MFVI with MAP pretraining) runs split by split
-through :func:`bdljax.recipes.run`. ``--split-mode loop`` (alias ``--split-loop``)
-runs the same compiled program one run at a time, ``--split-mode recipe`` calls
-``recipes.run`` per run (one compilation per run): the same numbers, other wall
-times. Every summary records its ``split_mode`` and ``batch_level``.
+the runs of a phase -- every split, and every validation grid point × split --
+whose plans share one structure train as ONE compiled program
+(:func:`bdljax.run.batched.execute_batched`): init, every epoch and the
+posterior samples of all runs vmapped over a leading run axis. Runs are grouped
+by their untraced settings and data shapes; the settings a method's recipe
+declares traceable (:class:`bdljax.recipes.Recipe`: the learning rate, and the
+prior scale and τ where the recipe reads the problem only inside JAX) enter the
+program as batched inputs, the others separate the groups. A plan of chains
+(HMC/NUTS) runs plan by plan. Each run gives the numbers it gives alone
+(tested). ``--split-mode loop`` (alias ``--split-loop``) runs the same compiled
+program one run at a time, ``--split-mode recipe`` executes every run's plan on
+its own: the same numbers, other wall times. Every summary records its
+``split_mode``, the traced settings and the number of compiled groups.
 
 Outputs in the run directory (``--out``): config.json; metrics.jsonl with one
 record per (split, grid point) of validation, per epoch of the final training
@@ -128,13 +110,11 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
 import functools
 import itertools
 import json
 import math
-import sys
 import time
 import zlib
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -148,7 +128,8 @@ from bdljax import recipes
 from bdljax.core import likelihoods, priors
 from bdljax.evaluate import metrics
 from bdljax.nn import models
-from bdljax.run import predictive, training
+from bdljax.run import batched, predictive
+from bdljax.run.runner import execute
 from bdljax.run.rundir import RunLogger, default_run_dir, to_json
 
 # ----------------------------------------------------------------------------- protocols
@@ -429,97 +410,8 @@ def recipe_hyperparameters(name: str, config: Mapping[str, Any]) -> Dict[str, An
 # ----------------------------------------------------------------------------- splits as a batch axis
 
 
-class FitPlan(NamedTuple):
-    """What a fit-based recipe would train: the arguments it passes to ``recipes.fit_transform``."""
-
-    method: Any  # Transform
-    init_params: Any
-    num_epochs: int
-    batch_size: Optional[int]
-    num_samples: int
-    apply: Callable
-    key: jax.Array
-    x: Any
-    y: Any
-
-
-@contextlib.contextmanager
-def _intercepted_fit_transform(replacement):
-    """Temporarily route every bdljax module's ``fit_transform`` to ``replacement``."""
-    original = recipes.fit_transform
-    patched = [module for module_name, module in list(sys.modules.items())
-               if module_name.startswith("bdljax") and getattr(module, "fit_transform", None) is original]
-    for module in patched:
-        module.fit_transform = replacement
-    try:
-        yield
-    finally:
-        for module in patched:
-            module.fit_transform = original
-
-
-def capture_fit_plan(name: str, problem: recipes.Problem, key: jax.Array, hyperparameters: Mapping[str, Any]):
-    """Run the recipe with ``fit_transform`` intercepted, to learn what it would train.
-
-    Returns ``(plan, fitted, reason)``. ``plan`` when the recipe trains through
-    exactly one ``fit_transform`` call (whatever it does before and after: what it
-    does after, with the placeholder it got back, may fail here and is replayed on
-    the real fit by :func:`replay_recipe`); then runs can be batched. Otherwise
-    ``plan`` is None, ``fitted`` is the recipe's own result when it ran to the end
-    without ``fit_transform`` (a sampler loop: the run is not wasted), and
-    ``reason`` says why the runs cannot be batched.
-    """
-    recipes.get_recipe(name)  # import the recipe's module before patching it
-    plans: List[FitPlan] = []
-    placeholder = recipes.Fitted(None, None, [], {}, None)
-
-    def capture(problem, method, key, *, init_params, num_epochs, batch_size, num_samples, apply=None, **unused):
-        plans.append(FitPlan(method, init_params, int(num_epochs), batch_size, int(num_samples),
-                             apply or problem.model.apply, key, problem.x_train, problem.y_train))
-        return placeholder
-
-    result = None
-    with _intercepted_fit_transform(capture):
-        try:
-            result = recipes.run(name, problem, key, **hyperparameters)
-        except Exception:  # after fit_transform: the recipe post-processed the placeholder
-            if not plans:
-                raise
-    if len(plans) == 1:
-        return plans[0], None, None
-    if not plans:
-        return None, result, "the recipe does not train through recipes.fit_transform"
-    return None, None, f"the recipe calls fit_transform {len(plans)} times"
-
-
-def replay_recipe(name: str, problem: recipes.Problem, key: jax.Array, hyperparameters: Mapping[str, Any],
-                  fitted: recipes.Fitted, plan: FitPlan) -> recipes.Fitted:
-    """Run the recipe again, its ``fit_transform`` call answered by ``fitted`` (trained in a batch).
-
-    Whatever the recipe does with its fit (diagnostics, R̂ from the draws, reshaping
-    samples) is done on the real one, so the result is what ``recipes.run`` returns.
-    """
-    calls = []
-
-    def answer(problem, method, key, *, num_epochs, batch_size, num_samples, **unused):
-        if (int(num_epochs), batch_size, int(num_samples)) != (plan.num_epochs, plan.batch_size, plan.num_samples):
-            raise RuntimeError(f"{name}: the recipe asked for a different fit on replay; run with --split-mode recipe")
-        calls.append(key)
-        return fitted
-
-    with _intercepted_fit_transform(answer):
-        result = recipes.run(name, problem, key, **hyperparameters)
-    if len(calls) != 1:
-        raise RuntimeError(f"{name}: the recipe called fit_transform {len(calls)} times on replay")
-    return result
-
-
-def _take(tree, index):
-    return jax.tree.map(lambda leaf: leaf[index], tree)
-
-
 class Run(NamedTuple):
-    """One training run: a configuration, standardised training data and the recipe's key."""
+    """One training run: a configuration, standardised training data and the run's key."""
 
     config: Dict[str, Any]
     x: np.ndarray
@@ -527,102 +419,65 @@ class Run(NamedTuple):
     key: jax.Array
 
 
-class _NotBatchable(Exception):
-    pass
+def traced_keys(name: str, protocol: Protocol) -> Tuple[str, ...]:
+    """The configuration values that may enter one compiled program as batched inputs, as the method's recipe
+    declares them (:class:`bdljax.recipes.Recipe`): its own traceable hyperparameters, and the problem-level
+    prior scale and noise precision when the recipe reads the problem's prior and likelihood only inside JAX."""
+    entry = recipes.RECIPES[name]
+    problem_keys = ("prior_scale", "tau") if entry.traceable_problem else ()
+    return tuple(entry.traceable) + problem_keys
 
 
-def fit_runs_batched(name: str, protocol: Protocol, dataset: data.UCIDataset, runs: Sequence[Run],
-                     plan: FitPlan, traced_keys: Sequence[str], chunk: int = 0,
-                     run_plans: Optional[Sequence[FitPlan]] = None) -> List[recipes.Fitted]:
-    """Train ``runs`` (splits, or grid points × splits) as one vmapped program.
+class Runner:
+    """Fits one method on many runs (splits, or grid points × splits), batched where the plans allow.
 
-    The runs share every configuration value except ``traced_keys`` (problem-level
-    floats such as the prior scale), which enter the program as a batched input:
-    inside the trace the problem is rebuilt from them and the recipe is re-run with
-    ``fit_transform`` intercepted, so its transform closes over traced values and
-    one compilation serves every grid point and split. Keys are exactly those
-    ``fit_transform`` uses (init, fit, sample = split(key, 3); epoch e uses
-    fold_in(fit key, e)), so each run equals ``recipes.run`` on its own (tested).
-    ``chunk`` runs per call (0: all; 1: a Python loop through the same program).
-
-    ``run_plans`` is for recipes that cannot run under a trace (host checks on
-    parameters, say): one concrete capture per run (all of one configuration)
-    gives each run's key and initial parameters exactly, and the first run's
-    transform serves every run.
+    Runs are grouped by their untraced settings and data shapes. A group whose
+    plan trains by epochs is one compiled program (:func:`bdljax.run.batched.execute_batched`:
+    the traced settings and each run's data are batched inputs); a group of
+    chains (HMC/NUTS) runs plan by plan. ``mode``: ``vmap`` (all runs of a
+    group per call, or ``chunk`` at a time), ``loop`` (one run per call through
+    the same program) or ``recipe`` (every run its own :func:`bdljax.run.runner.execute`).
     """
-    num_points = int(np.shape(plan.x)[0])
-    batch_size = num_points if plan.batch_size is None else int(plan.batch_size)
-    static = {k: v for k, v in runs[0].config.items() if k not in traced_keys}
-    for run in runs:
-        # Grouping guarantees both (Runner._group_key); a RuntimeError, not a ValueError, because a violation is a
-        # bug here, not a recipe that cannot be traced (which _TRACING_ERRORS would step down from).
-        if np.shape(run.x) != np.shape(plan.x) or np.shape(run.y) != np.shape(plan.y):
-            raise RuntimeError("runs batched together must have training data of one shape")
-        if {k: v for k, v in run.config.items() if k not in traced_keys} != static:
-            raise RuntimeError(f"runs batched together must share every untraced setting; {run.config} vs {static}")
-        training.check_training_data(plan.method, run.x, run.y, batch_size)
-    hyper = recipe_hyperparameters(name, static)
-    x0, y0 = np.asarray(runs[0].x), np.asarray(runs[0].y)
-    any_key = jax.random.key(0)
 
-    def plan_for(values, key):
-        if run_plans is not None:
-            return plan
-        problem = build_problem(protocol, {**static, **values}, dataset, x0, y0)
-        # Traced recipe hyperparameters (the learning rate) reach the recipe as tracers.
-        traced_plan, _, reason = capture_fit_plan(name, problem, key, {**hyper, **recipe_hyperparameters(name, values)})
-        if traced_plan is None:
-            raise _NotBatchable(reason)
-        return traced_plan
+    def __init__(self, name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, mode: str, chunk: int):
+        self.name, self.resolved, self.dataset, self.mode = name, resolved, dataset, mode
+        self.chunk = 1 if mode == "loop" else chunk
+        self.traced = traced_keys(name, resolved.protocol) if mode != "recipe" else ()
+        self.compiled_groups = 0
+        self.batched = False
 
-    def init_one(values, key, params=None):
-        traced_plan = plan_for(values, key)
-        fit_transform_key = key if run_plans is not None else traced_plan.key
-        init_key, fit_key, sample_key = jax.random.split(fit_transform_key, 3)
-        init_params = traced_plan.init_params if params is None else params
-        return traced_plan.method.init(init_key, init_params), fit_key, sample_key
+    def plan(self, config: Mapping[str, Any], x, y) -> recipes.Plan:
+        """The run's plan; ``config`` may hold traced values for :attr:`traced` keys."""
+        problem = build_problem(self.resolved.protocol, config, self.dataset, x, y)
+        return recipes.get(self.name)(problem, **recipe_hyperparameters(self.name, config))
 
-    def epoch_one(values, state, x, y, key):
-        return training.build_epoch(plan_for(values, any_key).method, batch_size, num_points)(state, x, y, key)
+    def fit(self, runs: Sequence[Run]) -> List[recipes.Fitted]:
+        for run in runs:  # every run's problem is checked before anything compiles
+            recipes.check_problem(build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y))
+        groups: Dict[str, List[int]] = {}
+        for i, run in enumerate(runs):
+            static = {k: v for k, v in run.config.items() if k not in self.traced}
+            groups.setdefault(json.dumps([to_json(static), np.shape(run.x), np.shape(run.y)], sort_keys=True),
+                              []).append(i)
+        fitted: List[Optional[recipes.Fitted]] = [None] * len(runs)
+        for members in groups.values():
+            for i, result in zip(members, self._fit_group([runs[i] for i in members])):
+                fitted[i] = result
+        return fitted
 
-    def sample_one(values, state, key):
-        return plan_for(values, any_key).method.sample(state, key, plan.num_samples)
-
-    init, epoch, sample = (jax.jit(jax.vmap(f)) for f in (init_one, epoch_one, sample_one))
-    values = {k: jnp.asarray([float(run.config[k]) for run in runs], jnp.float32) for k in traced_keys}
-    if run_plans is None:
-        keys = jnp.stack([run.key for run in runs])
-        stacked_params = None
-    else:  # the keys the recipe gave fit_transform, and its initial parameters when it computed them
-        keys = jnp.stack([p.key for p in run_plans])
-        stacked_params = (None if callable(plan.init_params) else
-                          jax.tree.map(lambda *leaves: jnp.stack(leaves), *[p.init_params for p in run_plans]))
-    xs = jnp.stack([jnp.asarray(run.x) for run in runs])
-    ys = jnp.stack([jnp.asarray(run.y) for run in runs])
-    chunk = len(runs) if chunk <= 0 else min(chunk, len(runs))
-
-    fitted: List[recipes.Fitted] = []
-    for start in range(0, len(runs), chunk):
-        part = slice(start, min(start + chunk, len(runs)))
-        part_values = {k: v[part] for k, v in values.items()}
-        if stacked_params is None:
-            states, fit_keys, sample_keys = init(part_values, keys[part])
-        else:
-            states, fit_keys, sample_keys = init(part_values, keys[part], _take(stacked_params, part))
-        infos = []
-        for e in range(1, plan.num_epochs + 1):
-            epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(fit_keys, e)
-            states, info = epoch(part_values, states, xs[part], ys[part], epoch_keys)
-            infos.append(info)  # stays on the device: no host round trip per epoch
-        samples = sample(part_values, states, sample_keys)
-        infos = jax.device_get(infos)
-        for i in range(part.stop - part.start):
-            history = [{"epoch": e + 1, "split": "train", **training.summarise_infos(_take(info, i))}
-                       for e, info in enumerate(infos)]
-            state = _take(states, i)
-            fitted.append(recipes.Fitted(_take(samples, i), plan.apply, history, recipes.nonfinite_diagnostics(state),
-                                         state))
-    return fitted
+    def _fit_group(self, runs: Sequence[Run]) -> List[recipes.Fitted]:
+        first = runs[0]
+        traced = [k for k in self.traced if k in first.config]
+        static = {k: v for k, v in first.config.items() if k not in traced}
+        reference = self.plan(first.config, first.x, first.y)
+        if self.mode == "recipe" or not batched.batchable(reference):
+            return [execute(self.plan(run.config, run.x, run.y), run.key) for run in runs]
+        self.batched = True
+        self.compiled_groups += 1
+        return batched.execute_batched(
+            lambda values, data: self.plan({**static, **values}, *data),
+            {k: [float(run.config[k]) for run in runs] for k in traced}, [(run.x, run.y) for run in runs],
+            jnp.stack([run.key for run in runs]), chunk=self.chunk)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -707,139 +562,15 @@ def method_key(seed: int, name: str) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
-# Problem-level keys that may enter a compiled program as traced values (see fit_runs_batched).
-TRACEABLE_KEYS = ("prior_scale", "tau", "learning_rate")
-
-
-class Runner:
-    """Fits one method on many runs, batched over runs (splits × grid points) when the recipe allows.
-
-    Runs are grouped by their configuration without the traceable keys; each group
-    is one compiled program. When a recipe cannot take a traced value (it converts
-    it to a Python float, say), its groups fall back to one program per
-    configuration; when the recipe does not train through ``fit_transform``, every
-    run goes through ``recipes.run``.
-    """
-
-    def __init__(self, name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, mode: str, chunk: int,
-                 log: Callable[[str], None]):
-        self.name, self.resolved, self.dataset = name, resolved, dataset
-        self.mode, self.chunk, self.log = mode, chunk, log
-        self.batched = mode != "recipe"
-        # 2: problem-level grid values traced too; 1: the recipe traced with the run's key only;
-        # 0: the transform of one concrete capture serves every run of a configuration.
-        self.level = 2
-        self.reason = "--split-mode recipe" if mode == "recipe" else None
-        self.compiled_groups = 0
-
-    @property
-    def traceable(self) -> bool:
-        return self.level == 2
-
-    def fit(self, runs: Sequence[Run], replay: bool = True) -> List[recipes.Fitted]:
-        """One Fitted per run. ``replay``: pass each batched fit through the recipe's own post-processing
-        (what ``recipes.run`` returns); without it, the fit as ``fit_transform`` returns it (enough to score
-        a validation run)."""
-        fitted: List[Optional[recipes.Fitted]] = [None] * len(runs)
-        if self.batched:
-            groups: Dict[str, List[int]] = {}
-            for i, run in enumerate(runs):
-                groups.setdefault(self._group_key(run), []).append(i)
-            for members in groups.values():
-                results = self._fit_group([runs[i] for i in members])
-                if results is None:
-                    break
-                for i, (result, plan) in zip(members, results):
-                    if replay:
-                        run = runs[i]
-                        problem = build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y)
-                        result = replay_recipe(self.name, problem, run.key,
-                                               recipe_hyperparameters(self.name, run.config), result, plan)
-                    fitted[i] = result
-        for i, run in enumerate(runs):
-            if fitted[i] is None:
-                problem = build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y)
-                fitted[i] = recipes.run(self.name, problem, run.key, **recipe_hyperparameters(self.name, run.config))
-        return fitted
-
-    def _group_key(self, run: Run) -> str:
-        """Runs that can share one program: the same untraced settings (all settings below level 2) and the same
-        training-data shapes (splits of a custom folder may differ in size)."""
-        static = {k: v for k, v in run.config.items() if not (self.traceable and k in TRACEABLE_KEYS)}
-        return json.dumps([to_json(static), np.shape(run.x), np.shape(run.y)], sort_keys=True)
-
-    def _fit_subgroups(self, runs: Sequence[Run]) -> Optional[List[Tuple[recipes.Fitted, FitPlan]]]:
-        """Fit ``runs`` regrouped by :meth:`_group_key` at the current level."""
-        subgroups: Dict[str, List[int]] = {}
-        for i, run in enumerate(runs):
-            subgroups.setdefault(self._group_key(run), []).append(i)
-        fitted: List[Optional[Tuple[recipes.Fitted, FitPlan]]] = [None] * len(runs)
-        for members in subgroups.values():
-            group = self._fit_group([runs[i] for i in members])
-            if group is None:
-                return None  # not batchable after all: every run goes through recipes.run
-            for i, result in zip(members, group):
-                fitted[i] = result
-        return fitted
-
-    def _fit_group(self, runs: Sequence[Run]) -> Optional[List[Tuple[recipes.Fitted, FitPlan]]]:
-        if len({self._group_key(run) for run in runs}) > 1:
-            # Grouped at a higher level (traced keys shared one program) and the runner has stepped down since.
-            return self._fit_subgroups(runs)
-        first = runs[0]
-        problem = build_problem(self.resolved.protocol, first.config, self.dataset, first.x, first.y)
-        plan, _, reason = capture_fit_plan(self.name, problem, first.key,
-                                           recipe_hyperparameters(self.name, first.config))
-        if plan is None:
-            # A recipe that does not end in one fit_transform call: run it split by split.
-            self.batched, self.reason = False, reason
-            self.log(f"  {self.name}: runs one by one through recipes.run: {reason}")
-            return None
-        run_plans = None
-        if self.level == 0:  # one concrete capture per run: its exact key and initial parameters
-            run_plans = [plan]
-            for run in runs[1:]:
-                problem = build_problem(self.resolved.protocol, run.config, self.dataset, run.x, run.y)
-                run_plan, _, reason = capture_fit_plan(self.name, problem, run.key,
-                                                       recipe_hyperparameters(self.name, run.config))
-                if run_plan is None or callable(run_plan.init_params) != callable(plan.init_params):
-                    self.batched, self.reason = False, reason or "the recipe's initialisation differs between runs"
-                    self.log(f"  {self.name}: runs one by one through recipes.run: {self.reason}")
-                    return None
-                run_plans.append(run_plan)
-        chunk = 1 if self.mode == "loop" else self.chunk
-        traced = [k for k in TRACEABLE_KEYS if k in first.config] if self.level == 2 else []
-        try:
-            results = fit_runs_batched(self.name, self.resolved.protocol, self.dataset, runs, plan, traced, chunk,
-                                       run_plans=run_plans)
-            self.compiled_groups += 1
-            return [(result, plan) for result in results]
-        except _TRACING_ERRORS as error:
-            if self.level == 0:
-                raise
-            self.level -= 1
-            self.log(f"  {self.name}: " + (
-                f"one program per configuration; the recipe does not take traced {traced}" if self.level == 1 else
-                "the recipe cannot run under a trace; one concrete capture per run, one program per "
-                "configuration") + f" ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
-            return self._fit_subgroups(runs)
-
-
-# What a recipe that cannot run under a trace raises there (a float() of a traced value, say).
-_TRACING_ERRORS = (_NotBatchable, jax.errors.UnexpectedTracerError, jax.errors.ConcretizationTypeError,
-                   jax.errors.TracerBoolConversionError, jax.errors.TracerArrayConversionError,
-                   jax.errors.TracerIntegerConversionError, TypeError, ValueError)
-
-
 def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, splits: Sequence[SplitData],
                args, logger: RunLogger, log: Callable[[str], None]) -> Dict[str, Any]:
     """Validation, retraining and test of one method on every split; returns its summary."""
     start = time.perf_counter()
-    runner = Runner(name, resolved, dataset, args.split_mode, args.split_chunk, log)
+    runner = Runner(name, resolved, dataset, args.split_mode, args.split_chunk)
     keys = [jax.random.fold_in(method_key(args.seed, name), split.index) for split in splits]
     points = grid_points(resolved)
     for point in points:  # fail on a bad grid value before anything compiles
-        for key in TRACEABLE_KEYS:
+        for key in ("prior_scale", "tau"):
             if key in point:
                 _positive(point, key)
     per_sample = resolved.protocol.selection == "members"
@@ -851,7 +582,7 @@ def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, 
                     jax.random.fold_in(jax.random.fold_in(k, 1), c))
                 for c, point in enumerate(points) for s, k in zip(splits, keys)]
         tic = time.perf_counter()
-        fits = runner.fit(runs, replay=False)
+        fits = runner.fit(runs)
         train_seconds += time.perf_counter() - tic
         best = [(-math.inf, None)] * len(splits)
         for r, (run, fitted) in enumerate(zip(runs, fits)):
@@ -902,10 +633,8 @@ def run_method(name: str, resolved: ResolvedProtocol, dataset: data.UCIDataset, 
                            "not_taken_by_recipe": resolved.not_taken}
     summary["epochs_multiplier"] = args.epochs_multiplier
     summary["split_mode"] = args.split_mode if runner.batched else "recipe"
-    summary["configurations_traced"] = runner.batched and runner.traceable
-    summary["batch_level"] = runner.level if runner.batched else None
-    if runner.reason:
-        summary["split_mode_reason"] = runner.reason
+    summary["traced_settings"] = list(runner.traced) if runner.batched else []
+    summary["compiled_groups"] = runner.compiled_groups
     summary["train_seconds"] = train_seconds
     summary["seconds"] = seconds
     return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
 
@@ -18,16 +18,30 @@ from bdljax.recipes.base import Problem, check_problem
 from bdljax.run.plan import Fitted, Plan
 from bdljax.run.runner import RunOptions, execute
 
-# name -> "module:function" of its recipe. Modules are imported on first use.
-RECIPES: Dict[str, str] = {
-    "map": "bdljax.recipes.map_estimate:plan",
-    "ensemble": "bdljax.recipes.ensemble:plan",
-    "mfvi": "bdljax.recipes.mfvi:plan",
-    "mcdropout": "bdljax.recipes.mcdropout:plan",
-    "hmc": "bdljax.recipes.hmc:hmc_plan",
-    "nuts": "bdljax.recipes.hmc:nuts_plan",
-    "sgld": "bdljax.recipes.sgmcmc:sgld_plan",
-    "sghmc": "bdljax.recipes.sgmcmc:sghmc_plan",
+class Recipe(NamedTuple):
+    """Where a method's recipe lives, and what it lets a batched runner trace.
+
+    ``traceable``: hyperparameters the recipe accepts as traced scalars, so that
+    grid points differing only in them share one compiled program
+    (:mod:`bdljax.run.batched`). ``traceable_problem``: whether the problem's
+    prior and likelihood may hold traced scalars (a prior scale, a noise
+    precision); False for a recipe that reads them on the host.
+    """
+
+    target: str  # "module:function", imported on first use
+    traceable: Tuple[str, ...] = ()
+    traceable_problem: bool = True
+
+
+RECIPES: Dict[str, Recipe] = {
+    "map": Recipe("bdljax.recipes.map_estimate:plan", traceable=("learning_rate",)),
+    "ensemble": Recipe("bdljax.recipes.ensemble:plan", traceable=("learning_rate",)),
+    "mfvi": Recipe("bdljax.recipes.mfvi:plan", traceable=("learning_rate",)),
+    "mcdropout": Recipe("bdljax.recipes.mcdropout:plan", traceable_problem=False),
+    "hmc": Recipe("bdljax.recipes.hmc:hmc_plan", traceable_problem=False),
+    "nuts": Recipe("bdljax.recipes.hmc:nuts_plan", traceable_problem=False),
+    "sgld": Recipe("bdljax.recipes.sgmcmc:sgld_plan"),
+    "sghmc": Recipe("bdljax.recipes.sgmcmc:sghmc_plan"),
 }
 
 
@@ -40,7 +54,7 @@ def get(name: str) -> Callable[..., Plan]:
     """The recipe for ``name``; unknown names fail listing the known ones."""
     if name not in RECIPES:
         raise ValueError(f"unknown method {name!r}; choose one of {names()}")
-    module_name, function_name = RECIPES[name].split(":")
+    module_name, function_name = RECIPES[name].target.split(":")
     return getattr(importlib.import_module(module_name), function_name)
 
 
