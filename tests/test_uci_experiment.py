@@ -2,7 +2,6 @@
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -13,11 +12,8 @@ from bdljax import data
 from bdljax import recipes
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY / "experiments"))
-sys.path.insert(0, str(REPOSITORY / "scripts"))
-import uci  # noqa: E402
-import uci_selection  # noqa: E402
-import uci_table  # noqa: E402
+from experiments import uci
+from scripts import uci_selection, uci_table
 
 # Cost knobs of sampler recipes, set small so that every method runs in a few seconds here
 # (applied only where a method's recipe takes them).
@@ -33,7 +29,7 @@ def existing_methods():
     """Every registered method whose module is importable now (others are still being written)."""
     names = []
     for name in recipes.names():
-        module_name = recipes.RECIPES[name].split(":")[0]
+        module_name = recipes.RECIPES[name].target.split(":")[0]
         try:
             importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -111,7 +107,9 @@ def check_run(names, out, summaries):
     assert sorted(r["prior_scale"] for r in validation) == [0.3, 3.0]  # the grid was validated
     chosen = max(validation, key=lambda r: r["test_ll"])["prior_scale"]
     assert listed[names.index("map")]["selected"] == [{"prior_scale": chosen}]
-    assert listed[names.index("map")]["configurations_traced"]  # both grid points in one compiled program
+    map_summary = listed[names.index("map")]
+    assert "prior_scale" in map_summary["traced_settings"]  # both grid points in one compiled program
+    assert map_summary["compiled_groups"] == 2  # validation (2 grid points × 1 split), retraining
     assert any(r.get("split") == "train" and r["method"] == "map" for r in records)
     if "ensemble" in names:
         # The ensemble is selected by its members' mean log-likelihood, not the mixture's, with both learning
@@ -127,7 +125,7 @@ def check_run(names, out, summaries):
         summary = listed[names.index("ensemble")]
         assert summary["selected"] == [{k: chosen[k] for k in summary["selected"][0]}]
         assert summary["selected"][0]["learning_rate"] == chosen["learning_rate"]
-        assert summary["configurations_traced"] and summary["protocol"]["selection"] == "members"
+        assert "learning_rate" in summary["traced_settings"] and summary["protocol"]["selection"] == "members"
 
 
 def test_table_reads_the_run_beside_published_numbers(concrete_run, capsys):
@@ -171,9 +169,9 @@ def test_splits_as_a_batch_axis_equal_the_recipe_split_by_split(shared_data_dir,
     dataset, resolved, runs = _runs(shared_data_dir, name, overrides)
     if name == "ensemble":
         runs = [r._replace(config={**r.config, "num_members": 2}) for r in runs]
-    runner = uci.Runner(name, resolved, dataset, "vmap", 0, print)
+    runner = uci.Runner(name, resolved, dataset, "vmap", 0)
     batched = runner.fit(runs)
-    assert runner.batched and runner.traceable and runner.compiled_groups == 1
+    assert runner.batched and "prior_scale" in runner.traced and runner.compiled_groups == 1
     for run, fitted in zip(runs, batched):
         problem = uci.build_problem(resolved.protocol, run.config, dataset, run.x, run.y)
         reference = recipes.run(name, problem, run.key, **uci.recipe_hyperparameters(name, run.config))
@@ -188,8 +186,8 @@ def test_splits_as_a_batch_axis_equal_the_recipe_split_by_split(shared_data_dir,
 @pytest.mark.slow
 def test_split_loop_mode_equals_vmap_mode(shared_data_dir):
     dataset, resolved, runs = _runs(shared_data_dir, "map", [{"prior_scale": 1.0}, {"prior_scale": 1.0}])
-    vmapped = uci.Runner("map", resolved, dataset, "vmap", 0, print).fit(runs)
-    looped = uci.Runner("map", resolved, dataset, "loop", 0, print).fit(runs)
+    vmapped = uci.Runner("map", resolved, dataset, "vmap", 0).fit(runs)
+    looped = uci.Runner("map", resolved, dataset, "loop", 0).fit(runs)
     for a, b in zip(vmapped, looped):
         jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=2e-4, atol=2e-5), a.samples, b.samples)
 
@@ -282,10 +280,11 @@ def test_splits_of_unequal_size_run_one_program_each(tmp_path):
     assert summary["splits"] == [0, 1] and np.isfinite(summary["test_ll"]["mean"])
 
 
-def test_runs_regrouped_by_every_setting_once_the_runner_cannot_trace(tmp_path):
-    """SGLD cannot run under a trace, so the runner steps down to one program per configuration; runs grouped
-    while it still traced the prior scale must then be split by it, or the third run below would train with the
-    first run's prior (it once did, silently). Each batched fit must equal recipes.run on its own."""
+def test_runs_grouped_by_every_untraced_setting(tmp_path):
+    """SGLD's step size is not declared traceable, so runs are grouped by it while the prior scale is traced; the
+    third run below shares its step size with the second and its prior with the first, and must train with its
+    own prior (an earlier grouping once trained it with the first run's, silently). Each batched fit must equal
+    recipes.run on its own."""
     dataset = data.load_uci("tiny", write_dataset(tmp_path, num_rows=60))
     split = uci.prepare_splits(dataset, [0], seed=0, validation_fraction=0.2)[0]
     resolved = uci.resolve_protocol("sgld", dataset, overrides={"num_epochs": 3, "num_samples": 4, "burnin_epochs": 1,
@@ -294,9 +293,9 @@ def test_runs_regrouped_by_every_setting_once_the_runner_cannot_trace(tmp_path):
                {"prior_scale": 3.0, "step_size": 2e-4}]
     runs = [uci.Run({**resolved.fixed, **c}, split.validation.x_train, split.validation.y_train, jax.random.key(3))
             for c in configs]
-    runner = uci.Runner("sgld", resolved, dataset, "vmap", 0, lambda message: None)
+    runner = uci.Runner("sgld", resolved, dataset, "vmap", 0)
     with pytest.warns(Warning):  # three-epoch chains do not converge
-        fitted = runner.fit(runs, replay=False)
+        fitted = runner.fit(runs)
         # The third run is the one that was trained with the second's prior (checking one keeps the test cheap).
         run = runs[2]
         problem = uci.build_problem(resolved.protocol, run.config, dataset, run.x, run.y)

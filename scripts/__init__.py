@@ -1,0 +1,1 @@
+"""Benchmarks and table builders, importable as a package by the tests."""
