@@ -18,17 +18,18 @@ is the KL "counted once per epoch" — never divided by the batch size.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bdljax.core.likelihoods import Likelihood
-from bdljax.nn.models import Apply
 from bdljax.core.priors import Prior
 
 Params = Any
+# A network: apply(params, x, rng=None, train=False) -> output (see bdljax.nn.models).
+Apply = Callable[..., jax.Array]
 Batch = Tuple[jax.Array, jax.Array]
 
 

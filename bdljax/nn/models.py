@@ -32,8 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bdljax.core.posterior import Apply
+
 Params = Any
-Apply = Callable[..., jax.Array]
 
 _ACTIVATIONS = {
     "relu": nn.relu,
