@@ -85,6 +85,41 @@ def build_epoch(method: Transform, batch_size: int, num_points: int) -> Callable
     return jax.jit(epoch)
 
 
+# Scanned epochs run at least this many steps per compiled call: a full-batch epoch is one step, and one dispatch
+# per step cost 6x a bare lax.scan of the same update (scripts/bench_mfvi.py).
+MIN_STEPS_PER_CALL = 256
+
+
+@functools.lru_cache(maxsize=64)
+def build_epochs(method: Transform, batch_size: int, num_points: int, num_epochs: int) -> Callable:
+    """A jitted ``epochs(state, x, y, key, first_epoch) -> (state, infos (E, steps, ...))`` running ``num_epochs``
+    epochs in one call; epoch ``e`` draws its order and step keys from ``fold_in(key, e)``, as :func:`build_epoch`
+    called once per epoch does."""
+    num_steps = num_points // batch_size
+
+    def one_epoch(state, x, y, key):
+        order_key, step_key = jax.random.split(key)
+        indices = batch_orders(order_key, method.batch_streams, num_steps, batch_size, num_points)
+        return scan_steps(method, state, x, y, indices, jax.random.split(step_key, num_steps))
+
+    def epochs(state, x, y, key, first_epoch):
+        def body(state, epoch):
+            return one_epoch(state, x, y, jax.random.fold_in(key, epoch))
+
+        return jax.lax.scan(body, state, first_epoch + jnp.arange(num_epochs))
+
+    return jax.jit(epochs)
+
+
+def epochs_per_call(steps_per_epoch: int, num_epochs: int, eval_every: int) -> int:
+    """How many scanned epochs one compiled call runs: enough for :data:`MIN_STEPS_PER_CALL` steps, and a divisor
+    of ``eval_every`` so that every evaluation falls on a call boundary."""
+    wanted = max(1, min(num_epochs, -(-MIN_STEPS_PER_CALL // steps_per_epoch)))
+    if eval_every:
+        wanted = max(d for d in range(1, min(wanted, eval_every) + 1) if eval_every % d == 0)
+    return wanted
+
+
 def check_count(name: str, value) -> None:
     """``value`` must be a positive int: ``int()`` would truncate 10.5 silently, and a count below 1 fails deep
     in tracing."""
@@ -192,10 +227,13 @@ def fit(
     batch_size = num_points if batch_size is None else int(batch_size)
     check_training_data(method, x, y, batch_size)
     x, y = jnp.asarray(x), jnp.asarray(y)
+    num_steps = num_points // batch_size
+    per_call = epochs_per_call(num_steps, num_epochs, eval_every if evaluate is not None else 0)
     if steps_per_call is None:
-        epoch_fn = build_epoch(method, batch_size, num_points)
+        many = build_epochs(method, batch_size, num_points, per_call)
+        one = build_epochs(method, batch_size, num_points, 1)
     else:
-        epoch_fn = build_chunked_epoch(method, batch_size, num_points, int(steps_per_call))
+        chunked = build_chunked_epoch(method, batch_size, num_points, int(steps_per_call))
     extra = dict(log_fields or {})
     history: List[Dict[str, Any]] = []
 
@@ -205,17 +243,30 @@ def fit(
         if logger is not None:
             logger.log(entry)
 
-    bar = tqdm(range(1, num_epochs + 1), desc=description, disable=not progress, leave=False)
-    for epoch in bar:
+    bar = tqdm(total=num_epochs, desc=description, disable=not progress, leave=False)
+    epoch = 0
+    while epoch < num_epochs:
         start = time.perf_counter()
-        state, infos = epoch_fn(state, x, y, jax.random.fold_in(key, epoch))
-        summary = summarise_infos(infos)  # the one host transfer per epoch
-        summary["seconds"] = time.perf_counter() - start
-        record({"epoch": epoch, "split": "train", **summary})
+        if steps_per_call is not None:
+            state, infos = chunked(state, x, y, jax.random.fold_in(key, epoch + 1))
+            infos = jax.tree.map(lambda leaf: leaf[None], infos)
+        else:
+            run = many if num_epochs - epoch >= per_call else one
+            state, infos = run(state, x, y, key, jnp.asarray(epoch + 1, jnp.int32))
+        infos = jax.device_get(infos)  # the one host transfer per call
+        count = jax.tree.leaves(infos)[0].shape[0]
+        seconds = (time.perf_counter() - start) / count
+        for offset in range(count):
+            epoch += 1
+            summary = summarise_infos(jax.tree.map(lambda leaf: leaf[offset], infos))
+            summary["seconds"] = seconds
+            record({"epoch": epoch, "split": "train", **summary})
+            if evaluate is not None and eval_every and (epoch % eval_every == 0 or epoch == num_epochs):
+                record({"epoch": epoch, "split": "eval", **{k: _to_python(v) for k, v in evaluate(state).items()}})
+        bar.update(count)
         first_field = next(iter(summary))
         bar.set_postfix({first_field: f"{summary[first_field]:.4g}"})
-        if evaluate is not None and eval_every and (epoch % eval_every == 0 or epoch == num_epochs):
-            record({"epoch": epoch, "split": "eval", **{k: _to_python(v) for k, v in evaluate(state).items()}})
+    bar.close()
     return FitResult(state, history)
 
 
