@@ -46,9 +46,8 @@ Estimators
   E_q[log p(D|θ)] for networks built from :mod:`bdljax.nn.bayesian_layers`
   (local reparameterisation, Flipout). Same q, same KL, same objective.
 
-A step whose objective or gradient is not finite leaves the variational
-parameters and optimiser state unchanged and is counted in
-``state.num_nonfinite``, as in :mod:`bdljax.methods.map_estimate`.
+Wrap the transform in :func:`bdljax.methods.wrappers.skip_nonfinite` to undo
+and count a step whose objective or gradient is not finite (the recipes do).
 
 Usage::
 
@@ -69,13 +68,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bdljax.nn import bayesian_layers
-from bdljax.methods import map_estimate as map_method
-from bdljax.methods.map_estimate import select_tree, tree_all_finite
-from bdljax.recipes import Fitted, Problem, fit_transform, make_optimizer
+from functools import partial
+
 from bdljax.core.posterior import LogPosterior
 from bdljax.core.transform import Transform
-from bdljax.core.tree import initial_params, repeat as repeat_params
+from bdljax.core.tree import initial_params
+from bdljax.nn import bayesian_layers
 
 Params = Any
 VariationalApply = Callable[..., jax.Array]  # (mean, scale, theta, x, rng, train) -> output
@@ -106,7 +104,6 @@ class MFVIState(NamedTuple):
     mean: Params  # μ, same pytree as the network's parameters
     raw_scale: Params  # ρ, same pytree
     opt_state: optax.OptState
-    num_nonfinite: jax.Array  # steps skipped because the objective or gradient was not finite
 
 
 class ELBOTerms(NamedTuple):
@@ -279,6 +276,46 @@ def elbo_objective(
     return objective
 
 
+def init(key: jax.Array, params: Any, optimizer: optax.GradientTransformation, init_scale: Any = 1e-2,
+         scale_transform: str = "softplus") -> MFVIState:
+    """q's mean μ from ``params`` (a pytree or ``key -> pytree``), its scales σ from ``init_scale``."""
+    _, inverse = _check_scale_transform(scale_transform)
+    mean = initial_params(key, params)
+    if isinstance(init_scale, (int, float)):
+        raw_scale = jax.tree.map(lambda leaf: jnp.full(leaf.shape, inverse(jnp.asarray(init_scale, leaf.dtype))), mean)
+    else:
+        try:
+            raw_scale = jax.tree.map(
+                lambda s, leaf: jnp.broadcast_to(inverse(jnp.asarray(s, leaf.dtype)), leaf.shape), init_scale, mean
+            )
+        except ValueError as error:
+            raise ValueError(f"mfvi: the init_scale pytree does not match the parameter pytree: {error}") from error
+    return MFVIState(mean, raw_scale, optimizer.init(VariationalParams(mean, raw_scale)))
+
+
+def _negative_objective(variational, batch, key, objective):
+    elbo, terms = objective(variational, batch, key)
+    return -elbo, (elbo, terms)
+
+
+def update(state: MFVIState, batch, key: jax.Array, objective: Callable, optimizer: optax.GradientTransformation):
+    """One optimiser step on −L_T (``objective`` from :func:`elbo_objective`) over φ = (μ, ρ)."""
+    variational = VariationalParams(state.mean, state.raw_scale)
+    (_, (elbo, terms)), grads = jax.value_and_grad(_negative_objective, has_aux=True)(variational, batch, key, objective)
+    updates, opt_state = optimizer.update(grads, state.opt_state, variational)
+    new = optax.apply_updates(variational, updates)
+    return MFVIState(new.mean, new.raw_scale, opt_state), MFVIInfo(elbo, terms.expected_log_likelihood, terms.kl,
+                                                                    optax.tree.norm(grads))
+
+
+def sample(state: MFVIState, key: jax.Array, num_samples: int = 1, scale_transform: str = "softplus") -> Params:
+    """θ ~ q, ``num_samples`` draws stacked on a leading axis."""
+    forward, _ = _check_scale_transform(scale_transform)
+    scale = jax.tree.map(forward, state.raw_scale)
+    noise = gaussian_noise(key, state.mean, num_samples)
+    return jax.tree.map(lambda m, s, e: m + s * e, state.mean, scale, noise)
+
+
 def build(
     log_posterior: LogPosterior,
     optimizer: optax.GradientTransformation,
@@ -311,48 +348,10 @@ def build(
         log_posterior, num_mc_samples=num_mc_samples, scale_transform=scale_transform, kl=kl,
         variational_apply=variational_apply,
     )
-    forward, inverse = SCALE_TRANSFORMS[scale_transform]
     _check_init_scale(init_scale)
-
-    def init(key, params) -> MFVIState:
-        mean = initial_params(key, params)
-        if isinstance(init_scale, (int, float)):
-            raw_scale = jax.tree.map(lambda leaf: jnp.full(leaf.shape, inverse(jnp.asarray(init_scale, leaf.dtype))), mean)
-        else:
-            try:
-                raw_scale = jax.tree.map(
-                    lambda s, leaf: jnp.broadcast_to(inverse(jnp.asarray(s, leaf.dtype)), leaf.shape), init_scale, mean
-                )
-            except ValueError as error:
-                raise ValueError(f"mfvi: the init_scale pytree does not match the parameter pytree: {error}") from error
-        variational = VariationalParams(mean, raw_scale)
-        return MFVIState(mean, raw_scale, optimizer.init(variational), jnp.zeros((), jnp.int32))
-
-    def negative_objective(variational, batch, key):
-        elbo, terms = objective(variational, batch, key)
-        return -elbo, (elbo, terms)
-
-    def update(state: MFVIState, batch, key):
-        variational = VariationalParams(state.mean, state.raw_scale)
-        (loss, (elbo, terms)), grads = jax.value_and_grad(negative_objective, has_aux=True)(variational, batch, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, variational)
-        new = optax.apply_updates(variational, updates)
-        finite = jnp.isfinite(loss) & tree_all_finite(grads)
-        new = select_tree(finite, new, variational)
-        new_state = MFVIState(
-            new.mean,
-            new.raw_scale,
-            select_tree(finite, opt_state, state.opt_state),
-            state.num_nonfinite + jnp.where(finite, 0, 1).astype(jnp.int32),
-        )
-        return new_state, MFVIInfo(elbo, terms.expected_log_likelihood, terms.kl, optax.tree.norm(grads))
-
-    def sample(state: MFVIState, key, num_samples: int = 1):
-        scale = jax.tree.map(forward, state.raw_scale)
-        noise = gaussian_noise(key, state.mean, num_samples)
-        return jax.tree.map(lambda m, s, e: m + s * e, state.mean, scale, noise)
-
-    return Transform(init, update, sample)
+    return Transform(partial(init, optimizer=optimizer, init_scale=init_scale, scale_transform=scale_transform),
+                     partial(update, objective=objective, optimizer=optimizer),
+                     partial(sample, scale_transform=scale_transform))
 
 
 def _check_init_scale(init_scale) -> None:
@@ -365,74 +364,3 @@ def _check_init_scale(init_scale) -> None:
         raise ValueError("init_scale must be a positive float or a pytree of positive scales matching the parameters")
     if not all(np.all(np.asarray(leaf) > 0) for leaf in leaves):  # build time, on the host
         raise ValueError("init_scale: every scale in the pytree must be positive")
-
-
-def recipe(
-    problem: Problem,
-    key: jax.Array,
-    *,
-    num_epochs: int = 100,
-    batch_size: Optional[int] = 100,
-    learning_rate: float = 1e-3,
-    optimizer: str = "adam",
-    num_mc_samples: int = 1,
-    num_samples: int = 100,
-    init_scale: float = 1e-2,
-    pretrain_epochs: int = 0,
-    estimator: str = "reparameterization",
-    predict_with_mean: bool = False,
-    eval_data: Optional[Tuple[Any, Any]] = None,
-    eval_every: int = 0,
-    logger=None,
-    log_fields: Optional[Dict[str, Any]] = None,
-    progress: bool = False,
-    steps_per_call: Optional[int] = None,
-) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.recipes`): Bayes by Backprop with an optax optimiser.
-
-    ``num_mc_samples`` draws per training step; ``num_samples`` weight draws
-    for prediction (``predict_with_mean=True``: the one mean-weight network
-    instead). ``pretrain_epochs > 0`` first runs :mod:`bdljax.methods.map_estimate` for that
-    many epochs and starts q's mean at the MAP solution (its records carry
-    ``stage="map_pretrain"``). ``estimator``: ``"reparameterization"``
-    (any network), or ``"local_reparameterization"`` / ``"flipout"`` for
-    models built with :mod:`bdljax.nn.bayesian_layers`.
-    """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
-    for name, value in (("num_epochs", num_epochs), ("num_samples", num_samples)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"mfvi: {name} must be a positive int, got {value!r}")
-    if not isinstance(pretrain_epochs, int) or pretrain_epochs < 0:
-        raise ValueError(f"mfvi: pretrain_epochs must be a non-negative int, got {pretrain_epochs!r}")
-    variational_apply = None
-    if estimator != "reparameterization":
-        variational_apply = bayesian_layers.variational_apply(problem.model, estimator)
-    log_posterior = problem.log_posterior()
-    batch_size = map_method.batch_size_for(batch_size, problem.num_data)
-    pretrain_key, vi_key = jax.random.split(key)
-    init_params: Any = problem.model.init
-    history, diagnostics = [], {}
-    if pretrain_epochs:
-        pretrained = fit_transform(
-            problem, map_method.build(log_posterior, make_optimizer(optimizer, learning_rate)), pretrain_key,
-            init_params=problem.model.init, num_epochs=pretrain_epochs, batch_size=batch_size, num_samples=1,
-            logger=logger, log_fields={**(log_fields or {}), "stage": "map_pretrain"}, progress=progress,
-            description="mfvi:map-pretrain", steps_per_call=steps_per_call,
-        )
-        init_params = pretrained.state.params
-        history.extend(pretrained.history)
-        diagnostics["pretrain_nonfinite_steps"] = pretrained.diagnostics["nonfinite_steps"]
-    method = build(
-        log_posterior, make_optimizer(optimizer, learning_rate), num_mc_samples=num_mc_samples, init_scale=init_scale,
-        variational_apply=variational_apply,
-    )
-    if predict_with_mean:
-        method = method._replace(sample=lambda state, key, n=1: repeat_params(state.mean, n))
-        num_samples = 1
-    fitted = fit_transform(
-        problem, method, vi_key, init_params=init_params, num_epochs=num_epochs, batch_size=batch_size,
-        num_samples=num_samples, eval_data=eval_data, eval_every=eval_every, logger=logger, log_fields=log_fields,
-        progress=progress, description="mfvi", steps_per_call=steps_per_call,
-    )
-    return fitted._replace(history=history + fitted.history, diagnostics={**diagnostics, **fitted.diagnostics})

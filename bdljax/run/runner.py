@@ -51,8 +51,8 @@ def execute(plan: Plan, key: jax.Array, options: RunOptions = RunOptions()) -> F
     """Run ``plan`` with ``key``: its first stage (if any), then its schedule, then its finishing step.
 
     With a first stage the key is split ``(first, main)``; the first stage's
-    records carry ``stage=<its name>`` and its diagnostics come back under
-    ``before_<field>``.
+    records carry ``stage=<its name>`` and its diagnostics come back prefixed
+    with its name (``map_pretrain_nonfinite_steps``).
     """
     history, diagnostics = [], {}
     init_params = plan.init_params
@@ -61,7 +61,7 @@ def execute(plan: Plan, key: jax.Array, options: RunOptions = RunOptions()) -> F
         first = execute(plan.before, before_key, options._replace(eval_every=0).with_fields(stage=plan.before.name))
         init_params = plan.init_params(first)
         history.extend(first.history)
-        diagnostics.update({f"before_{name}": value for name, value in first.diagnostics.items()})
+        diagnostics.update({f"{plan.before.name}_{name}": value for name, value in first.diagnostics.items()})
     if isinstance(plan.schedule, Chains):
         from bdljax.run import chains  # noqa: PLC0415  (imports BlackJAX-free code only when chains run)
 
@@ -74,11 +74,11 @@ def execute(plan: Plan, key: jax.Array, options: RunOptions = RunOptions()) -> F
     return plan.finish(fitted, plan) if plan.finish is not None else fitted
 
 
-def resolve_execution(plan: Plan, options: RunOptions) -> execution_choice.Execution:
-    """The options' execution, or the backend's best for this plan's network."""
+def resolve_execution(plan: Plan, options: RunOptions, init_params: Any) -> execution_choice.Execution:
+    """The options' execution, or the backend's best for this plan's network (``init_params`` resolved: a pytree
+    or ``key -> pytree``)."""
     if options.execution is not None:
         return options.execution.check()
-    init_params = plan.init_params
     params = jax.eval_shape(init_params, jax.random.key(0)) if callable(init_params) else init_params
     x = jax.ShapeDtypeStruct((1, *np.shape(plan.data[0])[1:]), jnp.result_type(plan.data[0]))
     return execution_choice.choose(plan.apply, params, x)
@@ -86,7 +86,7 @@ def resolve_execution(plan: Plan, options: RunOptions) -> execution_choice.Execu
 
 def _execute_epochs(plan: Plan, key: jax.Array, init_params: Any, options: RunOptions,
                     execution: Optional[execution_choice.Execution] = None) -> Fitted:
-    execution = execution or resolve_execution(plan, options)
+    execution = execution or resolve_execution(plan, options, init_params)
     transform = plan.transform
     if execution.members == "sequential" and transform.member is not None:
         return _execute_members_in_turn(plan, key, init_params, options, execution)

@@ -17,6 +17,7 @@ diverging step is counted, never silently averaged in.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
@@ -92,9 +93,9 @@ MIN_STEPS_PER_CALL = 256
 
 @functools.lru_cache(maxsize=64)
 def build_epochs(method: Transform, batch_size: int, num_points: int, num_epochs: int) -> Callable:
-    """A jitted ``epochs(state, x, y, key, first_epoch) -> (state, infos (E, steps, ...))`` running ``num_epochs``
-    epochs in one call; epoch ``e`` draws its order and step keys from ``fold_in(key, e)``, as :func:`build_epoch`
-    called once per epoch does."""
+    """A jitted ``epochs(state, x, y, key, first_epoch) -> (state, infos (num_epochs, steps, ...))`` running
+    ``num_epochs`` epochs in one call; epoch ``e`` draws its order and step keys from ``fold_in(key, e)``, exactly
+    as :func:`build_epoch` called once per epoch does."""
     num_steps = num_points // batch_size
 
     def one_epoch(state, x, y, key):
@@ -103,21 +104,19 @@ def build_epochs(method: Transform, batch_size: int, num_points: int, num_epochs
         return scan_steps(method, state, x, y, indices, jax.random.split(step_key, num_steps))
 
     def epochs(state, x, y, key, first_epoch):
-        def body(state, epoch):
-            return one_epoch(state, x, y, jax.random.fold_in(key, epoch))
-
-        return jax.lax.scan(body, state, first_epoch + jnp.arange(num_epochs))
+        return jax.lax.scan(lambda state, epoch: one_epoch(state, x, y, jax.random.fold_in(key, epoch)), state,
+                            first_epoch + jnp.arange(num_epochs))
 
     return jax.jit(epochs)
 
 
-def epochs_per_call(steps_per_epoch: int, num_epochs: int, eval_every: int) -> int:
-    """How many scanned epochs one compiled call runs: enough for :data:`MIN_STEPS_PER_CALL` steps, and a divisor
-    of ``eval_every`` so that every evaluation falls on a call boundary."""
-    wanted = max(1, min(num_epochs, -(-MIN_STEPS_PER_CALL // steps_per_epoch)))
-    if eval_every:
-        wanted = max(d for d in range(1, min(wanted, eval_every) + 1) if eval_every % d == 0)
-    return wanted
+def epochs_per_call(steps_per_epoch: int, num_epochs: int, eval_every: int = 0) -> int:
+    """How many scanned epochs one compiled call runs: the largest divisor of ``num_epochs`` (and of
+    ``eval_every``, so that evaluations fall on call boundaries) that needs no more than about
+    :data:`MIN_STEPS_PER_CALL` steps. A divisor, so that one compiled function serves the whole fit."""
+    wanted = max(1, -(-MIN_STEPS_PER_CALL // steps_per_epoch))
+    total = math.gcd(num_epochs, eval_every) if eval_every else num_epochs
+    return max(d for d in range(1, min(wanted, total) + 1) if total % d == 0)
 
 
 def check_count(name: str, value) -> None:
@@ -230,8 +229,7 @@ def fit(
     num_steps = num_points // batch_size
     per_call = epochs_per_call(num_steps, num_epochs, eval_every if evaluate is not None else 0)
     if steps_per_call is None:
-        many = build_epochs(method, batch_size, num_points, per_call)
-        one = build_epochs(method, batch_size, num_points, 1)
+        scanned = build_epochs(method, batch_size, num_points, per_call)
     else:
         chunked = build_chunked_epoch(method, batch_size, num_points, int(steps_per_call))
     extra = dict(log_fields or {})
@@ -251,8 +249,7 @@ def fit(
             state, infos = chunked(state, x, y, jax.random.fold_in(key, epoch + 1))
             infos = jax.tree.map(lambda leaf: leaf[None], infos)
         else:
-            run = many if num_epochs - epoch >= per_call else one
-            state, infos = run(state, x, y, key, jnp.asarray(epoch + 1, jnp.int32))
+            state, infos = scanned(state, x, y, key, jnp.asarray(epoch + 1, jnp.int32))
         infos = jax.device_get(infos)  # the one host transfer per call
         count = jax.tree.leaves(infos)[0].shape[0]
         seconds = (time.perf_counter() - start) / count
