@@ -33,9 +33,13 @@ def counted(plan):
     return plan._replace(transform=plan.transform._replace(update=counting)), traces
 
 
-@pytest.mark.parametrize("name", ["map", "ensemble"])
+TINY = {"map": {}, "ensemble": {"num_members": 2}, "mfvi": {"num_samples": 2, "pretrain_epochs": 1},
+        "sgld": {"num_chains": 2, "num_samples": 4, "thinning": 1}, "sghmc": {"num_samples": 4, "thinning": 1}}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
 def test_update_compiles_once_across_executions(name):
-    plan, traces = counted(recipes.plan(name, problem(), num_epochs=3, batch_size=8))
+    plan, traces = counted(recipes.plan(name, problem(), num_epochs=3, batch_size=8, **TINY[name]))
     execute(plan, jax.random.key(0))
     execute(plan, jax.random.key(1))
     assert len(traces) == 1

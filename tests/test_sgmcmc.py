@@ -26,7 +26,7 @@ import pytest
 import conjugate_regression
 from bdljax.evaluate import diagnostics as diag
 from bdljax import recipes
-from bdljax.methods import ensemble, sgmcmc
+from bdljax.methods import ensemble, sgmcmc, wrappers
 from bdljax.core import likelihoods, posterior, priors
 
 NUM_DATA, BATCH, NOISE, PRIOR_SCALE = 100, 50, 0.5, 1.0
@@ -42,6 +42,18 @@ X, Y, MODEL, EXACT_MEAN, EXACT_COV = conjugate_regression.linear_problem(0, NUM_
 def log_posterior(temperature=1.0):
     return posterior.log_posterior(MODEL.apply, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), NUM_DATA,
                                    temperature)
+
+
+def chain(sampler, schedule, num_burnin, thinning, num_kept, **kwargs):
+    """One chain as the recipes compose it: the sampler, non-finite steps undone, draws kept after burn-in."""
+    return wrappers.keep_draws(wrappers.skip_nonfinite(sampler(log_posterior(kwargs.pop("temperature", 1.0)),
+                                                               schedule, **kwargs)),
+                               num_kept, thinning=thinning, num_burnin=num_burnin, exploring=schedule.exploring)
+
+
+def position(state):
+    """The sampler's position inside the wrapped state."""
+    return state.inner.inner.position
 
 
 def run_chains(member, key):
@@ -73,10 +85,10 @@ def run_chains(member, key):
 def test_matches_exact_posterior_within_stated_tolerance(name):
     schedule = sgmcmc.constant(7e-5 if name == "sgld" else 7e-3)
     settings = dict(num_burnin=NUM_BURNIN, thinning=THINNING, num_kept=NUM_KEPT)
-    member = (sgmcmc.sgld(log_posterior(), schedule, **settings) if name == "sgld"
-              else sgmcmc.sghmc(log_posterior(), schedule, friction=100.0, **settings))
+    member = (chain(sgmcmc.sgld, schedule, **settings) if name == "sgld"
+              else chain(sgmcmc.sghmc, schedule, friction=100.0, **settings))
     state, draws = run_chains(member, jax.random.key(11))
-    assert np.all(np.asarray(state.num_stored) == NUM_KEPT) and int(np.sum(state.num_nonfinite)) == 0
+    assert np.all(np.asarray(state.num_stored) == NUM_KEPT) and wrappers.num_nonfinite(state) == 0
     scale = np.sqrt(np.diag(EXACT_COV))
     rows, cols = np.triu_indices(3)
     for group in range(len(SEEDS)):
@@ -96,7 +108,7 @@ def test_matches_exact_posterior_within_stated_tolerance(name):
 def tempered_sgld():
     """SGLD at T = 2 whose step 0 explores (no noise); from step 2 on every 2nd step is kept in a buffer of 3."""
     schedule = sgmcmc.cyclical(1e-3, num_steps=100, num_cycles=1, exploration_fraction=0.01)
-    method = sgmcmc.sgld(log_posterior(temperature=2.0), schedule, num_burnin=2, thinning=2, num_kept=3)
+    method = chain(sgmcmc.sgld, schedule, num_burnin=2, thinning=2, num_kept=3, temperature=2.0)
     return method, jax.jit(method.init), jax.jit(method.update)
 
 
@@ -119,9 +131,9 @@ def test_gradient_is_the_log_posteriors_scaled_once_and_tempered(tempered_sgld):
 
     theta = jnp.array([0.3, -0.2, 0.1])
     expected = theta + eps * jax.grad(by_hand)(theta)  # ε_0 at t = 0
-    np.testing.assert_allclose(np.r_[new_state.position["w"], new_state.position["b"]], expected, rtol=1e-5)
+    np.testing.assert_allclose(np.r_[position(new_state)["w"], position(new_state)["b"]], expected, rtol=1e-5)
     np.testing.assert_allclose(info.log_posterior, by_hand(theta), rtol=1e-5)
-    assert not bool(info.kept)  # exploration keeps nothing
+    assert int(new_state.num_stored) == 0  # exploration keeps nothing
 
 
 def test_nonfinite_step_is_skipped_and_counted(tempered_sgld):
@@ -129,8 +141,8 @@ def test_nonfinite_step_is_skipped_and_counted(tempered_sgld):
     state = init(jax.random.key(0), {"w": jnp.array([0.3, -0.2]), "b": jnp.array(0.1)})
     bad_batch = (BATCH_10[0], BATCH_10[1].at[3].set(jnp.nan))
     new_state, _ = update(state, bad_batch, jax.random.key(1))
-    assert int(new_state.num_nonfinite) == 1 and int(new_state.step) == 1
-    for new, old in zip(jax.tree.leaves(new_state.position), jax.tree.leaves(state.position)):
+    assert int(new_state.inner.num_nonfinite) == 1 and int(new_state.step) == 1
+    for new, old in zip(jax.tree.leaves(position(new_state)), jax.tree.leaves(position(state))):
         np.testing.assert_array_equal(new, old)
 
 
@@ -139,9 +151,10 @@ def test_ring_buffer_returns_the_latest_kept_draws_oldest_first(tempered_sgld):
     state = init(jax.random.key(0), {"w": jnp.array([0.3, -0.2]), "b": jnp.array(0.1)})
     positions, kept = [], []
     for step in range(12):
+        stored = int(state.num_stored)
         state, info = update(state, BATCH_10, jax.random.key(step))
-        positions.append(np.asarray(state.position["b"]))
-        kept.append(bool(info.kept))
+        positions.append(np.asarray(position(state)["b"]))
+        kept.append(int(state.num_stored) > stored)
     # Eligible from step 2 on; every 2nd eligible step kept: steps 3, 5, 7, 9, 11.
     assert [i for i, k in enumerate(kept) if k] == [3, 5, 7, 9, 11]
     np.testing.assert_array_equal(method.sample(state, None, 3)["b"], [positions[7], positions[9], positions[11]])
@@ -215,7 +228,8 @@ def test_sghmc_stays_exact_on_stiff_directions(curvature):
     scale = 1.0 / np.sqrt(curvature)
     model_apply = lambda params, x, rng=None, train=False: jnp.zeros((x.shape[0], 1)) + 0.0 * params["theta"]  # noqa: E731
     log_post = posterior.log_posterior(model_apply, likelihoods.gaussian(1.0), priors.gaussian(scale), 1)
-    method = sgmcmc.sghmc(log_post, sgmcmc.constant(1e-3), friction=100.0, num_burnin=1000, thinning=50, num_kept=40)
+    method = wrappers.keep_draws(sgmcmc.sghmc(log_post, sgmcmc.constant(1e-3), friction=100.0), 40, thinning=50,
+                                 num_burnin=1000)
     batch = (jnp.zeros((1, 1)), jnp.zeros(1))
     num_chains = 256
 
@@ -240,14 +254,14 @@ def test_sghmc_stays_exact_on_stiff_directions(curvature):
 def test_a_skipped_step_still_fills_its_buffer_slot_and_is_warned():
     """A non-finite step leaves the chain where it was; that state is kept on schedule (it once left the slot at
     the initialisation, returned as a draw), and the diagnostics check names the skipped steps."""
-    method = sgmcmc.sgld(log_posterior(), sgmcmc.constant(1e-4), num_burnin=0, thinning=1, num_kept=3)
+    method = chain(sgmcmc.sgld, sgmcmc.constant(1e-4), num_burnin=0, thinning=1, num_kept=3)
     state = method.init(jax.random.key(0), {"w": jnp.array([0.3, -0.2]), "b": jnp.array(0.1)})
     bad_batch = (BATCH_10[0], BATCH_10[1].at[3].set(jnp.nan))
     positions = []
     for index, batch in enumerate((BATCH_10, bad_batch, BATCH_10)):
         state, _ = method.update(state, batch, jax.random.key(index))
-        positions.append(np.asarray(state.position["b"]))
-    assert int(state.num_stored) == 3 and int(state.num_nonfinite) == 1
+        positions.append(np.asarray(position(state)["b"]))
+    assert int(state.num_stored) == 3 and wrappers.num_nonfinite(state) == 1
     np.testing.assert_array_equal(np.asarray(method.sample(state, jax.random.key(9), 3)["b"]), positions)
     assert positions[1] == positions[0]  # the skipped step stood still
     problems = diag.check({"nonfinite_steps": 1}, 1, warn=False)

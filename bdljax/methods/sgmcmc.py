@@ -35,34 +35,32 @@ for Bayesian deep learning" (:func:`cyclical`), whose exploration stage at
 the start of every cycle turns the noise off (an optimiser heading for a new
 mode) and whose sampling stage keeps draws.
 
-Draws are kept in a ring buffer in the state after ``num_burnin`` steps,
-every ``thinning``-th eligible step (outside exploration). Steps whose loss
-or gradient is not finite leave the state unchanged and are counted in
-``num_nonfinite``, as in :mod:`bdljax.methods.map_estimate`. Several chains are a deep
-ensemble of samplers (:func:`bdljax.methods.ensemble.build`): vmapped, each with its
-own key, initialisation and data order. Both transforms run under
-:func:`bdljax.run.training.fit`.
+A transform here is one chain's transition; ``sample`` is its current
+position. Draws are kept by :func:`bdljax.methods.wrappers.keep_draws` (after
+burn-in, every ``thinning``-th step outside exploration, ``exploring=
+schedule.exploring``), non-finite steps undone and counted by
+:func:`bdljax.methods.wrappers.skip_nonfinite`, and several chains are an
+ensemble of samplers (:func:`bdljax.methods.ensemble.build`): vmapped, each with
+its own key, initialisation and data order. The recipes compose them
+(:mod:`bdljax.recipes.sgmcmc`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from functools import partial
+from typing import Any, Callable, NamedTuple, Optional
 
 import blackjax.sgmcmc.diffusions as diffusions
-from blackjax.util import generate_gaussian_noise
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from blackjax.util import generate_gaussian_noise
 
-from bdljax.evaluate import diagnostics as diag
-from bdljax.methods import ensemble
-from bdljax.methods.map_estimate import batch_size_for, select_tree, tree_all_finite
-from bdljax.recipes import Fitted, Problem, fit_transform
+from bdljax.core import tree
 from bdljax.core.posterior import LogPosterior
 from bdljax.core.transform import Transform
-from bdljax.core.tree import initial_params
 
 Params = Any
 
@@ -124,11 +122,7 @@ def _check_positive(name, value):
 class SGMCMCState(NamedTuple):
     position: Params
     momentum: Optional[Params]  # SGHMC only
-    step: jax.Array
-    num_eligible: jax.Array  # steps after burn-in outside exploration (what thinning counts)
-    draws: Params  # ring buffer of the last num_kept kept draws
-    num_stored: jax.Array
-    num_nonfinite: jax.Array  # steps skipped because the loss or gradient was not finite
+    step: jax.Array  # transitions so far: the schedule's t
 
 
 class SGMCMCInfo(NamedTuple):
@@ -137,113 +131,83 @@ class SGMCMCInfo(NamedTuple):
     log_prior: jax.Array
     step_size: jax.Array
     grad_norm: jax.Array
-    kept: jax.Array  # a draw was stored after this step
 
 
-def _build(log_posterior: LogPosterior, schedule: Schedule, move: Callable, with_momentum: bool, *, num_burnin: int,
-           thinning: int, num_kept: int) -> Transform:
-    if num_burnin < 0 or thinning < 1 or num_kept < 1:
-        raise ValueError(f"need num_burnin >= 0, thinning >= 1, num_kept >= 1; "
-                         f"got {num_burnin}, {thinning}, {num_kept}")
-
-    def init(key, params) -> SGMCMCState:
-        params = initial_params(key, params)
-        momentum = None
-        if with_momentum:  # r ~ N(0, I), the stationary law of the momentum at T = 1
-            leaves, treedef = jax.tree.flatten(params)
-            keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-            momentum = jax.tree.unflatten(
-                treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
-        draws = jax.tree.map(lambda p: jnp.broadcast_to(p, (num_kept, *p.shape)), params)
-        zero = jnp.zeros((), jnp.int32)
-        return SGMCMCState(params, momentum, zero, zero, draws, zero, zero)
-
-    def objective(params, batch, rng):
-        return log_posterior.evaluate(params, batch, rng)
-
-    def update(state: SGMCMCState, batch, key):
-        rng, noise_key = jax.random.split(key)
-        (value, terms), grads = jax.value_and_grad(objective, has_aux=True)(state.position, batch, rng)
-        eps = schedule.step_size(state.step)
-        exploring = schedule.exploring(state.step)
-        # BlackJAX's temperature only scales the injected noise; T itself is in the log posterior, so it is 1
-        # when sampling and 0 in an exploration stage (plain gradient ascent / SGD with momentum).
-        noise_scale = jnp.where(exploring, 0.0, 1.0).astype(eps.dtype)
-        position, momentum = move(noise_key, state.position, state.momentum, grads, eps, noise_scale)
-        finite = jnp.isfinite(value) & tree_all_finite(grads)
-        position = select_tree(finite, position, state.position)
-        if with_momentum:
-            momentum = select_tree(finite, momentum, state.momentum)
-        # A skipped (non-finite) step leaves the chain where it was, a valid state to keep: counting it keeps the
-        # buffer's fill on the schedule the recipe sized it for, instead of leaving slots at the initialisation.
-        eligible = (state.step >= num_burnin) & ~exploring
-        keep = eligible & (state.num_eligible % thinning == thinning - 1)
-        slot = state.num_stored % num_kept
-        draws = jax.tree.map(lambda buffer, p: buffer.at[slot].set(jnp.where(keep, p, buffer[slot])),
-                             state.draws, position)
-        new_state = SGMCMCState(
-            position, momentum, state.step + 1, state.num_eligible + eligible.astype(jnp.int32), draws,
-            state.num_stored + keep.astype(jnp.int32), state.num_nonfinite + (~finite).astype(jnp.int32),
-        )
-        return new_state, SGMCMCInfo(value, terms.log_likelihood, terms.log_prior, eps, optax.tree.norm(grads), keep)
-
-    def sample(state: SGMCMCState, key, num_samples: int = num_kept):
-        """The last ``num_samples`` kept draws, oldest first (``num_samples <= num_kept``)."""
-        del key
-        if not 1 <= num_samples <= num_kept:
-            raise ValueError(f"num_samples={num_samples} must lie in [1, num_kept={num_kept}]")
-        index = (state.num_stored - num_samples + jnp.arange(num_samples)) % num_kept
-        return jax.tree.map(lambda buffer: buffer[index], state.draws)
-
-    return Transform(init, update, sample)
+Move = Callable[..., tuple]  # (key, position, momentum, grads, eps, noise_scale) -> (position, momentum)
 
 
-def sgld(log_posterior: LogPosterior, schedule: Schedule, *, num_burnin: int = 0, thinning: int = 1,
-         num_kept: int = 100) -> Transform:
-    """Stochastic gradient Langevin dynamics (Welling & Teh 2011) with BlackJAX's overdamped Langevin step.
+def init(key: jax.Array, params: Any, with_momentum: bool) -> SGMCMCState:
+    """The chain at ``params`` (a pytree or ``key -> pytree``); SGHMC's momentum r ~ N(0, I), its stationary law."""
+    position = tree.initial_params(key, params)
+    momentum = None
+    if with_momentum:
+        leaves, treedef = jax.tree.flatten(position)
+        keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+        momentum = jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
+    return SGMCMCState(position, momentum, jnp.zeros((), jnp.int32))
+
+
+def update(state: SGMCMCState, batch, key: jax.Array, log_posterior: LogPosterior, schedule: Schedule, move: Move):
+    """One transition with the minibatch gradient ∇Û and the schedule's ε_t (no noise while exploring)."""
+    rng, noise_key = jax.random.split(key)
+    (value, terms), grads = jax.value_and_grad(log_posterior.evaluate, has_aux=True)(state.position, batch, rng)
+    eps = schedule.step_size(state.step)
+    # BlackJAX's temperature only scales the injected noise; T itself is in the log posterior, so it is 1 when
+    # sampling and 0 in an exploration stage (plain gradient ascent / SGD with momentum).
+    noise_scale = jnp.where(schedule.exploring(state.step), 0.0, 1.0).astype(eps.dtype)
+    position, momentum = move(noise_key, state.position, state.momentum, grads, eps, noise_scale)
+    return (SGMCMCState(position, momentum, state.step + 1),
+            SGMCMCInfo(value, terms.log_likelihood, terms.log_prior, eps, optax.tree.norm(grads)))
+
+
+def sample(state: SGMCMCState, key: jax.Array, num_samples: int = 1) -> Params:
+    """The chain's current position, repeated: keep draws over time with :func:`bdljax.methods.wrappers.keep_draws`."""
+    del key
+    return tree.repeat(state.position, num_samples)
+
+
+def langevin_move(key, position, momentum, grads, eps, noise_scale):
+    """SGLD: BlackJAX's Euler step of the overdamped Langevin diffusion, θ ← θ + ε∇Û + √(2ε)ξ."""
+    del momentum
+    return diffusions.overdamped_langevin()(key, position, grads, eps, noise_scale), None
+
+
+def momentum_move(key, position, momentum, grads, eps, noise_scale, friction: float):
+    """SGHMC as SGD with momentum: r ← (1 − αε) r + ε∇Û + √(2αε)ξ, then θ ← θ + ε r with the new r.
+
+    Momentum first, then the position with the new momentum: the gradient was taken at the current θ, so this is
+    one gradient per step, as BlackJAX's forward-Euler order, but stable (module docstring)."""
+    noise = generate_gaussian_noise(key, momentum)
+    momentum = jax.tree.map(lambda r, g, xi: (1.0 - friction * eps) * r + eps * g
+                            + jnp.sqrt(2.0 * friction * eps * noise_scale) * xi, momentum, grads, noise)
+    position = jax.tree.map(lambda theta, r: theta + eps * r, position, momentum)
+    return position, momentum
+
+
+def sgld(log_posterior: LogPosterior, schedule: Schedule) -> Transform:
+    """Stochastic gradient Langevin dynamics (Welling & Teh 2011), one chain.
 
     Args:
       log_posterior: the shared log posterior (``num_data`` = N, temperature T).
       schedule: ε_t (and exploration stages), e.g. ``constant(1e-5)``.
-      num_burnin: steps before any draw is kept.
-      thinning: keep every ``thinning``-th eligible step.
-      num_kept: draws held in the state's ring buffer (``sample`` returns the latest).
     """
-    langevin = diffusions.overdamped_langevin()
-
-    def move(key, position, momentum, grads, eps, noise_scale):
-        del momentum
-        return langevin(key, position, grads, eps, noise_scale), None
-
-    return _build(log_posterior, schedule, move, False, num_burnin=num_burnin, thinning=thinning, num_kept=num_kept)
+    return Transform(partial(init, with_momentum=False),
+                     partial(update, log_posterior=log_posterior, schedule=schedule, move=langevin_move), sample)
 
 
-def sghmc(log_posterior: LogPosterior, schedule: Schedule, *, friction: float = 100.0, num_burnin: int = 0,
-          thinning: int = 1, num_kept: int = 100) -> Transform:
-    """Stochastic gradient HMC (Chen et al. 2014), discretised as SGD with momentum (module docstring).
+def sghmc(log_posterior: LogPosterior, schedule: Schedule, *, friction: float = 100.0) -> Transform:
+    """Stochastic gradient HMC (Chen et al. 2014), discretised as SGD with momentum (module docstring), one chain.
 
     ``friction`` is α: a fraction αε_t of the momentum is lost per step
     (α = 100 with ε = 10⁻³ is SGD's momentum 0.9 at learning rate 10⁻⁶). The
     gradient-noise correction β̂ is 0, as in Chen et al.'s experiments; it is
-    negligible when ε·Var[∇Û] ≪ α. Other arguments as in :func:`sgld`.
+    negligible when ε·Var[∇Û] ≪ α.
     """
     _check_positive("friction", friction)
+    move = partial(momentum_move, friction=friction)
+    return Transform(partial(init, with_momentum=True),
+                     partial(update, log_posterior=log_posterior, schedule=schedule, move=move), sample)
 
-    def move(key, position, momentum, grads, eps, noise_scale):
-        # Momentum first, then the position with the new momentum: the gradient was taken at the current θ,
-        # so this is one gradient per step, as BlackJAX's forward-Euler order, but stable (module docstring).
-        noise = generate_gaussian_noise(key, momentum)
-        momentum = jax.tree.map(lambda r, g, xi: (1.0 - friction * eps) * r + eps * g
-                                + jnp.sqrt(2.0 * friction * eps * noise_scale) * xi, momentum, grads, noise)
-        position = jax.tree.map(lambda theta, r: theta + eps * r, position, momentum)
-        return position, momentum
-
-    return _build(log_posterior, schedule, move, True, num_burnin=num_burnin, thinning=thinning, num_kept=num_kept)
-
-
-# --------------------------------------------------------------------------
-# Recipes
-# --------------------------------------------------------------------------
 
 SCHEDULES = ("constant", "polynomial", "cyclical")
 
@@ -262,153 +226,8 @@ def make_schedule(name: str, step_size: float, num_steps: int, *, num_cycles: in
 
 
 def eligible_steps(schedule: Schedule, num_steps: int, num_burnin: int) -> int:
-    """How many of ``num_steps`` steps may keep a draw (after burn-in, outside exploration)."""
-    exploring = np.asarray(jax.vmap(schedule.exploring)(jnp.arange(num_steps)))
+    """How many of ``num_steps`` steps may keep a draw (after burn-in, outside exploration); a host count, also
+    when called while a recipe is traced."""
+    with jax.ensure_compile_time_eval():
+        exploring = np.asarray(jax.vmap(schedule.exploring)(jnp.arange(num_steps)))
     return int(np.sum(~exploring[num_burnin:]))
-
-
-def draw_traces(log_posterior: LogPosterior, data: Tuple[Any, Any], samples: Params, apply: Callable, likelihood,
-                points) -> Dict[str, np.ndarray]:
-    """Full-batch log posterior, leaf norms and predictions at ``points`` for draws ``(C, S, ...)``."""
-    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
-    num_chains, num_draws = jax.tree.leaves(samples)[0].shape[:2]
-    flat = jax.tree.map(lambda leaf: jnp.reshape(jnp.asarray(leaf), (-1, *leaf.shape[2:])), samples)
-
-    @jax.jit
-    def trace(flat, x, y, points):
-        def one(params):
-            # Draws one at a time and the data in chunks: memory stays at one chunk's activations (vmapping 20
-            # CNN draws over 60 000 MNIST images at once asked for 120 GB).
-            return {"log_density": log_posterior.full_data(params, (x, y)),
-                    **diag.draw_summaries(apply, likelihood, params, points)}
-
-        return jax.lax.map(one, flat)
-
-    traces = jax.tree.map(np.asarray, trace(flat, x, y, jnp.asarray(points)))
-    return {name: value.reshape((num_chains, num_draws, *value.shape[1:])) for name, value in traces.items()}
-
-
-def _recipe(problem: Problem, key: jax.Array, name: str, *, num_chains, num_epochs, batch_size, step_size, schedule,
-            num_cycles, exploration_fraction, burnin_epochs, num_samples, thinning, friction, eval_data, eval_every,
-            logger, log_fields, progress, steps_per_call) -> Fitted:
-    if num_chains < 1 or num_epochs < 1 or num_samples < 4:
-        # 4: the split-chain R̂/ESS the recipe reports after the run need two halves of two draws each.
-        raise ValueError(f"need num_chains >= 1, num_epochs >= 1, num_samples >= 4 (per chain, for split R-hat); "
-                         f"got {num_chains}, {num_epochs}, {num_samples}")
-    batch_size = batch_size_for(batch_size, problem.num_data)
-    steps_per_epoch = problem.num_data // batch_size
-    num_steps = num_epochs * steps_per_epoch
-    if burnin_epochs is None:  # cyclical schedules explore at the start of every cycle instead
-        burnin_epochs = 0 if schedule == "cyclical" else num_epochs // 2
-    if not 0 <= burnin_epochs < num_epochs:
-        raise ValueError(f"burnin_epochs={burnin_epochs} must lie in [0, num_epochs={num_epochs})")
-    chosen = make_schedule(schedule, step_size, num_steps, num_cycles=num_cycles,
-                           exploration_fraction=exploration_fraction)
-    num_burnin = burnin_epochs * steps_per_epoch
-    eligible = eligible_steps(chosen, num_steps, num_burnin)
-    if thinning is None:  # spread the kept draws over every eligible step
-        thinning = max(1, eligible // num_samples)
-    if eligible // thinning < num_samples:
-        raise ValueError(
-            f"{name}: only {eligible // thinning} draws can be kept ({eligible} eligible steps after burn-in, thinning "
-            f"{thinning}) but num_samples={num_samples}; train longer, lower thinning or burnin_epochs, or ask for "
-            "fewer samples")
-    log_posterior = problem.log_posterior()
-    if name == "sgld":
-        member = sgld(log_posterior, chosen, num_burnin=num_burnin, thinning=thinning, num_kept=num_samples)
-    else:
-        member = sghmc(log_posterior, chosen, friction=friction, num_burnin=num_burnin, thinning=thinning,
-                       num_kept=num_samples)
-    method = ensemble.build(member, num_chains)
-    fitted = fit_transform(
-        problem, method, key, init_params=problem.model.init, num_epochs=num_epochs, batch_size=batch_size,
-        num_samples=num_chains * num_samples, eval_data=eval_data, eval_every=eval_every, logger=logger,
-        log_fields=log_fields, progress=progress, description=name, steps_per_call=steps_per_call,
-    )
-    samples = jax.tree.map(lambda leaf: leaf.reshape((num_chains, num_samples, *leaf.shape[1:])), fitted.samples)
-    points = np.asarray(problem.x_train if eval_data is None else eval_data[0])[:8]
-    traces = draw_traces(log_posterior, (problem.x_train, problem.y_train), samples, problem.model.apply,
-                         problem.likelihood, points)
-    diagnostics = {
-        **fitted.diagnostics, **diag.summarise(traces), "exploded_draws": diag.exploded_draws(traces),
-        "algorithm": name, "num_chains": num_chains,
-        "num_draws": num_samples, "thinning": thinning, "num_steps": num_steps, "num_burnin": num_burnin,
-        "schedule": schedule, "step_size": step_size,
-    }
-    diagnostics["warnings"] = diag.check(diagnostics, num_chains)
-    if logger is not None:
-        logger.log({**(log_fields or {}), "split": "diagnostics", **diagnostics})
-    return Fitted(fitted.samples, fitted.apply, fitted.history, diagnostics, fitted.state)
-
-
-def sgld_recipe(
-    problem: Problem,
-    key: jax.Array,
-    *,
-    num_chains: int = 1,
-    num_epochs: int = 200,
-    batch_size: Optional[int] = 100,
-    step_size: float = 1e-5,
-    schedule: str = "constant",
-    num_cycles: int = 4,
-    exploration_fraction: float = 0.0,
-    burnin_epochs: Optional[int] = None,
-    num_samples: int = 100,
-    thinning: Optional[int] = None,
-    eval_data: Optional[Tuple[Any, Any]] = None,
-    eval_every: int = 0,
-    logger=None,
-    log_fields: Optional[Dict[str, Any]] = None,
-    progress: bool = False,
-    steps_per_call: Optional[int] = None,
-) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.recipes`): SGLD, ``num_chains`` vmapped chains with their own data orders.
-
-    ``num_samples`` draws per chain, kept every ``thinning`` eligible steps
-    (``None``: spread evenly over the steps after ``burnin_epochs``, which
-    default to half the run, or none for ``schedule="cyclical"``).
-    ``step_size`` is ε in θ ← θ + ε∇Û + √(2ε)ξ (the peak ε_0 for schedules).
-    Evaluations (``eval_every``) use the draws kept so far; before
-    ``num_samples`` of them exist, the buffer's unfilled slots still hold
-    the initialisation.
-    """
-    return _recipe(problem, key, "sgld", num_chains=num_chains, num_epochs=num_epochs, batch_size=batch_size,
-                   step_size=step_size, schedule=schedule, num_cycles=num_cycles,
-                   exploration_fraction=exploration_fraction, burnin_epochs=burnin_epochs, num_samples=num_samples,
-                   thinning=thinning, friction=None, eval_data=eval_data, eval_every=eval_every, logger=logger,
-                   log_fields=log_fields, progress=progress, steps_per_call=steps_per_call)
-
-
-def sghmc_recipe(
-    problem: Problem,
-    key: jax.Array,
-    *,
-    num_chains: int = 1,
-    num_epochs: int = 200,
-    batch_size: Optional[int] = 100,
-    step_size: float = 1e-3,
-    friction: float = 100.0,
-    schedule: str = "constant",
-    num_cycles: int = 4,
-    exploration_fraction: float = 0.0,
-    burnin_epochs: Optional[int] = None,
-    num_samples: int = 100,
-    thinning: Optional[int] = None,
-    eval_data: Optional[Tuple[Any, Any]] = None,
-    eval_every: int = 0,
-    logger=None,
-    log_fields: Optional[Dict[str, Any]] = None,
-    progress: bool = False,
-    steps_per_call: Optional[int] = None,
-) -> Fitted:
-    """Experiment recipe (:mod:`bdljax.recipes`): SGHMC, as :func:`sgld_recipe` with momentum.
-
-    ``step_size`` is the time step ε and ``friction`` α (learning rate ε²,
-    momentum 1 − αε in SGD terms); ``schedule="cyclical"`` with
-    ``exploration_fraction > 0`` is cSGHMC (Zhang et al. 2020).
-    """
-    return _recipe(problem, key, "sghmc", num_chains=num_chains, num_epochs=num_epochs, batch_size=batch_size,
-                   step_size=step_size, schedule=schedule, num_cycles=num_cycles,
-                   exploration_fraction=exploration_fraction, burnin_epochs=burnin_epochs, num_samples=num_samples,
-                   thinning=thinning, friction=friction, eval_data=eval_data, eval_every=eval_every, logger=logger,
-                   log_fields=log_fields, progress=progress, steps_per_call=steps_per_call)
