@@ -65,6 +65,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bdljax.nn import models
+
+from bdljax.nn import dropout
 from bdljax.core import posterior
 from bdljax.core.likelihoods import LOG_2PI, Likelihood
 from bdljax.core.priors import Prior
@@ -740,7 +742,7 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
       model: the network (``bandit_model``); its ``init`` initialises the method.
       sample_apply: evaluates one of ``method.sample``'s samples,
         ``(sample, contexts) -> (B, A)``; default ``model.apply`` (MC dropout
-        passes :func:`bdljax.methods.mcdropout.sample_apply`, whose samples carry
+        passes :func:`bdljax.methods.dropout.sample_apply`, whose samples carry
         their dropout masks).
       bootstrap_probability: when set, observation i enters member k's data
         with this probability (independently per member; Riquelme et al.'s
@@ -1031,12 +1033,12 @@ def agent_network(name: str, bandit: Bandit, settings: AgentSettings) -> models.
 
 
 def mcdropout_network(model: models.Model, dropout_rate: float, context_dim: int):
-    """``(dropout network, its bdljax.methods.mcdropout.DropoutStructure)`` of the MC dropout agent built on ``model``."""
+    """``(dropout network, its bdljax.methods.dropout.DropoutStructure)`` of the MC dropout agent built on ``model``."""
     from bdljax.methods import mcdropout
 
-    dropout_net = mcdropout.dropout_model(model, dropout_rate)
+    dropout_net = dropout.dropout_model(model, dropout_rate)
     example = jnp.zeros((2, context_dim))
-    return dropout_net, mcdropout.dropout_structure(dropout_net.apply, dropout_net.init(jax.random.key(0)), example)
+    return dropout_net, dropout.dropout_structure(dropout_net.apply, dropout_net.init(jax.random.key(0)), example)
 
 
 DROPOUT_MASKS = ("shared", "per_arm")
@@ -1045,7 +1047,7 @@ DROPOUT_MASKS = ("shared", "per_arm")
 def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: int) -> Params:
     """One MC dropout draw with an independent mask of the output layer's inputs for every arm.
 
-    ``bdljax.methods.mcdropout.weight_sample`` folds one mask m of the last hidden layer into the rows of the output
+    ``bdljax.methods.dropout.weight_sample`` folds one mask m of the last hidden layer into the rows of the output
     kernel K (D × A): W = diag(m)·K, so all A arm values move with the same mask. Here the output kernel gets
     an independent Bernoulli(1 − p)/(1 − p) entry per (unit, arm), W = M ∘ K (DropConnect on the output
     layer, Wan et al. 2013); every earlier layer keeps its shared mask.
@@ -1063,15 +1065,15 @@ def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: i
 
     if structure.form != "weight_sample" or not structure.folded:
         raise ValueError("per-arm masks need an MLP whose dropout feeds Dense layers (the 'weight_sample' form of "
-                         f"bdljax.methods.mcdropout.dropout_structure); this network's form is {structure.form!r}")
+                         f"bdljax.methods.dropout.dropout_structure); this network's form is {structure.form!r}")
     leaf_index, dropout_index = structure.folded[-1]
     kernel = jax.tree.leaves(params)[leaf_index]
     if kernel.ndim != 2 or kernel.shape[-1] != num_arms:
         raise ValueError(f"per-arm masks need the last dropout to feed the output kernel (D, {num_arms}); "
                          f"it feeds a kernel of shape {kernel.shape}")
-    masks = mcdropout.dropout_masks(key, structure)
+    masks = dropout.dropout_masks(key, structure)
     # Every earlier layer as usual; the output kernel's rows are left to the per-arm mask below.
-    folded = mcdropout.fold_masks(params, masks, structure._replace(folded=structure.folded[:-1]))
+    folded = dropout.fold_masks(params, masks, structure._replace(folded=structure.folded[:-1]))
     rate = structure.rates[dropout_index]
     keep = jax.random.bernoulli(jax.random.fold_in(key, len(masks)), 1.0 - rate, kernel.shape)
     leaves, treedef = jax.tree.flatten(folded)
@@ -1180,7 +1182,7 @@ def make_agent(name: str, bandit: Bandit, horizon: int, settings: AgentSettings 
         draw = (functools.partial(per_arm_weight_sample, structure=structure, num_arms=num_arms)
                 if s.dropout_masks == "per_arm" else None)
         method = mcdropout.build(log_post, optimizer, structure, draw=draw)
-        return transform_agent(name, method, dropout_net, sample_apply=mcdropout.sample_apply(dropout_net.apply, structure),
+        return transform_agent(name, method, dropout_net, sample_apply=dropout.sample_apply(dropout_net.apply, structure),
                                **common)
     from bdljax.methods import sgmcmc
 

@@ -67,6 +67,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bdljax import data
+
+from bdljax.nn import dropout
 from bdljax import recipes
 from bdljax.evaluate import acquisition
 from bdljax.core import likelihoods, priors
@@ -144,12 +146,12 @@ def build_learner(name: str, args, model: models.Model, example_x) -> Learner:
     if name == "mcdropout":
         from bdljax.methods import mcdropout  # imported on use: the module is optional for the other methods
 
-        dropout_model = mcdropout.dropout_model(model, args.dropout_rate)
+        dropout_model = dropout.dropout_model(model, args.dropout_rate)
         params = jax.jit(dropout_model.init)(jax.random.key(0))
-        structure = mcdropout.dropout_structure(dropout_model.apply, params, example_x)
+        structure = dropout.dropout_structure(dropout_model.apply, params, example_x)
         lp = LabelledSetLogPosterior(log_posterior(dropout_model.apply, likelihood, prior, args.batch_size))
         transform = mcdropout.build(lp, optimizer, structure)
-        return Learner(name, transform, mcdropout.sample_apply(dropout_model.apply, structure), dropout_model.init,
+        return Learner(name, transform, dropout.sample_apply(dropout_model.apply, structure), dropout_model.init,
                        args.mc_samples)
     lp = LabelledSetLogPosterior(log_posterior(model.apply, likelihood, prior, args.batch_size))
     if name == "ensemble":

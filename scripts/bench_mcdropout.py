@@ -5,7 +5,7 @@ Compares, in one run and on the same network, weights and inputs:
 * ``bdljax weight samples`` (the default form): T masks drawn once per pass
   and folded into the kernel rows (W·diag(m)), then the T deterministic
   passes vmapped — sampling and predictive in one compiled call — with the
-  passes vmapped in chunks of ``mcdropout.sample_chunk_for(N, width)`` (the
+  passes vmapped in chunks of ``dropout.sample_chunk_for(N, width)`` (the
   recommended use) and all at once;
 * ``bdljax per-point masks`` (``per_point_masks=True``): T keys, the dropout
   network in training mode vmapped over them, an independent mask for every
@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bdljax import recipes
+
+from bdljax.nn import dropout
 from bdljax.core import likelihoods, priors
 from bdljax.methods import mcdropout
 from bdljax.nn import models
@@ -109,13 +111,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     results: Dict[str, Dict[str, float]] = {}
 
     # bdljax, both sample forms: sampling and the vmapped predictive in one compiled call, the passes vmapped
-    # in chunks of mcdropout.sample_chunk_for(...) (the recommended use) or all at once.
-    chunk = mcdropout.sample_chunk_for(args.num_points, max(args.hidden, args.input_dim))
+    # in chunks of dropout.sample_chunk_for(...) (the recommended use) or all at once.
+    chunk = dropout.sample_chunk_for(args.num_points, max(args.hidden, args.input_dim))
     for form, per_point in (("weight_samples", False), ("per_point_masks", True)):
-        structure = mcdropout.dropout_structure(model.apply, params, x, per_point_masks=per_point)
+        structure = dropout.dropout_structure(model.apply, params, x, per_point_masks=per_point)
         transform = mcdropout.build(problem.log_posterior(), recipes.make_optimizer("adam", 1e-3), structure)
         state = transform.init(key, params)
-        apply = mcdropout.sample_apply(model.apply, structure)
+        apply = dropout.sample_apply(model.apply, structure)
         for suffix, sample_chunk in (("", chunk), ("_unchunked", None)):
             predict = jax.jit(lambda s, k, xs, t=transform, a=apply, c=sample_chunk: predictive.predictive_outputs(
                 a, t.sample(s, k, num_passes), xs, sample_chunk=c))

@@ -58,6 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
     import jax
 
     from bdljax import bandits
+
+    from bdljax.nn import dropout
     from bdljax.methods import mcdropout
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
     agent = bandits.make_agent("mcdropout", bandit, args.num_data, settings)
     net, structure = bandits.mcdropout_network(bandits.agent_network("mcdropout", bandit, settings),
                                                settings.dropout_rate, bandit.context_dim)
-    samplers = {"shared": lambda params, key: mcdropout.weight_sample(params, key, structure),
+    samplers = {"shared": lambda params, key: dropout.weight_sample(params, key, structure),
                 "per_arm": lambda params, key: bandits.per_arm_weight_sample(params, key, structure, bandit.num_arms)}
 
     def seed_outputs(key, sample):

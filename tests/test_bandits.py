@@ -15,6 +15,8 @@ import pytest
 import scipy.stats
 
 from bdljax import bandits
+
+from bdljax.nn import dropout
 from bdljax.core.transform import Transform
 
 SEEDS = [0, 1, 2]
@@ -715,8 +717,8 @@ def test_dropout_input_adds_a_mask_on_the_context():
 
     example = jnp.zeros((2, 2))
     for dropout_input, expected_shapes in ((False, [(6,)]), (True, [(2,), (6,)])):
-        net = mcdropout.dropout_model(bandits.bandit_model(2, 5, (6,), dropout_input=dropout_input), 0.3)
-        structure = mcdropout.dropout_structure(net.apply, net.init(jax.random.key(0)), example)
+        net = dropout.dropout_model(bandits.bandit_model(2, 5, (6,), dropout_input=dropout_input), 0.3)
+        structure = dropout.dropout_structure(net.apply, net.init(jax.random.key(0)), example)
         assert [tuple(shape) for shape in structure.mask_shapes] == expected_shapes
         assert list(structure.rates) == [0.3] * len(expected_shapes)
 
@@ -777,9 +779,9 @@ def test_per_arm_masks_keep_each_arms_dropout_marginal_and_decorrelate_the_arms(
 
     rate, draws = 0.3, 20000
     model = bandits.bandit_model(2, 3, (8,))
-    net = mcdropout.dropout_model(model, rate)
+    net = dropout.dropout_model(model, rate)
     params = net.init(jax.random.key(0))
-    structure = mcdropout.dropout_structure(net.apply, params, jnp.zeros((2, 2)))
+    structure = dropout.dropout_structure(net.apply, params, jnp.zeros((2, 2)))
     kernel = params["params"]["Dense_1"]["kernel"]
     params["params"]["Dense_1"]["kernel"] = kernel.at[:, 1].set(kernel[:, 0])  # arms 0 and 1: the same weights
     x = jnp.array([[0.4, -0.7]])
@@ -787,7 +789,7 @@ def test_per_arm_masks_keep_each_arms_dropout_marginal_and_decorrelate_the_arms(
     mean = np.asarray(net.apply(params, x))[0]
     variance = rate / (1 - rate) * np.asarray((params["params"]["Dense_1"]["kernel"] ** 2 * hidden[:, None] ** 2).sum(0))
     keys = jax.random.split(jax.random.key(1), draws)
-    samplers = {"shared": lambda k: mcdropout.weight_sample(params, k, structure),
+    samplers = {"shared": lambda k: dropout.weight_sample(params, k, structure),
                 "per_arm": lambda k: bandits.per_arm_weight_sample(params, k, structure, 3)}
     outputs = {name: np.asarray(jax.vmap(lambda k, s=s: net.apply(s(k), x)[0])(keys), np.float64)
                for name, s in samplers.items()}

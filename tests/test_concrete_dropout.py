@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from bdljax import data
+
+from bdljax.nn import dropout
 from bdljax import recipes
 from bdljax.methods import concrete_dropout, mcdropout
 from bdljax.core import likelihoods, priors
@@ -23,7 +25,7 @@ def _network(rate=0.2, hidden=(HIDDEN,)):
     shapes = jax.eval_shape(model.init, jax.random.key(0))
     params = jax.tree.map(lambda s: jnp.asarray(0.7 * rng.normal(size=s.shape), s.dtype), shapes)
     x = rng.normal(size=(5, INPUT_DIM)).astype(np.float32)
-    return model, params, mcdropout.dropout_structure(model.apply, params, x), x
+    return model, params, dropout.dropout_structure(model.apply, params, x), x
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
@@ -114,7 +116,7 @@ def test_learned_rate_falls_with_more_data():
 
 
 def test_recipe_trains_the_rates_with_one_compilation():
-    """``mcdropout.recipe(concrete=True)``: the logits move, the training network is traced once for all
+    """The MC dropout recipe with ``concrete=True``: the logits move, the training network is traced once for all
     epochs, and the samples carry Bernoulli masks of the learned rates."""
     traces = [0]
     base = models.mlp((1,), (8,), 1)

@@ -18,7 +18,12 @@ import scipy.special
 import scipy.stats
 
 from bdljax import data
+
+from bdljax.nn import dropout
+
+from bdljax.recipes import gal
 from bdljax import recipes
+from bdljax.run.runner import RunOptions
 from bdljax.core import likelihoods, priors
 from bdljax.methods import mcdropout
 from bdljax.nn import models
@@ -42,7 +47,7 @@ def _setup(dropout_input=True, per_point_masks=False, hidden=HIDDEN, rate=RATE):
     """A dropout MLP, its parameters and dropout structure, built once per configuration."""
     model = models.mlp((INPUT_DIM,), hidden, 1, dropout_input=dropout_input).with_dropout(rate)
     params = _random_params(model, 0)
-    structure = mcdropout.dropout_structure(model.apply, params, _inputs(), per_point_masks=per_point_masks)
+    structure = dropout.dropout_structure(model.apply, params, _inputs(), per_point_masks=per_point_masks)
     return model, params, structure
 
 
@@ -123,10 +128,10 @@ def test_unfoldable_dropout_falls_back_to_shared_masks_by_key(module):
     x = np.repeat(np.random.default_rng(0).normal(size=(1, 6)).astype(np.float32), 3, axis=0)
     model = models.from_flax(module(0.0), x, rebuild=module).with_dropout(0.4)
     params = _random_params(model, 1)
-    structure = mcdropout.dropout_structure(model.apply, params, x)
+    structure = dropout.dropout_structure(model.apply, params, x)
     assert structure.form == "shared_mask" and structure.reason
-    samples = mcdropout.MCDropoutSample(repeat_params(params, 6), jax.random.split(jax.random.key(0), 6))
-    outputs = np.asarray(predictive.predictive_outputs(mcdropout.sample_apply(model.apply, structure), samples, x))
+    samples = dropout.MCDropoutSample(repeat_params(params, 6), jax.random.split(jax.random.key(0), 6))
+    outputs = np.asarray(predictive.predictive_outputs(dropout.sample_apply(model.apply, structure), samples, x))
     np.testing.assert_allclose(outputs, np.repeat(outputs[:, :1], 3, axis=1), rtol=1e-6)  # one mask for all points
     assert len(np.unique(outputs[:, 0, 0].round(5))) > 1  # a different one per pass
 
@@ -134,7 +139,7 @@ def test_unfoldable_dropout_falls_back_to_shared_masks_by_key(module):
 @pytest.mark.slow
 def test_cnn_dropout_before_convolutions_uses_shared_masks():
     cnn = models.cnn(features=(2, 2), hidden=4, input_shape=(8, 8, 1)).with_dropout(0.3)
-    structure = mcdropout.dropout_structure(cnn.apply, _random_params(cnn, 0), jnp.ones((2, 8, 8, 1)))
+    structure = dropout.dropout_structure(cnn.apply, _random_params(cnn, 0), jnp.ones((2, 8, 8, 1)))
     assert structure.form == "shared_mask" and len(structure.rates) == 3
     assert len(structure.folded) == 1  # only the dropout before the last Dense folds
 
@@ -151,9 +156,9 @@ def test_weight_sample_equals_dropout_network_with_the_same_shared_mask(dropout_
 
     @jax.jit
     def three_ways(key):
-        masks = mcdropout.dropout_masks(key, structure)
-        folded = model.apply(mcdropout.weight_sample(params, key, structure), x)
-        intercepted = mcdropout.shared_mask_apply(model.apply, structure)(mcdropout.MCDropoutSample(params, key), x)
+        masks = dropout.dropout_masks(key, structure)
+        folded = model.apply(dropout.weight_sample(params, key, structure), x)
+        intercepted = dropout.shared_mask_apply(model.apply, structure)(dropout.MCDropoutSample(params, key), x)
         return masks, folded, intercepted
 
     for seed in range(3):
@@ -177,8 +182,8 @@ def test_linear_model_dropout_moments_match_closed_form():
     """
     rate, num_passes, dim = 0.25, 4000, 6
     model = models.mlp((dim,), (), 1).with_dropout(rate)
-    structure = mcdropout.dropout_structure(model.apply, _random_params(model, 0), np.ones((1, dim), np.float32))
-    draw = jax.jit(jax.vmap(mcdropout.weight_sample, in_axes=(None, 0, None)), static_argnums=2)
+    structure = dropout.dropout_structure(model.apply, _random_params(model, 0), np.ones((1, dim), np.float32))
+    draw = jax.jit(jax.vmap(dropout.weight_sample, in_axes=(None, 0, None)), static_argnums=2)
     for seed in range(3):
         params = _random_params(model, seed, scale=1.0)
         x = np.random.default_rng(seed + 10).normal(size=(1, dim)).astype(np.float32)
@@ -198,7 +203,7 @@ def test_passes_use_different_masks_and_vmap_equals_loop():
     transform = _transform(model, structure)
     state = transform.init(jax.random.key(0), params)
     samples = jax.jit(transform.sample, static_argnums=2)(state, jax.random.key(1), num_passes)
-    apply = mcdropout.sample_apply(model.apply, structure)
+    apply = dropout.sample_apply(model.apply, structure)
     x = _inputs()
     vmapped = np.asarray(predictive.predictive_outputs(apply, samples, x))
     single_pass = jax.jit(apply)
@@ -215,7 +220,7 @@ def test_passes_use_different_masks_and_vmap_equals_loop():
     np.testing.assert_allclose(vmapped[:, :3], np.repeat(vmapped[:, :1], 3, axis=1), rtol=1e-6)
     # With p > 0 the spread of the passes adds to τ⁻¹.
     tau = 10.0
-    assert np.all(np.asarray(mcdropout.regression_predictive(vmapped, np.zeros(x.shape[0]), tau).variance) > 1 / tau)
+    assert np.all(np.asarray(gal.regression_predictive(vmapped, np.zeros(x.shape[0]), tau).variance) > 1 / tau)
 
 
 def test_per_point_masks_vmap_equals_loop_with_the_same_keys():
@@ -225,9 +230,9 @@ def test_per_point_masks_vmap_equals_loop_with_the_same_keys():
     assert structure.form == "per_point"
     transform = _transform(model, structure)
     samples = transform.sample(transform.init(jax.random.key(0), params), jax.random.key(1), num_passes)
-    assert isinstance(samples, mcdropout.MCDropoutSample)
+    assert isinstance(samples, dropout.MCDropoutSample)
     x = _inputs()
-    vmapped = np.asarray(predictive.predictive_outputs(mcdropout.sample_apply(model.apply, structure), samples, x))
+    vmapped = np.asarray(predictive.predictive_outputs(dropout.sample_apply(model.apply, structure), samples, x))
     single_pass = jax.jit(lambda p, x, key: model.apply(p, x, rng=key, train=True))
     looped = np.stack([single_pass(params, x, samples.key[t]) for t in range(num_passes)])
     np.testing.assert_allclose(vmapped, looped, rtol=1e-5, atol=1e-6)
@@ -246,7 +251,7 @@ def test_regression_predictive_against_scipy():
     num_passes, num_points, tau, y_mean, y_std = 7, 5, 3.0, 1.5, 2.5
     outputs = rng.normal(size=(num_passes, num_points, 1)).astype(np.float32)
     y = rng.normal(size=num_points).astype(np.float32)
-    result = mcdropout.regression_predictive(outputs, y, tau, y_mean, y_std)
+    result = gal.regression_predictive(outputs, y, tau, y_mean, y_std)
     predictions = y_mean + y_std * outputs[..., 0].astype(np.float64)
     targets = y_mean + y_std * y.astype(np.float64)
     noise_scale = y_std / math.sqrt(tau)  # τ in original units is τ / y_std²
@@ -266,12 +271,12 @@ def test_gal_objective_is_the_shared_log_posterior():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(num_data, INPUT_DIM)).astype(np.float32)
     y = rng.normal(size=num_data).astype(np.float32)
-    prior = mcdropout.gal_prior(params, structure, length_scale)
+    prior = gal.gal_prior(params, structure, length_scale)
     log_posterior = recipes.Problem(model, likelihoods.gaussian(tau**-0.5), prior, x, y).log_posterior()
-    decay_kernel = mcdropout.weight_decay(RATE, length_scale, tau, num_data)
-    decay_other = mcdropout.weight_decay(0.0, length_scale, tau, num_data)  # biases: no dropout, no (1 − p)
-    assert mcdropout.prior_precision_from_weight_decay(decay_kernel, tau, num_data) == pytest.approx(
-        mcdropout.prior_scale(RATE, length_scale) ** -2)
+    decay_kernel = gal.weight_decay(RATE, length_scale, tau, num_data)
+    decay_other = gal.weight_decay(0.0, length_scale, tau, num_data)  # biases: no dropout, no (1 − p)
+    assert gal.prior_precision_from_weight_decay(decay_kernel, tau, num_data) == pytest.approx(
+        gal.prior_scale(RATE, length_scale) ** -2)
 
     @jax.jit
     def both(p):
@@ -297,11 +302,11 @@ def test_zero_rate_collapses_to_the_deterministic_network():
     transform = _transform(model, structure)
     samples = transform.sample(transform.init(jax.random.key(0), params), jax.random.key(1), 7)
     x = _inputs()
-    outputs = predictive.predictive_outputs(mcdropout.sample_apply(model.apply, structure), samples, x)
+    outputs = predictive.predictive_outputs(dropout.sample_apply(model.apply, structure), samples, x)
     deterministic = _numpy_forward(params, x, [np.ones(width) for width in (INPUT_DIM, *HIDDEN)])
     np.testing.assert_allclose(outputs, np.broadcast_to(deterministic, outputs.shape), rtol=1e-5, atol=1e-6)
     tau, y_mean, y_std = 50.0, 0.3, 2.0
-    result = mcdropout.regression_predictive(outputs, np.zeros(x.shape[0], np.float32), tau, y_mean, y_std)
+    result = gal.regression_predictive(outputs, np.zeros(x.shape[0], np.float32), tau, y_mean, y_std)
     np.testing.assert_allclose(result.mean, y_mean + y_std * deterministic[:, 0], rtol=1e-5)
     np.testing.assert_allclose(result.variance, y_std**2 / tau, rtol=1e-6)  # τ⁻¹ alone, in original units
 
@@ -320,12 +325,13 @@ def test_recipe_compiles_training_and_prediction_once():
 
     problem, toy = _toy_problem(counting(base))
     fitted = recipes.run("mcdropout", problem, jax.random.key(0), dropout_rate=0.1, tau=50.0, length_scale=1e-2,
-                         num_epochs=4, batch_size=16, num_samples=5, eval_data=(toy.x_test, toy.y_test), eval_every=2)
+                         num_epochs=4, batch_size=16, num_samples=5,
+                         options=RunOptions(eval_data=(toy.x_test, toy.y_test), eval_every=2))
     assert [r["split"] for r in fitted.history] == ["train", "train", "eval", "train", "train", "eval"]
     assert fitted.diagnostics["tau"] == pytest.approx(50.0, rel=1e-5) and fitted.diagnostics["form"] == "weight_sample"
     # The evaluation during training scored the predictive with the τ it trained with, as the paper's formula does.
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
-    paper = mcdropout.regression_predictive(outputs, toy.y_test, 50.0)
+    paper = gal.regression_predictive(outputs, toy.y_test, 50.0)
     np.testing.assert_allclose(fitted.history[-1]["test_ll"], paper.test_log_likelihood, rtol=1e-4)
     assert traces["train"] == 1  # the epoch, compiled once for all four
     after_fit = traces["predict"]
@@ -351,9 +357,9 @@ def test_recipe_rejects_bad_inputs():
 
 def test_protocol_grid_from_the_dataset_folder(shared_data_dir):
     dataset = data.load_uci("concrete", shared_data_dir)
-    grid = mcdropout.protocol_grid(dataset, y_std=2.0, epochs_multiplier=10)
+    grid = gal.protocol_grid(dataset, y_std=2.0, epochs_multiplier=10)
     assert len(grid) == len(dataset.dropout_rates) * len(dataset.tau_values)
     assert {g["dropout_rate"] for g in grid} == set(dataset.dropout_rates)
-    assert sorted({mcdropout.tau_original(g["tau"], 2.0) for g in grid}) == pytest.approx(sorted(dataset.tau_values))
+    assert sorted({gal.tau_original(g["tau"], 2.0) for g in grid}) == pytest.approx(sorted(dataset.tau_values))
     assert all(g["num_epochs"] == 10 * dataset.n_epochs and g["length_scale"] == 1e-2 for g in grid)
     assert set(grid[0]) <= set(recipes.hyperparameters("mcdropout"))

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from bdljax import recipes
+
+from bdljax.nn import dropout
 from bdljax.core import likelihoods, priors
 from bdljax.nn import models, recurrent
 from bdljax.run import predictive
@@ -283,9 +285,9 @@ def test_a_small_rate_is_still_mc_dropout_and_hand_written_dropout_refuses_gal_p
     model = recurrent.lstm((5, 2), hidden=(4,), output_dim=2).with_dropout(0.01)
     params = model.init(jax.random.key(0))
     x = tiny_sequence_problem.x_train
-    assert mcdropout.dropout_structure(model.apply, params, x).form == "per_point"
+    assert dropout.dropout_structure(model.apply, params, x).form == "per_point"
     deterministic = recurrent.lstm((5, 2), hidden=(4,), output_dim=2)  # p = 0: nothing to sample
-    assert mcdropout.dropout_structure(deterministic.apply, deterministic.init(jax.random.key(0)), x).form == "weight_sample"
+    assert dropout.dropout_structure(deterministic.apply, deterministic.init(jax.random.key(0)), x).form == "weight_sample"
 
     fitted = recipes.run("mcdropout", tiny_sequence_problem, jax.random.key(1), dropout_rate=0.01, num_epochs=1,
                          batch_size=16, num_samples=200)

@@ -50,13 +50,13 @@ logistic variable; as t → 0, z̃ → Bernoulli(1 − p).
 
 Prediction uses the variational distribution itself: a sample is a parameter
 pytree with *hard* Bernoulli(1 − p_k) masks folded into the kernel rows
-(:func:`bdljax.methods.mcdropout.fold_masks`), evaluated with ``train=False`` —
+(:func:`bdljax.nn.dropout.fold_masks`), evaluated with ``train=False`` —
 T of them vmapped in one compiled call, as for MC dropout. (The authors' Keras
 layer keeps the relaxed mask at test time too; at t = 0.1 the two differ
 little, and the Bernoulli one is the distribution the KL above is of.)
 
 Only networks whose every Dropout feeds a ``nn.Dense`` directly (the
-``"weight_sample"`` form of :func:`bdljax.methods.mcdropout.dropout_structure`, e.g.
+``"weight_sample"`` form of :func:`bdljax.nn.dropout.dropout_structure`, e.g.
 :func:`bdljax.nn.models.mlp`) and Gaussian priors (closed-form KL) are supported;
 anything else fails when the transform is built.
 """
@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import optax
 
 from bdljax.methods import mcdropout
+from bdljax.nn import dropout
 from bdljax.core import priors
 from bdljax.nn.models import Apply
 from bdljax.core.posterior import LogPosterior
@@ -83,7 +84,7 @@ LOGIT_KEY = "dropout_logit"
 DEFAULT_TEMPERATURE = 0.1  # the paper's and its code's
 
 
-def _check_structure(structure: mcdropout.DropoutStructure) -> None:
+def _check_structure(structure: dropout.DropoutStructure) -> None:
     if not structure.rates:
         raise ValueError("concrete dropout needs a network with nn.Dropout layers; build the model with "
                          "dropout (e.g. models.mlp(...).with_dropout(0.1)).")
@@ -105,7 +106,7 @@ def dropout_rates(params: Params) -> jax.Array:
     return jax.nn.sigmoid(params[LOGIT_KEY])
 
 
-def init_params(net_params: Params, structure: mcdropout.DropoutStructure, initial_rate: float) -> Params:
+def init_params(net_params: Params, structure: dropout.DropoutStructure, initial_rate: float) -> Params:
     """``{**net_params, "dropout_logit": logit(initial_rate) per dropout layer}``."""
     _check_structure(structure)
     if not 0.0 < initial_rate < 1.0:
@@ -126,7 +127,7 @@ def relaxed_keep_mask(key: jax.Array, logit: jax.Array, shape, temperature: floa
 
 
 @functools.lru_cache(maxsize=64)
-def concrete_apply(apply: Apply, structure: mcdropout.DropoutStructure,
+def concrete_apply(apply: Apply, structure: dropout.DropoutStructure,
                    temperature: float = DEFAULT_TEMPERATURE) -> Apply:
     """``apply(params, x, rng=None, train=False)`` of the concrete-dropout network.
 
@@ -155,7 +156,7 @@ def concrete_apply(apply: Apply, structure: mcdropout.DropoutStructure,
 
         # The network runs in its training mode (any other train-time behaviour stays on); its Dropout
         # calls never reach Flax's own dropout, the interceptor answers them.
-        return mcdropout.call_replacing_dropout(lambda: apply(variables, x, rng=rng, train=True), replace,
+        return dropout.call_replacing_dropout(lambda: apply(variables, x, rng=rng, train=True), replace,
                                                 len(structure.rates))
 
     return run
@@ -167,7 +168,7 @@ def binary_entropy(logit: jax.Array) -> jax.Array:
     return -(p * jax.nn.log_sigmoid(logit) + (1.0 - p) * jax.nn.log_sigmoid(-logit))
 
 
-def kl_prior(base_prior: priors.Prior, structure: mcdropout.DropoutStructure) -> priors.Prior:
+def kl_prior(base_prior: priors.Prior, structure: dropout.DropoutStructure) -> priors.Prior:
     """The ELBO's "prior" term −KL(q‖p) of the concrete-dropout family, as a :class:`bdljax.core.priors.Prior`.
 
     ``log_prob(params) = base.log_prob(θ̃) + Σ_k D_k H(p_k)``, where θ̃ is the
@@ -194,7 +195,7 @@ def kl_prior(base_prior: priors.Prior, structure: mcdropout.DropoutStructure) ->
     return priors.Prior(f"concrete_dropout_kl({base_prior.name})", log_prob, None, None)
 
 
-def hard_masks(key: jax.Array, rates: jax.Array, structure: mcdropout.DropoutStructure):
+def hard_masks(key: jax.Array, rates: jax.Array, structure: dropout.DropoutStructure):
     """One inverted Bernoulli mask per dropout layer, shared by all examples: 0 or 1/(1 − p_k)."""
     masks = []
     for index, shape in enumerate(structure.mask_shapes):
@@ -203,15 +204,15 @@ def hard_masks(key: jax.Array, rates: jax.Array, structure: mcdropout.DropoutStr
     return masks
 
 
-def weight_sample(params: Params, key: jax.Array, structure: mcdropout.DropoutStructure) -> Params:
+def weight_sample(params: Params, key: jax.Array, structure: dropout.DropoutStructure) -> Params:
     """One draw of q: Bernoulli(1 − p_k) masks of the *learned* rates folded into the kernel rows."""
     masks = hard_masks(key, dropout_rates(params), structure)
-    folded = mcdropout.fold_masks(network_params(params), masks, structure)
+    folded = dropout.fold_masks(network_params(params), masks, structure)
     return {**folded, LOGIT_KEY: params[LOGIT_KEY]}
 
 
 def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
-          structure: mcdropout.DropoutStructure) -> Transform:
+          structure: dropout.DropoutStructure) -> Transform:
     """Concrete dropout on the shared log posterior.
 
     ``log_posterior`` must be built on :func:`concrete_apply` and

@@ -75,13 +75,18 @@ def execute(plan: Plan, key: jax.Array, options: RunOptions = RunOptions()) -> F
 
 
 def resolve_execution(plan: Plan, options: RunOptions, init_params: Any) -> execution_choice.Execution:
-    """The options' execution, or the backend's best for this plan's network (``init_params`` resolved: a pytree
-    or ``key -> pytree``)."""
+    """The options' execution, or the backend's best for this plan's network: one posterior sample evaluated
+    abstractly (nothing is computed) tells whether it convolves."""
     if options.execution is not None:
         return options.execution.check()
-    params = jax.eval_shape(init_params, jax.random.key(0)) if callable(init_params) else init_params
+
+    def one_sample(key):
+        state = plan.transform.init(key, init_params)
+        return jax.tree.map(lambda leaf: leaf[0], plan.transform.sample(state, key, plan.num_samples))
+
+    sample = jax.eval_shape(one_sample, jax.random.key(0))
     x = jax.ShapeDtypeStruct((1, *np.shape(plan.data[0])[1:]), jnp.result_type(plan.data[0]))
-    return execution_choice.choose(plan.apply, params, x)
+    return execution_choice.choose(plan.apply, sample, x)
 
 
 def _execute_epochs(plan: Plan, key: jax.Array, init_params: Any, options: RunOptions,
