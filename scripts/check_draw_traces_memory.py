@@ -1,4 +1,4 @@
-"""Memory check: SG-MCMC's per-draw diagnostics (``sgmcmc_recipes.draw_traces``) on full MNIST with a CNN 16,32.
+"""Memory check: SG-MCMC's per-draw diagnostics (``diagnostics.draw_traces``) on full MNIST with a CNN 16,32.
 
 Before ``LogPosterior.full_data`` the full-data log posterior of 20 draws was one vmapped program over all 60 000
 images and asked for a 120 GB allocation; now draws run one at a time and the data in chunks of 1000. Prints the
@@ -11,8 +11,8 @@ import resource, time
 import jax, numpy as np
 from bdljax import data
 from bdljax.core import likelihoods, posterior, priors
+from bdljax.evaluate import diagnostics
 from bdljax.nn import models
-from bdljax.recipes import sgmcmc as sgmcmc_recipes
 mnist = data.load_mnist(sys.argv[sys.argv.index('--data-dir') + 1] if '--data-dir' in sys.argv else None)
 x = mnist.x_train.astype(np.float32); y = mnist.y_train
 if x.ndim == 3: x = x[..., None]
@@ -21,7 +21,7 @@ keys = jax.random.split(jax.random.key(0), 20)
 samples = jax.tree.map(lambda leaf: leaf[None], jax.vmap(model.init)(keys))  # (C=1, S=20, ...)
 log_post = posterior.log_posterior(model.apply, likelihoods.categorical(), priors.gaussian(1.0), num_data=len(x))
 tic = time.perf_counter()
-traces = sgmcmc_recipes.draw_traces(log_post, (x, y), samples, model.apply, likelihoods.categorical(), x[:8])
+traces = diagnostics.draw_traces(log_post, (x, y), samples, model.apply, likelihoods.categorical(), x[:8])
 print(f"draw_traces: 20 draws x {len(x)} images in {time.perf_counter() - tic:.1f} s wall, "
       f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB, "
       f"log density finite: {bool(np.all(np.isfinite(traces['log_density'])))}, shape {traces['log_density'].shape}")

@@ -22,7 +22,9 @@ from bdljax.evaluate import diagnostics as diag
 from bdljax import recipes
 from bdljax.methods import hmc
 from bdljax.core import likelihoods, posterior, priors
-from bdljax.run import predictive
+from bdljax.run import chains, predictive
+from bdljax.run.plan import Chains
+from bdljax.run.runner import RunOptions
 
 NUM_DATA, NOISE, PRIOR_SCALE = 100, 0.5, 1.0
 SEEDS, CHAINS_PER_SEED = (0, 1, 2), 4
@@ -60,11 +62,23 @@ def check_against_exact(draws):
     assert diag.rhat(draws).max() < 1.05
 
 
+def sampler(data=None, **settings):
+    """A chain's transition on the test posterior, and the warm-up and float64 setting its chains need."""
+    transform = hmc.build(LOG_POSTERIOR, (X, Y) if data is None else data, **settings)
+    return transform, settings.get("num_warmup", 500), settings.get("float64", False)
+
+
+def run_chains(mcmc, keys, init_params, num_draws, chunk_size=100, chain_method="auto", **kwargs):
+    transform, num_warmup, float64 = mcmc
+    schedule = Chains(len(keys), num_warmup, num_draws, 1, chunk_size, chain_method, float64)
+    return chains.sample_chains(transform, keys, init_params, schedule, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def nuts_run():
-    mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="nuts", num_warmup=300)
-    run = hmc.sample_chains(mcmc, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, chain_method="sequential",
-                            diagnose=False, warn=False)
+    mcmc = sampler(algorithm="nuts", num_warmup=300)
+    run = run_chains(mcmc, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, chain_method="sequential",
+                     diagnose=False, warn=False)
     return mcmc, run
 
 
@@ -77,20 +91,20 @@ def hmc64():
     of adaptation's chaotic sensitivity to rounding, so it is also the
     reference for the vmap check below.
     """
-    return hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.02, num_integration_steps=10,
-                       step_size_jitter=0.2, num_warmup=300, float64=True)
+    return sampler(algorithm="hmc", step_size=0.02, num_integration_steps=10, step_size_jitter=0.2, num_warmup=300,
+                   float64=True)
 
 
 @pytest.fixture(scope="module")
 def hmc64_run(hmc64):
-    return hmc.sample_chains(hmc64, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, chain_method="vectorized",
-                             diagnose=False, warn=False)
+    return run_chains(hmc64, seed_keys(), MODEL.init, num_draws=600, chunk_size=300, chain_method="vectorized",
+                      diagnose=False, warn=False)
 
 
 @pytest.mark.parametrize("run_name", ["nuts_run", "hmc64_run"])
 def test_matches_exact_posterior_mean_and_covariance(run_name, request):
     run = request.getfixturevalue(run_name)
-    run = run if isinstance(run, hmc.ChainRun) else run[1]  # nuts_run also carries its sampler
+    run = run if isinstance(run, chains.ChainRun) else run[1]  # nuts_run also carries its sampler
     draws = theta(run.samples)
     for group in range(len(SEEDS)):
         check_against_exact(draws[group * CHAINS_PER_SEED:(group + 1) * CHAINS_PER_SEED])
@@ -115,8 +129,8 @@ def test_sequential_chains_equal_chains_run_alone_exactly(nuts_run):
     mcmc, batch = nuts_run
     keys = seed_keys()
     for chain in (0, 9):
-        alone = hmc.sample_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=600, chunk_size=300,
-                                  chain_method="sequential", diagnose=False)
+        alone = run_chains(mcmc, keys[chain:chain + 1], MODEL.init, num_draws=600, chunk_size=300,
+                           chain_method="sequential", diagnose=False)
         np.testing.assert_array_equal(alone.samples["w"][0], batch.samples["w"][chain])
         np.testing.assert_array_equal(alone.warmup_infos["step_size"][0], batch.warmup_infos["step_size"][chain])
 
@@ -134,8 +148,8 @@ def test_vmapped_chains_equal_chains_run_alone(hmc64, hmc64_run):
     """
     keys = seed_keys()
     for chain in (0, 7):
-        alone = hmc.sample_chains(hmc64, keys[chain:chain + 1], MODEL.init, num_draws=600, chunk_size=300,
-                                  chain_method="vectorized", diagnose=False)
+        alone = run_chains(hmc64, keys[chain:chain + 1], MODEL.init, num_draws=600, chunk_size=300,
+                           chain_method="vectorized", diagnose=False)
         np.testing.assert_allclose(alone.traces["log_density"][0], hmc64_run.traces["log_density"][chain], rtol=1e-10)
         np.testing.assert_allclose(alone.samples["w"][0], hmc64_run.samples["w"][chain], rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(alone.infos["is_divergent"][0], hmc64_run.infos["is_divergent"][chain])
@@ -146,15 +160,22 @@ def test_vmapped_chains_equal_chains_run_alone(hmc64, hmc64_run):
 @pytest.fixture(scope="module")
 def diverging():
     """Fixed ε = 0.5, far above the leapfrog stability limit 2/√λ_max ≈ 0.07 of this posterior."""
-    mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="hmc", step_size=0.5, num_integration_steps=10, num_warmup=20)
+    transform, num_warmup, float64 = sampler(algorithm="hmc", step_size=0.5, num_integration_steps=10, num_warmup=20)
+    traces = []
+
+    def counting(state, batch, key):
+        traces.append(1)
+        return transform.update(state, batch, key)
+
+    mcmc = (transform._replace(update=counting), num_warmup, float64)
     mode = {"w": jnp.asarray(EXACT_MEAN[:2], jnp.float32), "b": jnp.asarray(EXACT_MEAN[2], jnp.float32)}
     start = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (2, *leaf.shape)), mode)
     runs = []
     with pytest.warns(diag.ConvergenceWarning, match="divergent"):
         for seed in (0, 1):
-            runs.append(hmc.sample_chains(mcmc, jax.random.split(jax.random.key(seed), 2), start, num_draws=25,
-                                          chunk_size=10, diagnose=False))
-    return mcmc, start, runs
+            runs.append(run_chains(mcmc, jax.random.split(jax.random.key(seed), 2), start, num_draws=25,
+                                   chunk_size=10, diagnose=False))
+    return traces, start, runs
 
 
 def test_divergences_are_counted_and_rejected(diverging):
@@ -170,23 +191,22 @@ def test_divergences_are_counted_and_rejected(diverging):
 
 
 def test_one_trace_per_chunk_size(diverging):
-    mcmc, _, _ = diverging
-    counts = {key[1:]: count for key, count in hmc.TRACE_COUNTS.items() if key[0] is mcmc.transform}
+    traces, _, _ = diverging
     # Two runs, each 20 warm-up transitions in chunks of 10 and 25 draws in chunks of 10, 10, 5: warm-up
     # and sampling share the chunk function (thinning 1), so two chunk lengths, two traces, for both runs.
-    assert counts == {(10, 1): 1, (5, 1): 1}
+    assert len(traces) == 2
 
 
 def test_settings_fail_early():
     with pytest.raises(ValueError, match="num_warmup"):
-        hmc.sampler(LOG_POSTERIOR, (X, Y), step_size=None, num_warmup=0)
+        sampler(step_size=None, num_warmup=0)
     with pytest.raises(ValueError, match="trajectory_length"):
-        hmc.sampler(LOG_POSTERIOR, (X, Y), algorithm="nuts", trajectory_length=1.0)
+        sampler(algorithm="nuts", trajectory_length=1.0)
     with pytest.raises(ValueError, match="num_data"):
-        hmc.sampler(LOG_POSTERIOR, (X[:50], Y[:50]))
-    mcmc = hmc.sampler(LOG_POSTERIOR, (X, Y), step_size=0.01, num_warmup=0)
+        sampler(data=(X[:50], Y[:50]))
+    mcmc = sampler(step_size=0.01, num_warmup=0)
     with pytest.raises(ValueError, match="leading axis of 3 chains"):
-        hmc.sample_chains(mcmc, jax.random.split(jax.random.key(0), 3), MODEL.init(jax.random.key(0)), num_draws=10)
+        run_chains(mcmc, jax.random.split(jax.random.key(0), 3), MODEL.init(jax.random.key(0)), num_draws=10)
 
 
 def test_recipe_streams_the_predictive_it_returns():
@@ -195,7 +215,7 @@ def test_recipe_streams_the_predictive_it_returns():
     problem = recipes.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
     eval_data = (X[:30], Y[:30])
     fitted = recipes.run("hmc", problem, jax.random.key(0), num_chains=2, num_warmup=20, num_samples=20, chunk_size=10,
-                         init="map", map_epochs=3, eval_data=eval_data, eval_every=1)
+                         init="map", map_epochs=3, options=RunOptions(eval_data=eval_data, eval_every=1))
     assert {leaf.shape[0] for leaf in jax.tree.leaves(fitted.samples)} == {40}
     for key in ("acceptance", "divergences", "step_size", "num_integration_steps", "rhat_log_density",
                 "ess_log_density", "rhat_predictions", "rhat_max", "ess_min", "warnings"):
@@ -267,7 +287,7 @@ def test_uci_script_runs_nuts_from_map_initialisations(tmp_path, shared_data_dir
         "--set", "nuts.num_samples=10", "--set", "nuts.chunk_size=10", "--set", "nuts.max_num_doublings=3",
         "--set", "nuts.map_epochs=2"])
     summary = summaries[0]
-    assert summary["batch_level"] == 2  # the MAP fits ran as one traced program
+    assert summary["split_mode"] == "recipe"  # chains run plan by plan
     assert np.isfinite(summary["test_ll"]["mean"]) and summary["rmse"]["mean"] > 0
     for key in ("rhat_max", "ess_min", "divergences", "acceptance"):
         assert key in summary["per_split"], key

@@ -25,13 +25,12 @@ import pytest
 import scipy.stats
 
 from bdljax import recipes
-from bdljax.methods import wrappers
-from bdljax.run.runner import RunOptions
-from bdljax.nn import bayesian_layers, models
-from bdljax.methods import ensemble, mfvi
 from bdljax.core import likelihoods, posterior, priors
-from bdljax.run import training
 from bdljax.core.posterior import LogPosterior
+from bdljax.methods import ensemble, mfvi, wrappers
+from bdljax.nn import bayesian_layers, models
+from bdljax.run import training
+from bdljax.run.runner import RunOptions, execute
 
 Z = 5.0  # standard errors allowed for Monte Carlo comparisons
 NOISE = 0.5
@@ -290,26 +289,24 @@ def test_duplicated_data_equals_doubled_num_data_and_minibatches_reach_the_same_
     # Minibatch training (KL once, likelihood ×N/|B|) on the doubled data reaches its closed form:
     # R vmapped runs as an ensemble, the step compiled once across calls of the driver.
     exact_mean, precision = exact_posterior(x_twice, y_twice)
-    num_epochs, num_runs = 250, 8
+    num_epochs, num_runs, batch_size = 250, 8, 10
     schedule = optax.cosine_decay_schedule(0.03, num_epochs * 4)
-    for data, batch_size in (((x_twice, y_twice), 10),):
-        log_post = posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, len(data[0]))
-        members = mfvi.build(log_post, optax.adam(schedule), num_mc_samples=4, init_scale=0.1)
-        traces = []
-        counted = members._replace(update=lambda s, b, k: traces.append(1) or members.update(s, b, k))
-        runs = ensemble.build(counted, num_runs)
-        state = runs.init(jax.random.key(2), LINEAR.init)
-        half = training.fit(runs, state, data, key=jax.random.key(3), num_epochs=num_epochs // 2, batch_size=batch_size,
-                         progress=False)
-        result = training.fit(runs, half.state, data, key=jax.random.key(4), num_epochs=num_epochs // 2,
-                           batch_size=batch_size, progress=False)
-        assert len(traces) == 1
-        optimal_variance = 1.0 / np.diag(precision)
-        assert_converged_to(flat_linear(result.state.mean), exact_mean, np.sqrt(optimal_variance), max_error=0.3,
-                            what=f"mean, batch {batch_size} of {len(data[0])}")
-        variances = flat_linear(mfvi.variational_scales(result.state)) ** 2
-        assert_converged_to(variances, optimal_variance, optimal_variance, max_error=0.3,
-                            what=f"variance, batch {batch_size} of {len(data[0])}")
+    log_post = posterior.log_posterior(LINEAR.apply, LIKELIHOOD, PRIOR, len(x_twice))
+    members = mfvi.build(log_post, optax.adam(schedule), num_mc_samples=4, init_scale=0.1)
+    traces = []
+    counted = members._replace(update=lambda s, b, k: traces.append(1) or members.update(s, b, k))
+    runs = ensemble.build(counted, num_runs)
+    state = runs.init(jax.random.key(2), LINEAR.init)
+    half = training.fit(runs, state, (x_twice, y_twice), key=jax.random.key(3), num_epochs=num_epochs // 2,
+                        batch_size=batch_size, progress=False)
+    result = training.fit(runs, half.state, (x_twice, y_twice), key=jax.random.key(4), num_epochs=num_epochs // 2,
+                          batch_size=batch_size, progress=False)
+    assert len(traces) == 1
+    optimal_variance = 1.0 / np.diag(precision)
+    assert_converged_to(flat_linear(result.state.mean), exact_mean, np.sqrt(optimal_variance), max_error=0.3,
+                        what="mean, batch 10 of 40")
+    variances = flat_linear(mfvi.variational_scales(result.state)) ** 2
+    assert_converged_to(variances, optimal_variance, optimal_variance, max_error=0.3, what="variance, batch 10 of 40")
 
 
 def test_states_vmap_and_samples_follow_q():
@@ -511,6 +508,38 @@ def test_recipe_end_to_end_with_pretraining_estimators_and_mean_prediction():
     with pytest.raises(ValueError, match="unknown estimator"):
         recipes.run("mfvi", problem, jax.random.key(0), estimator="lrt")
 
+
+
+def test_the_runner_compiles_the_update_once_across_executions():
+    """Two executions of one plan trace MFVI's update once: a refit (another split, seed or grid point) never
+    recompiles. (With a MAP first stage too: tests/test_runner.py.)"""
+    x, y = regression_data(16, correlated=False)
+    plan = recipes.plan("mfvi", recipes.Problem(LINEAR, LIKELIHOOD, PRIOR, x, y), num_epochs=2, batch_size=8,
+                        num_samples=3)
+    traces = []
+    update = plan.transform.update
+    plan = plan._replace(transform=plan.transform._replace(
+        update=lambda state, batch, key: traces.append(1) or update(state, batch, key)))
+    first, second = (execute(plan, jax.random.key(seed)) for seed in (0, 1))
+    assert len(traces) == 1
+    assert not np.array_equal(jax.tree.leaves(first.samples)[0], jax.tree.leaves(second.samples)[0])
+
+
+def test_skip_nonfinite_around_mfvi_undoes_and_counts_a_forced_nonfinite_step_in_the_runner():
+    """A network whose output is NaN on one (finite) input: the step whose batch holds it is undone and counted."""
+    x, y = regression_data(16, correlated=False)
+    x[3, 0] = 1e4  # marks the poisoned example
+    poisoned = models.from_functions(
+        LINEAR.init, lambda params, x: jnp.where(x[:, 0] > 1e3, jnp.nan, LINEAR.apply(params, x)))
+    plan = recipes.plan("mfvi", recipes.Problem(poisoned, LIKELIHOOD, PRIOR, x, y), num_epochs=3, batch_size=8,
+                        num_samples=2, learning_rate=1e-2)
+    fitted = execute(plan, jax.random.key(0))
+    # Each epoch cuts a permutation into two batches of 8: one holds the poisoned example, the other trains.
+    assert fitted.diagnostics["nonfinite_steps"] == int(fitted.state.num_nonfinite) == 3
+    assert [record["elbo_nonfinite"] for record in fitted.history] == [1, 1, 1]
+    assert all(np.isfinite(record["elbo"]) for record in fitted.history)
+    assert np.all(np.isfinite(flat_linear(fitted.samples)))
+    assert np.any(flat_linear(fitted.state.inner.mean) != 0)  # the finite steps trained (LINEAR starts at zero)
 
 @pytest.mark.slow
 def test_benchmark_script_runs_end_to_end(capsys):

@@ -172,6 +172,9 @@ def test_schedules():
     exploring = np.asarray(jax.vmap(cycle.exploring)(steps))
     assert exploring[:5].all() and not exploring[5:25].any() and exploring[25:30].all()
     assert sgmcmc.eligible_steps(cycle, 100, num_burnin=0) == 80
+    # Counted in NumPy, so a recipe can be built while traced (batched runs trace their plans).
+    assert jax.eval_shape(lambda: jnp.zeros(sgmcmc.eligible_steps(cycle, 100, num_burnin=10))).shape == (75,)
+    assert sgmcmc.eligible_steps(sgmcmc.constant(1.0), 100, num_burnin=30) == 70
     decay = sgmcmc.polynomial(1.0, decay_steps=10.0, gamma=0.55)
     np.testing.assert_allclose(decay.step_size(jnp.asarray(30.0)), 4.0 ** -0.55, rtol=1e-6)
     with pytest.raises(ValueError, match="Robbins"):
@@ -180,11 +183,23 @@ def test_schedules():
         sgmcmc.make_schedule("linear", 1e-3, 100)
 
 
-def test_recipes_through_the_registry():
+def counting_updates(plan):
+    """The plan with its transform's update counting its traces."""
+    traces, update = [], plan.transform.update
+
+    def counting(state, batch, key):
+        traces.append(1)
+        return update(state, batch, key)
+
+    return plan._replace(transform=plan.transform._replace(update=counting)), traces
+
+
+def test_recipes_through_the_registry_compile_once():
     problem = recipes.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
-    fitted = recipes.run("sghmc", problem, jax.random.key(0), num_chains=2, num_epochs=100, batch_size=20,
-                         step_size=5e-3, friction=20.0, schedule="cyclical", num_cycles=2, exploration_fraction=0.25,
-                         num_samples=10)
+    plan, traces = counting_updates(recipes.plan(
+        "sghmc", problem, num_chains=2, num_epochs=100, batch_size=20, step_size=5e-3, friction=20.0,
+        schedule="cyclical", num_cycles=2, exploration_fraction=0.25, num_samples=10))
+    fitted = recipes.execute(plan, jax.random.key(0))
     assert {leaf.shape[0] for leaf in jax.tree.leaves(fitted.samples)} == {20}
     assert len([record for record in fitted.history if record["split"] == "train"]) == 100
     for key in ("rhat_log_density", "ess_log_density", "rhat_param_norms", "rhat_predictions", "nonfinite_steps",
@@ -193,6 +208,9 @@ def test_recipes_through_the_registry():
     assert fitted.diagnostics["nonfinite_steps"] == fitted.diagnostics["exploded_draws"] == 0
     # The draws lie in the posterior's bulk (it is ~0.1 wide around (1, -0.5, 0.3)).
     assert np.abs(np.asarray(fitted.samples["w"]).mean(0) - EXACT_MEAN[:2]).max() < 0.5
+    # A second execution of the plan, as for another split or seed: the chains' update is traced once.
+    again = recipes.execute(plan, jax.random.key(1))
+    assert len(traces) == 1 and not np.array_equal(again.samples["w"], fitted.samples["w"])
     with pytest.raises(ValueError, match="only .* draws can be kept"):
         recipes.run("sgld", problem, jax.random.key(0), num_epochs=2, batch_size=50, num_samples=50)
     with pytest.raises(ValueError, match="does not take"):
@@ -257,9 +275,9 @@ def test_a_skipped_step_still_fills_its_buffer_slot_and_is_warned():
     method = chain(sgmcmc.sgld, sgmcmc.constant(1e-4), num_burnin=0, thinning=1, num_kept=3)
     state = method.init(jax.random.key(0), {"w": jnp.array([0.3, -0.2]), "b": jnp.array(0.1)})
     bad_batch = (BATCH_10[0], BATCH_10[1].at[3].set(jnp.nan))
-    positions = []
+    update, positions = jax.jit(method.update), []
     for index, batch in enumerate((BATCH_10, bad_batch, BATCH_10)):
-        state, _ = method.update(state, batch, jax.random.key(index))
+        state, _ = update(state, batch, jax.random.key(index))
         positions.append(np.asarray(position(state)["b"]))
     assert int(state.num_stored) == 3 and wrappers.num_nonfinite(state) == 1
     np.testing.assert_array_equal(np.asarray(method.sample(state, jax.random.key(9), 3)["b"]), positions)

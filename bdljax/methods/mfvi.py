@@ -55,20 +55,19 @@ Usage::
     state = method.init(key, model.init)            # or a MAP solution
     state, info = method.update(state, batch, key)  # info.elbo, info.expected_log_likelihood, info.kl
     samples = method.sample(state, key, 100)        # → bdljax.run.predictive
-    point = bdljax.methods.mfvi.mean_params(state)          # predict with the mean weights
+    point = bdljax.methods.mfvi.mean_params(state)  # predict with the mean weights
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from functools import partial
 
 from bdljax.core.posterior import LogPosterior
 from bdljax.core.transform import Transform
@@ -202,6 +201,66 @@ def _resolve_kl(kl: str, log_posterior: LogPosterior) -> bool:
     return has_closed_form if kl == "auto" else kl == "closed_form"
 
 
+def _draw_log_densities(noise, key, mean, scale, batch, log_posterior: LogPosterior, closed_form_kl: bool,
+                        variational_apply: Optional[VariationalApply]):
+    """log p(D|θ) (N/|B|-scaled) and log p(θ) (0 when the KL is closed form) for one draw θ = μ + σ ∘ ε."""
+    theta = jax.tree.map(lambda m, s, e: m + s * e, mean, scale, noise)
+    if variational_apply is None:
+        log_likelihood = log_posterior.log_likelihood(theta, batch, key)
+    else:
+        # The same LogPosterior (same N/|B| scaling, likelihood and checks), with the network replaced by the
+        # output-sampling estimator; its "params" are (μ, σ, θ ~ q).
+        outputs = log_posterior._replace(
+            apply=lambda q, x, rng=None, train=False: variational_apply(q[0], q[1], q[2], x, rng, train))
+        log_likelihood = outputs.log_likelihood((mean, scale, theta), batch, key)
+    log_prior = jnp.zeros_like(log_likelihood) if closed_form_kl else log_posterior.log_prior(theta)
+    return log_likelihood, log_prior
+
+
+def elbo(
+    variational: VariationalParams,
+    batch,
+    key: jax.Array,
+    log_posterior: LogPosterior,
+    num_mc_samples: int = 1,
+    scale_transform: str = "softplus",
+    kl: str = "auto",
+    variational_apply: Optional[VariationalApply] = None,
+) -> Tuple[jax.Array, ELBOTerms]:
+    """An unbiased estimate of the tempered ELBO L_T(φ) on one minibatch, and its terms.
+
+    L_T(φ) = (1/T) (E_q[log p(D|θ)] − KL(q ‖ p)) + (1 − 1/T) H[q] (module
+    docstring), E_q by ``num_mc_samples`` reparameterised draws θ = μ + σ ∘ ε
+    (vmapped), the likelihood scaled by N/|B| so that the KL is counted once.
+    Differentiate it in ``variational`` for the Bayes-by-Backprop gradient
+    (:func:`update` does). The other arguments are those of :func:`elbo_objective`.
+
+    Returns:
+      ``(L_T, ELBOTerms(expected_log_likelihood, kl, entropy))``, the terms untempered.
+    """
+    forward, _ = _check_scale_transform(scale_transform)
+    closed_form_kl = _resolve_kl(kl, log_posterior)
+    mean, raw_scale = variational
+    scale = jax.tree.map(forward, raw_scale)
+    noise_key, likelihood_key = jax.random.split(key)
+    # All S weight draws from one random-number call: each separate call site costs compile time.
+    # (Draws nobody reads — those of Bayesian layers that sample their outputs — are compiled away.)
+    noise = gaussian_noise(noise_key, mean, num_mc_samples)
+    draw = partial(_draw_log_densities, mean=mean, scale=scale, batch=batch, log_posterior=log_posterior,
+                   closed_form_kl=closed_form_kl, variational_apply=variational_apply)
+    if num_mc_samples == 1:
+        # No vmap of size one: unbatched matmuls are faster on CPU.
+        log_likelihood, log_prior = draw(jax.tree.map(lambda e: e[0], noise), likelihood_key)
+    else:
+        draws = jax.vmap(draw)(noise, jax.random.split(likelihood_key, num_mc_samples))
+        log_likelihood, log_prior = (jnp.mean(d) for d in draws)
+    entropy = gaussian_entropy(scale)
+    kl_value = gaussian_kl(mean, scale, log_posterior.prior.scales(mean)) if closed_form_kl else -entropy - log_prior
+    inverse_temperature = 1.0 / log_posterior.temperature
+    value = inverse_temperature * (log_likelihood - kl_value) + (1.0 - inverse_temperature) * entropy
+    return value, ELBOTerms(log_likelihood, kl_value, entropy)
+
+
 def elbo_objective(
     log_posterior: LogPosterior,
     *,
@@ -210,11 +269,7 @@ def elbo_objective(
     kl: str = "auto",
     variational_apply: Optional[VariationalApply] = None,
 ) -> Callable[[VariationalParams, Any, jax.Array], Tuple[jax.Array, ELBOTerms]]:
-    """The tempered ELBO L_T as a function ``objective(variational, batch, key) -> (L_T, ELBOTerms)``.
-
-    An unbiased estimate of L_T(φ) (module docstring) on one minibatch, with
-    ``num_mc_samples`` reparameterised draws vmapped. Differentiate it in
-    ``variational`` for the Bayes-by-Backprop gradient; :func:`build` does.
+    """:func:`elbo` with its settings checked and fixed: ``objective(variational, batch, key) -> (L_T, ELBOTerms)``.
 
     Args:
       log_posterior: the shared log posterior (likelihood, prior, N, T).
@@ -230,50 +285,10 @@ def elbo_objective(
     """
     if not isinstance(num_mc_samples, int) or num_mc_samples < 1:
         raise ValueError(f"num_mc_samples must be a positive int, got {num_mc_samples!r}")
-    forward, _ = _check_scale_transform(scale_transform)
-    closed_form_kl = _resolve_kl(kl, log_posterior)
-    inverse_temperature = 1.0 / log_posterior.temperature
-    if variational_apply is not None:
-        # The same LogPosterior (same N/|B| scaling, likelihood and checks), with the network
-        # replaced by the output-sampling estimator; its "params" are (μ, σ, θ ~ q).
-        output_posterior = log_posterior._replace(
-            apply=lambda q, x, rng=None, train=False: variational_apply(q[0], q[1], q[2], x, rng, train)
-        )
-
-    def likelihood_and_prior(mean, scale, noise, batch, key):
-        """log p(D|θ) (N/|B|-scaled) and log p(θ) (0 when the KL is closed form) for one draw."""
-        theta = jax.tree.map(lambda m, s, e: m + s * e, mean, scale, noise)
-        if variational_apply is None:
-            log_likelihood = log_posterior.log_likelihood(theta, batch, key)
-        else:
-            log_likelihood = output_posterior.log_likelihood((mean, scale, theta), batch, key)
-        log_prior = jnp.zeros_like(log_likelihood) if closed_form_kl else log_posterior.log_prior(theta)
-        return log_likelihood, log_prior
-
-    def objective(variational: VariationalParams, batch, key):
-        mean, raw_scale = variational
-        scale = jax.tree.map(forward, raw_scale)
-        noise_key, likelihood_key = jax.random.split(key)
-        # All S weight draws from one random-number call: each separate call site costs compile time.
-        # (Draws nobody reads — those of Bayesian layers that sample their outputs — are compiled away.)
-        noise = gaussian_noise(noise_key, mean, num_mc_samples)
-        if num_mc_samples == 1:
-            # No vmap of size one: unbatched matmuls are faster on CPU.
-            log_likelihood, log_prior = likelihood_and_prior(
-                mean, scale, jax.tree.map(lambda e: e[0], noise), batch, likelihood_key)
-        else:
-            keys = jax.random.split(likelihood_key, num_mc_samples)
-            draws = jax.vmap(likelihood_and_prior, in_axes=(None, None, 0, None, 0))(mean, scale, noise, batch, keys)
-            log_likelihood, log_prior = (jnp.mean(d) for d in draws)
-        entropy = gaussian_entropy(scale)
-        if closed_form_kl:
-            kl_value = gaussian_kl(mean, scale, log_posterior.prior.scales(mean))
-        else:
-            kl_value = -entropy - log_prior
-        elbo = inverse_temperature * (log_likelihood - kl_value) + (1.0 - inverse_temperature) * entropy
-        return elbo, ELBOTerms(log_likelihood, kl_value, entropy)
-
-    return objective
+    _check_scale_transform(scale_transform)
+    _resolve_kl(kl, log_posterior)  # fails here, at build time, rather than while tracing
+    return partial(elbo, log_posterior=log_posterior, num_mc_samples=num_mc_samples, scale_transform=scale_transform,
+                   kl=kl, variational_apply=variational_apply)
 
 
 def init(key: jax.Array, params: Any, optimizer: optax.GradientTransformation, init_scale: Any = 1e-2,
@@ -294,17 +309,18 @@ def init(key: jax.Array, params: Any, optimizer: optax.GradientTransformation, i
 
 
 def _negative_objective(variational, batch, key, objective):
-    elbo, terms = objective(variational, batch, key)
-    return -elbo, (elbo, terms)
+    value, terms = objective(variational, batch, key)
+    return -value, (value, terms)
 
 
 def update(state: MFVIState, batch, key: jax.Array, objective: Callable, optimizer: optax.GradientTransformation):
     """One optimiser step on −L_T (``objective`` from :func:`elbo_objective`) over φ = (μ, ρ)."""
     variational = VariationalParams(state.mean, state.raw_scale)
-    (_, (elbo, terms)), grads = jax.value_and_grad(_negative_objective, has_aux=True)(variational, batch, key, objective)
+    loss_and_grad = jax.value_and_grad(_negative_objective, has_aux=True)
+    (_, (value, terms)), grads = loss_and_grad(variational, batch, key, objective)
     updates, opt_state = optimizer.update(grads, state.opt_state, variational)
     new = optax.apply_updates(variational, updates)
-    return MFVIState(new.mean, new.raw_scale, opt_state), MFVIInfo(elbo, terms.expected_log_likelihood, terms.kl,
+    return MFVIState(new.mean, new.raw_scale, opt_state), MFVIInfo(value, terms.expected_log_likelihood, terms.kl,
                                                                     optax.tree.norm(grads))
 
 

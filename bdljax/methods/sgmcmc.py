@@ -66,16 +66,26 @@ Params = Any
 
 
 class Schedule(NamedTuple):
-    """Step size ε_t and exploration flag as functions of the step index t (jit-able)."""
+    """Step size ε_t and exploration flag as functions of the step index t.
+
+    ``step_size`` is jit-able; ``exploring`` takes a JAX *or* NumPy ``t`` (an
+    array of steps too), so that a recipe counts the steps that may keep draws
+    on the host (:func:`eligible_steps`), even while it is being traced.
+    """
 
     step_size: Callable[[jax.Array], jax.Array]
-    exploring: Callable[[jax.Array], jax.Array]  # True: no noise, no draws (cSG-MCMC's exploration stage)
+    exploring: Callable[[Any], Any]  # True: no noise, no draws (cSG-MCMC's exploration stage)
+
+
+def never_exploring(t):
+    """No exploration stage: every step samples (``t``: a JAX or NumPy step index or array of them)."""
+    return np.zeros(np.shape(t), bool)
 
 
 def constant(step_size: float) -> Schedule:
     """ε_t = ε."""
     _check_positive("step_size", step_size)
-    return Schedule(lambda t: jnp.asarray(step_size, jnp.float32), lambda t: jnp.zeros((), bool))
+    return Schedule(lambda t: jnp.asarray(step_size, jnp.float32), never_exploring)
 
 
 def polynomial(initial_step_size: float, decay_steps: float, gamma: float = 0.55) -> Schedule:
@@ -89,7 +99,7 @@ def polynomial(initial_step_size: float, decay_steps: float, gamma: float = 0.55
     if not 0.5 < gamma <= 1:
         raise ValueError(f"gamma must lie in (0.5, 1] (Robbins–Monro), got {gamma}")
     return Schedule(lambda t: jnp.asarray(initial_step_size * (1.0 + t / decay_steps) ** (-gamma), jnp.float32),
-                    lambda t: jnp.zeros((), bool))
+                    never_exploring)
 
 
 def cyclical(initial_step_size: float, num_steps: int, num_cycles: int, exploration_fraction: float = 0.0) -> Schedule:
@@ -111,7 +121,8 @@ def cyclical(initial_step_size: float, num_steps: int, num_cycles: int, explorat
         phase = jnp.mod(t, cycle_length) / cycle_length
         return jnp.asarray(initial_step_size / 2 * (jnp.cos(jnp.pi * phase) + 1), jnp.float32)
 
-    return Schedule(step_size, lambda t: jnp.mod(t, cycle_length) < exploration_steps)
+    # `%` is jnp.mod on a JAX t and np.mod on a NumPy one: the same flags on the device and on the host.
+    return Schedule(step_size, lambda t: t % cycle_length < exploration_steps)
 
 
 def _check_positive(name, value):
@@ -226,8 +237,6 @@ def make_schedule(name: str, step_size: float, num_steps: int, *, num_cycles: in
 
 
 def eligible_steps(schedule: Schedule, num_steps: int, num_burnin: int) -> int:
-    """How many of ``num_steps`` steps may keep a draw (after burn-in, outside exploration); a host count, also
-    when called while a recipe is traced."""
-    with jax.ensure_compile_time_eval():
-        exploring = np.asarray(jax.vmap(schedule.exploring)(jnp.arange(num_steps)))
+    """How many of ``num_steps`` steps may keep a draw (after burn-in, outside exploration), counted in NumPy."""
+    exploring = np.broadcast_to(np.asarray(schedule.exploring(np.arange(num_steps))), (num_steps,))
     return int(np.sum(~exploring[num_burnin:]))

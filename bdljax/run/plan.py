@@ -28,14 +28,15 @@ class Epochs(NamedTuple):
 
 class Chains(NamedTuple):
     """Run full-batch Markov chains (HMC/NUTS): ``num_warmup`` adaptation transitions, then ``num_draws`` kept
-    draws per chain, every ``thinning``-th transition, in compiled chunks of ``chunk_size`` transitions."""
+    draws per chain, every ``thinning``-th transition, in compiled chunks of ``chunk_size`` draws."""
 
     num_chains: int
     num_warmup: int
     num_draws: int
     thinning: int = 1
     chunk_size: int = 100
-    chain_method: str = "auto"  # "vmap", "sequential" or "auto" (by backend)
+    chain_method: str = "auto"  # "vectorized", "sequential" or "auto" (by backend)
+    float64: bool = False  # run the chains under jax.enable_x64 (the transform was built for it)
 
 
 class Fitted(NamedTuple):
