@@ -18,8 +18,8 @@ The protocol, top to bottom:
    * ``mcdropout``: :func:`bdljax.methods.mcdropout.build` on the dropout CNN
      (``--dropout-rate``), T = ``--mc-samples`` stochastic passes at
      prediction time, all vmapped over the pool in one compiled call;
-   * ``ensemble``: :func:`bdljax.methods.ensemble.deep_ensemble`, ``--num-members``
-     networks vmapped in one step;
+   * ``ensemble``: :func:`bdljax.methods.ensemble.build` of ``--num-members``
+     MAP networks vmapped in one step;
    * ``map``: a single network (its BALD and mean-std scores are 0: a point
      estimate has no epistemic uncertainty; kept as a deterministic baseline).
 
@@ -31,10 +31,13 @@ The protocol, top to bottom:
    labelled set is a fixed-size buffer of indices plus its size n, a traced
    scalar, so the training step, the acquisition step and the test evaluation
    each compile **once per run** however the labelled set grows (tested by
-   counting traces). The steps run in jitted chunks of ``--steps-per-call``
-   (a ``lax.scan`` inside); on CPU the chunk is unrolled and defaults to one
-   step for a CNN (all steps in one scan for an MLP), because XLA:CPU runs convolution gradients inside a while loop about
-   8× slower than outside one (jax-ml/jax#12868, measured here).
+   counting traces). The steps run in jitted chunks of ``--steps-per-call``;
+   a chunk shorter than the whole retraining is unrolled, the whole
+   retraining is one rolled ``lax.scan``. By default the chunk is what the
+   runner would choose (:func:`bdljax.run.execution.choose`): one step for a
+   conv net on CPU, where XLA runs convolution gradients inside a while loop
+   about 8× slower than outside one (jax-ml/jax#12868, measured here), and all
+   steps in one scan otherwise.
 5. **Acquisition** of ``--acquire-size`` (10) images per step by each of
    ``--acquisition`` (BALD, max entropy, variation ratios, mean std, random;
    :mod:`bdljax.evaluate.acquisition`): a random subset of ``--pool-subset`` (2000, as
@@ -66,18 +69,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import data
-
-from bdljax.nn import dropout
-from bdljax import recipes
-from bdljax.evaluate import acquisition
+from bdljax import data, recipes
 from bdljax.core import likelihoods, priors
-from bdljax.nn import models
-from bdljax.run import predictive
+from bdljax.core.posterior import LogPosterior, log_posterior
+from bdljax.evaluate import acquisition
 from bdljax.methods import ensemble as ensemble_method
 from bdljax.methods import map_estimate as map_method
+from bdljax.methods import mcdropout, wrappers
+from bdljax.nn import dropout, models
+from bdljax.run import execution, predictive
 from bdljax.run.rundir import RunLogger, default_run_dir
-from bdljax.core.posterior import LogPosterior, LogPosteriorTerms, log_posterior
 
 METHODS = ("mcdropout", "ensemble", "map")
 NUM_CLASSES = 10
@@ -100,29 +101,16 @@ class LabelledSetLogPosterior(NamedTuple):
 
         log p_T(θ | D_n) ≈ (1/T) [ log p(θ) + (n/|B|) Σ_{i∈B} log p(y_i | x_i, θ) ]
 
-    is :class:`bdljax.core.posterior.LogPosterior`'s estimate with ``num_data = n``
-    — but n is an array, not a static int, so one compiled step serves every
-    labelled-set size. ``base`` is built with ``num_data`` = the batch size,
-    which makes its ``log_likelihood`` the plain batch sum; nothing else is
-    rescaled (the prior enters once, untouched).
+    is ``base``'s estimate with ``num_data = n``, n an array, not a static
+    int, so one compiled step serves every labelled-set size. ``base``'s own
+    ``num_data`` is never used.
     """
 
     base: LogPosterior
 
-    @property
-    def num_data(self) -> None:
-        return None  # varies with the labelled set; the driver samples batches itself
-
-    @property
-    def apply(self):
-        return self.base.apply
-
     def evaluate(self, params, batch, rng=None):
         x, y, num_labelled = batch
-        batch_sum = self.base.log_likelihood(params, (x, y), rng)
-        log_likelihood = (num_labelled / x.shape[0]) * batch_sum
-        log_prior = self.base.log_prior(params)
-        return (log_prior + log_likelihood) / self.base.temperature, LogPosteriorTerms(log_likelihood, log_prior)
+        return self.base._replace(num_data=num_labelled).evaluate(params, (x, y), rng)
 
     def __call__(self, params, batch, rng=None):
         return self.evaluate(params, batch, rng)[0]
@@ -139,26 +127,25 @@ class Learner(NamedTuple):
 
 
 def build_learner(name: str, args, model: models.Model, example_x) -> Learner:
-    """The transform of ``name`` on the labelled-set log posterior (``num_data`` dynamic)."""
+    """The transform of ``name`` on the labelled-set log posterior (``num_data`` dynamic), composed as its recipe
+    composes it: every MAP-like step that turns non-finite is undone and counted (per member for the ensemble)."""
     likelihood = likelihoods.categorical()
     prior = priors.gaussian(args.prior_scale)
     optimizer = recipes.make_optimizer("adam", args.learning_rate)
     if name == "mcdropout":
-        from bdljax.methods import mcdropout  # imported on use: the module is optional for the other methods
-
         dropout_model = dropout.dropout_model(model, args.dropout_rate)
         params = jax.jit(dropout_model.init)(jax.random.key(0))
         structure = dropout.dropout_structure(dropout_model.apply, params, example_x)
         lp = LabelledSetLogPosterior(log_posterior(dropout_model.apply, likelihood, prior, args.batch_size))
-        transform = mcdropout.build(lp, optimizer, structure)
+        transform = wrappers.skip_nonfinite(mcdropout.build(lp, optimizer, structure))
         return Learner(name, transform, dropout.sample_apply(dropout_model.apply, structure), dropout_model.init,
                        args.mc_samples)
     lp = LabelledSetLogPosterior(log_posterior(model.apply, likelihood, prior, args.batch_size))
+    member = wrappers.skip_nonfinite(map_method.build(lp, optimizer))
     if name == "ensemble":
-        transform = ensemble_method.deep_ensemble(lp, optimizer, args.num_members)
-        return Learner(name, transform, model.apply, model.init, args.num_members)
+        return Learner(name, ensemble_method.build(member, args.num_members), model.apply, model.init, args.num_members)
     if name == "map":
-        return Learner(name, map_method.build(lp, optimizer), model.apply, model.init, 1)
+        return Learner(name, member, model.apply, model.init, 1)
     raise ValueError(f"active learning supports methods {METHODS}, got {name!r}")
 
 
@@ -184,8 +171,8 @@ def build_programs(learner: Learner, args, acquisitions: Sequence[str]) -> Progr
     transform = learner.transform
     streams = transform.batch_streams
     batch_shape = (streams, args.batch_size) if streams else (args.batch_size,)
-    # Unrolled only where it pays, conv nets on CPU (module docstring, jax-ml/jax#12868); a rolled scan elsewhere.
-    unroll = jax.default_backend() == "cpu" and args.model == "cnn"
+    # Chunks are unrolled, as the runner's (module docstring, jax-ml/jax#12868); the whole retraining is one rolled scan.
+    unroll = args.steps_per_call < args.train_steps
 
     def init(key):
         return transform.init(key, learner.init_params)
@@ -333,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-size", type=int, default=10000, help="random MNIST test images for the error (default all)")
     parser.add_argument("--train-steps", type=int, default=500, help="Adam steps per retraining (default 500)")
     parser.add_argument("--steps-per-call", type=int, default=0,
-                        help="training steps per compiled call (0: 1 for a CNN on CPU, else all; must divide --train-steps)")
+                        help="training steps per compiled call (0: the runner's choice, 1 for a CNN on CPU, else all; "
+                             "must divide --train-steps)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--prior-scale", type=float, default=float(1 / np.sqrt(7.0)),
@@ -357,8 +345,8 @@ def check_args(args) -> None:
     for flag in positive:
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
-    if args.steps_per_call == 0:  # conv gradients only: an MLP trains fastest as one scan (module docstring)
-        args.steps_per_call = 1 if jax.default_backend() == "cpu" and args.model == "cnn" else args.train_steps
+    if args.steps_per_call == 0:
+        args.steps_per_call = automatic_steps_per_call(args, build_model(args))
     if args.steps_per_call < 1 or args.train_steps % args.steps_per_call:
         raise ValueError(f"--steps-per-call {args.steps_per_call} must be positive and divide --train-steps "
                          f"{args.train_steps}")
@@ -373,6 +361,14 @@ def check_args(args) -> None:
     for flag in ("prior_scale", "learning_rate"):
         if not getattr(args, flag) > 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+
+
+def automatic_steps_per_call(args, model: models.Model) -> int:
+    """The runner's choice for this network on this backend (:func:`bdljax.run.execution.choose`): one unrolled
+    step per call for a conv net on CPU, all ``--train-steps`` in one rolled scan otherwise."""
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    chosen = execution.choose(model.apply, params, jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
+    return chosen.steps_per_call or args.train_steps
 
 
 def build_model(args) -> models.Model:

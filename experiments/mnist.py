@@ -13,16 +13,18 @@ The protocol, top to bottom:
    Gaussian prior N(0, s²) on every weight (``--prior-scale``).
 3. **Methods.** Every ``--method`` is trained on the same
    :class:`bdljax.recipes.Problem` through :func:`bdljax.recipes.run`, so MAP,
-   deep ensembles (members vmapped, or one after another for a CNN on CPU:
-   ``--ensemble-execution``), MFVI, MC dropout, SGLD/SGHMC — and any
-   method added later — run through one code path. ``--epochs``,
-   ``--batch-size``, ``--learning-rate`` and ``--num-samples`` are passed to
-   every recipe that takes them; ``METHOD_DEFAULTS`` sets MC dropout's rate for
-   a CNN; ``--set METHOD.KEY=VALUE`` sets any other recipe hyperparameter.
-   ``--steps-per-call`` goes to every recipe that takes ``steps_per_call``:
-   XLA:CPU runs convolution gradients inside a rolled
-   ``lax.scan`` several times slower than unrolled (jax-ml/jax#12868), so on
-   CPU a CNN trains one unrolled step per compiled call by default.
+   deep ensembles, MFVI, MC dropout, SGLD/SGHMC — and any method added
+   later — run through one code path. ``--epochs``, ``--batch-size``,
+   ``--learning-rate`` and ``--num-samples`` are passed to every recipe that
+   takes them; ``METHOD_DEFAULTS`` sets MC dropout's rate for a CNN;
+   ``--set METHOD.KEY=VALUE`` sets any other recipe hyperparameter. How the
+   steps run is the runner's choice (:func:`bdljax.run.execution.choose`),
+   recorded in each method's ``diagnostics.execution``: on CPU a CNN trains one
+   unrolled step per compiled call (XLA:CPU runs convolution gradients inside
+   a rolled ``lax.scan`` several times slower, jax-ml/jax#12868) and ensemble
+   members one after another (a conv vmapped over member weights is a slow
+   grouped convolution there). ``--steps-per-call`` and
+   ``--ensemble-execution`` override that choice.
 4. **Predictive.** S posterior samples (``Fitted.samples``) evaluated by
    :func:`bdljax.run.predictive.predictive_outputs` in one compiled call per input
    shape, memory bounded by ``--data-chunk`` test points × ``--sample-chunk``
@@ -73,8 +75,9 @@ from bdljax import recipes
 from bdljax.core import likelihoods, priors
 from bdljax.evaluate import metrics
 from bdljax.nn import models
-from bdljax.run import predictive
+from bdljax.run import execution, predictive
 from bdljax.run.rundir import RunLogger, default_run_dir
+from bdljax.run.runner import RunOptions
 
 DEFAULT_ANGLES = tuple(range(0, 181, 15))
 OOD_SCORES = ("entropy", "max_probability", "mutual_information")
@@ -169,13 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--num-samples", type=int, default=20,
                         help="posterior samples S of sampling methods (MC dropout passes, MFVI/SG-MCMC draws; default 20)")
-    parser.add_argument("--steps-per-call", type=int, default=0,
-                        help="training steps per compiled call, for recipes that take steps_per_call (0: 1 for a CNN "
-                             "on CPU, else a whole epoch per lax.scan; -1: always a whole epoch)")
-    parser.add_argument("--ensemble-execution", choices=("auto", "vmap", "sequential"), default="auto",
-                        help="deep-ensemble members vmapped in one step, or trained one after another by one compiled "
-                             "MAP epoch (auto: sequential for a CNN on CPU, where a conv vmapped over weights runs "
-                             "as a slow grouped convolution; vmap otherwise)")
+    parser.add_argument("--steps-per-call", default="auto",
+                        help="training steps per compiled call: a positive int (unrolled), 'scan' (whole epochs in a "
+                             "lax.scan) or 'auto' (the runner's choice: 1 for a CNN on CPU, else scan; default)")
+    parser.add_argument("--ensemble-execution", choices=("auto", *execution.MEMBER_EXECUTIONS), default="auto",
+                        help="ensemble members (and SG-MCMC chains) vmapped in one step, or trained one after another "
+                             "by one compiled member program (auto: the runner's choice, sequential for a CNN on CPU, "
+                             "where a conv vmapped over weights runs as a slow grouped convolution; vmap otherwise)")
     parser.add_argument("--prior-scale", type=float, default=1.0, help="std of the isotropic Gaussian prior (default 1)")
     parser.add_argument("--features", default="32,64", help="CNN conv channels (default 32,64)")
     parser.add_argument("--hidden", type=int, default=128, help="CNN hidden dense units (default 128)")
@@ -213,8 +216,10 @@ def check_args(args) -> None:
         value = getattr(args, flag)
         if value is not None and value < 2:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 2 (or left out for the whole set), got {value}")
-    if args.steps_per_call < -1:
-        raise ValueError(f"--steps-per-call must be positive, 0 (auto) or -1 (whole epoch), got {args.steps_per_call}")
+    if args.steps_per_call not in ("auto", "scan"):
+        if not (str(args.steps_per_call).isdigit() and int(args.steps_per_call) >= 1):
+            raise ValueError(f"--steps-per-call must be a positive integer, 'scan' or 'auto', got {args.steps_per_call!r}")
+        args.steps_per_call = int(args.steps_per_call)
     if not args.prior_scale > 0:
         raise ValueError(f"--prior-scale must be positive, got {args.prior_scale}")
     if not args.learning_rate > 0:
@@ -254,42 +259,25 @@ def build_model(args) -> models.Model:
     return models.mlp((28, 28, 1), parse_ints(args.mlp_hidden, "--mlp-hidden"), 10)
 
 
-def steps_per_call(args) -> Optional[int]:
-    """``steps_per_call`` for :func:`bdljax.run.training.fit`: ``None`` = one ``lax.scan`` per epoch.
+def execution_override(args, model: models.Model, example_x) -> Optional[execution.Execution]:
+    """The flags' :class:`~bdljax.run.execution.Execution`, or ``None`` (both ``auto``): the runner's choice.
 
-    Auto (0): one unrolled step per call for a CNN on CPU (conv gradients in a
-    rolled scan are several times slower there, jax-ml/jax#12868); a whole
-    epoch per call otherwise (MLPs, accelerators).
+    A flag left ``auto`` keeps its half of what :func:`bdljax.run.execution.choose` picks for ``model`` on this
+    backend, so ``--ensemble-execution vmap`` alone still trains a CNN on CPU one unrolled step per call.
     """
-    if args.steps_per_call > 0:
-        return args.steps_per_call
-    if args.steps_per_call == 0 and args.model == "cnn" and jax.default_backend() == "cpu":
-        return 1
-    return None
-
-
-def ensemble_execution(args) -> str:
-    """``member_execution`` of the deep ensemble: ``--ensemble-execution``, or auto.
-
-    Auto: ``"sequential"`` for a CNN on CPU. XLA:CPU runs a convolution vmapped over weights as a grouped
-    convolution; the vmapped 5-member CNN 16,32 ensemble's first epoch took 1828 s against 122 s for one MAP
-    epoch (RESULTS.md), so K members one after another (K MAP epochs, one compilation) are faster there.
-    ``"vmap"`` elsewhere (MLPs, accelerators), where one vmapped step uses the hardware better.
-    """
-    if args.ensemble_execution != "auto":
-        return args.ensemble_execution
-    return "sequential" if args.model == "cnn" and jax.default_backend() == "cpu" else "vmap"
+    if args.steps_per_call == "auto" and args.ensemble_execution == "auto":
+        return None
+    chosen = execution.choose(model.apply, jax.eval_shape(model.init, jax.random.key(0)), example_x)
+    steps = {"auto": chosen.steps_per_call, "scan": None}.get(args.steps_per_call, args.steps_per_call)
+    members = chosen.members if args.ensemble_execution == "auto" else args.ensemble_execution
+    return execution.Execution(steps, members)
 
 
 def method_config(name: str, args, overrides: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     """The hyperparameters passed to ``name``'s recipe: shared flags where it takes them, defaults, ``--set``."""
     accepted = recipes.hyperparameters(name)
     shared = {"num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-              "num_samples": args.num_samples, "member_execution": ensemble_execution(args),
-              **METHOD_DEFAULTS.get(name, {})}
-    chunk = steps_per_call(args)
-    if chunk is not None:
-        shared["steps_per_call"] = chunk
+              "num_samples": args.num_samples, **METHOD_DEFAULTS.get(name, {})}
     config = {key: value for key, value in shared.items() if key in accepted}
     config.update(overrides.get(name, {}))  # unknown keys fail in recipes.run, naming the accepted ones
     return config
@@ -374,7 +362,7 @@ def evaluate_method(name, fitted, x_test, y_test, x_shift, y_shift, angles, x_oo
 
     members = []
     if name == "ensemble":
-        # Each member alone is a MAP fit (with member_execution="sequential", exactly map.recipe with its member key):
+        # Each member alone is a MAP fit (members in turn: exactly the MAP plan run with key split(key, K)[k]):
         # K single-model baselines for free, from the logits already computed.
         for member in range(logits.shape[0]):
             record, _, member_scores = classification_record(logits[member:member + 1], y_test, args)
@@ -532,21 +520,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             raise ValueError(f"method {name!r} does not take {unknown}; it accepts {sorted(recipes.hyperparameters(name))}")
     angles = parse_ints(args.shift_angles, "--shift-angles")
     configs = {name: method_config(name, args, overrides) for name in names}
-    slow = [name for name in names if steps_per_call(args) and "steps_per_call" not in recipes.hyperparameters(name)]
-    if slow:  # said up front, so a slow run is not mistaken for a hang
-        print(f"note: {slow} take no steps_per_call and train each epoch as one rolled lax.scan, several times "
-              "slower for a CNN on CPU (jax-ml/jax#12868)", flush=True)
 
     x_train, y_train, x_test, y_test, x_ood = load_data(args)
     shift_size = min(args.shift_size, x_test.shape[0])
     x_shift, y_shift = x_test[:shift_size], y_test[:shift_size]
     model = build_model(args)
     problem = recipes.Problem(model, likelihoods.categorical(), priors.gaussian(args.prior_scale), x_train, y_train)
+    override = execution_override(args, model, x_train[:1])
 
     out = Path(args.out) if args.out else default_run_dir("mnist")
     logger = RunLogger(out, {
         **vars(args), "methods": names, "method_configs": configs, "angles": angles,
-        "resolved_sample_chunk": sample_chunk(args), "resolved_steps_per_call": steps_per_call(args),
+        "resolved_sample_chunk": sample_chunk(args),
+        "execution_override": None if override is None else override._asdict(),
         "backend": jax.default_backend(),
         "num_train": int(x_train.shape[0]), "num_test": int(x_test.shape[0]), "num_ood": int(x_ood.shape[0]),
         "ece": metrics.ece_descriptor(args.ece_bins, args.ece_binning),
@@ -563,12 +549,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     bins_by_method, histograms = {}, {}
     for index, name in enumerate(names):
         fit_key, eval_key = jax.random.split(jax.random.fold_in(root_key, index))
-        accepted = recipes.hyperparameters(name)
-        extras = {k: v for k, v in {"logger": logger, "log_fields": {"method": name}, "progress": args.progress}.items()
-                  if k in accepted}
+        options = RunOptions(logger=logger, log_fields={"method": name}, progress=args.progress, execution=override)
         # Wall and process-CPU seconds: on a shared machine wall time depends on the load, CPU time much less.
         start, cpu_start, compiles = time.perf_counter(), time.process_time(), CompileCounter.count
-        fitted = recipes.run(name, problem, fit_key, **configs[name], **extras)
+        fitted = recipes.run(name, problem, fit_key, options, **configs[name])
         jax.block_until_ready(fitted.samples)
         train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         train_compiles = CompileCounter.count - compiles

@@ -19,7 +19,7 @@
       coverage of the central 50/90/95% intervals;
     * iterated multi-step forecasts from every test origin: each posterior
       sample draws ``paths_per_sample`` trajectories, feeding its sampled
-      increments back in (:func:`bdljax.nn.recurrent.autoregressive_forecast`);
+      increments back in (:func:`experiments.forecasting.autoregressive_forecast`);
       the h-step predictive is the mixture of all trajectories' step-h
       Gaussians; metrics per horizon h = 1..``horizon``;
     * a free-running forecast over the whole test period from its start,
@@ -34,6 +34,7 @@ variational RNN of Gal & Ghahramani (2016) through ``model.with_dropout``.
 Example::
 
     python experiments/sequences.py --task all --method map --method ensemble --epochs 5
+    python -m experiments.sequences --task co2 --method map          # the same, as a module
     python experiments/sequences.py --task co2 --method map,ensemble --set ensemble.num_members=5
 
 Writes ``config.json``, ``metrics.jsonl`` (training curves and test
@@ -50,19 +51,24 @@ import functools
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax import data
-from bdljax import recipes
-from bdljax.core import likelihoods, priors
-from bdljax.evaluate import metrics
-from bdljax.run import predictive
-from bdljax.nn import recurrent
-from bdljax.run.rundir import RunLogger, default_run_dir, to_json
+if not __package__:  # run as a file (python experiments/sequences.py): import experiments/ as `python -m` would
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bdljax import data, recipes  # noqa: E402
+from bdljax.core import likelihoods, priors  # noqa: E402
+from bdljax.evaluate import metrics  # noqa: E402
+from bdljax.nn import recurrent  # noqa: E402
+from bdljax.run import predictive  # noqa: E402
+from bdljax.run.rundir import RunLogger, default_run_dir, to_json  # noqa: E402
+from bdljax.run.runner import RunOptions  # noqa: E402
+from experiments import forecasting  # noqa: E402
 
 TASKS = ("mnist_rows", "co2")
 
@@ -182,30 +188,25 @@ def task_settings(args: argparse.Namespace, task: str) -> Dict[str, Any]:
     return settings
 
 
-def method_hyperparameters(name: str, settings: Dict[str, Any], overrides: Dict[str, Any], logger, task: str) -> Dict[str, Any]:
+def method_hyperparameters(name: str, settings: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
     """Shared settings a method's recipe accepts, then its ``--set`` overrides."""
     accepted = recipes.hyperparameters(name)
     common = {"num_epochs": settings["epochs"], "batch_size": settings["batch_size"], "learning_rate": settings["learning_rate"]}
     config = {key: value for key, value in common.items() if key in accepted}
     config.update(overrides)
-    if "logger" in accepted:
-        config["logger"] = logger
-    if "log_fields" in accepted:
-        config["log_fields"] = {"task": task, "method": name}
     return config
 
 
 def fit(name: str, problem: recipes.Problem, key, settings, args, logger, task: str):
-    """``recipes.run`` with the shared settings; returns the :class:`~bdljax.recipes.Fitted` and its seconds."""
-    config = method_hyperparameters(name, settings, args.hyperparameter_overrides[name], logger, task)
-    if args.progress and "progress" in recipes.hyperparameters(name):
-        config["progress"] = True
-    shown = {k: v for k, v in config.items() if k not in ("logger", "log_fields", "progress")}
-    print(f"[{task}] fitting {name} with {shown}", flush=True)
+    """``recipes.run`` with the shared settings; returns the :class:`~bdljax.recipes.Fitted`, its seconds and the
+    hyperparameters used."""
+    config = method_hyperparameters(name, settings, args.hyperparameter_overrides[name])
+    print(f"[{task}] fitting {name} with {config}", flush=True)
+    options = RunOptions(logger=logger, log_fields={"task": task, "method": name}, progress=args.progress)
     start = time.perf_counter()
-    fitted = recipes.run(name, problem, key, **config)
+    fitted = recipes.run(name, problem, key, options, **config)
     jax.block_until_ready(fitted.samples)
-    return fitted, time.perf_counter() - start, shown
+    return fitted, time.perf_counter() - start, config
 
 
 def predict(fitted: recipes.Fitted, x, key) -> jax.Array:
@@ -370,8 +371,8 @@ class CO2Windows:
 
 
 @jax.jit
-def level_forecast(forecast: recurrent.Forecast, last_levels, mean, std):
-    """Step-h Gaussians in ppm, each ``(P, N, H)``, from a :class:`~bdljax.nn.recurrent.Forecast` of standardised increments.
+def level_forecast(forecast: forecasting.Forecast, last_levels, mean, std):
+    """Step-h Gaussians in ppm, each ``(P, N, H)``, from a :class:`~experiments.forecasting.Forecast` of standardised increments.
 
     Along a trajectory the level before step h is y_t + Σ_{k<h} (μ + σ draw_k),
     so step h's level is Gaussian with mean that level + μ + σ·mean_h and scale σ·scale_h.
@@ -411,13 +412,13 @@ def run_co2(args, key, logger) -> Dict[str, Any]:
                                                            jnp.asarray(last_test_levels + series.mean), series.std)
         one_step = scalars(one_step)
 
-        forecast = recurrent.autoregressive_forecast(
+        forecast = forecasting.autoregressive_forecast(
             fitted.apply, likelihood, fitted.samples, jnp.asarray(series.windows(multi_origins)), multi_key,
             horizon=horizon, paths_per_sample=args.paths_per_sample)
         means, scales = level_forecast(forecast, levels[multi_origins], series.mean, series.std)
         per_horizon = scalars(score_per_step(means, scales, jnp.asarray(multi_truth)))  # each (H,)
         per_horizon = {h: {k: v[h] for k, v in per_horizon.items()} for h in range(horizon)}
-        free = recurrent.autoregressive_forecast(
+        free = forecasting.autoregressive_forecast(
             fitted.apply, likelihood, fitted.samples, jnp.asarray(series.windows(free_origin)), free_key,
             horizon=len(free_truth), paths_per_sample=args.paths_per_sample)
         free_means, free_scales = level_forecast(free, levels[free_origin], series.mean, series.std)

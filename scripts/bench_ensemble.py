@@ -4,7 +4,7 @@ Both sides train the same MLP (8 → 50 → 1, Gaussian likelihood and prior) on
 1000 × 8 regression data with Adam and minibatches of 32, measured in the
 same process:
 
-* bdljax: ``ensemble.build(map.build(...), K)`` run by ``training.fit``'s
+* bdljax: ``ensemble.build(map_estimate.build(...), K)`` run by ``training.build_epoch``'s
   compiled epoch — ``jit(lax.scan(vmap(update)))``, one dispatch per epoch.
 * loop: K separate member states, one ``jax.jit(member.update)`` call per
   member per step, batches pre-sliced on the device (the usual PyTorch-style

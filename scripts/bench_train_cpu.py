@@ -4,7 +4,9 @@ XLA:CPU runs a convolution's gradient inside a while loop (a rolled
 ``lax.scan``, including a scan of length one) many times slower than the same
 computation outside a loop (jax-ml/jax#12868). ``bdljax.run.training.fit`` therefore
 offers ``steps_per_call=k``: k steps unrolled by a Python loop inside one
-jitted call. This script measures, in one process, the CPU seconds per MAP
+jitted call, which the runner uses for a conv net on CPU
+(:func:`bdljax.run.execution.choose`; ``RunOptions(execution=Execution(steps_per_call=k))``
+overrides it). This script measures, in one process, the CPU seconds per MAP
 step (batch 128) of the MNIST CNN (``bdljax.nn.models.cnn``, features 32,64,
 dense 128) for:
 

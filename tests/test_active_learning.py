@@ -1,22 +1,17 @@
 """The active-learning script: its log posterior, compile-once programs and a tiny end-to-end run on real MNIST."""
 
 import json
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import experiments.active_learning as active_learning
 from bdljax.core import likelihoods, priors
+from bdljax.core.posterior import log_posterior
 from bdljax.nn import models
 from bdljax.run.rundir import read_jsonl
-from bdljax.core.posterior import log_posterior
-
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY / "experiments"))
-import active_learning  # noqa: E402
 
 
 def test_labelled_set_log_posterior_matches_the_shared_one_with_num_data_n():

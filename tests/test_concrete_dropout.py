@@ -7,14 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bdljax import data
-
-from bdljax.nn import dropout
-from bdljax import recipes
-from bdljax.methods import concrete_dropout, mcdropout
+from bdljax import data, recipes
 from bdljax.core import likelihoods, priors
-from bdljax.nn import models
+from bdljax.methods import concrete_dropout
+from bdljax.nn import dropout, models
 from bdljax.run import predictive
+from bdljax.run.runner import execute
 
 INPUT_DIM, HIDDEN = 3, 8
 
@@ -116,14 +114,14 @@ def test_learned_rate_falls_with_more_data():
 
 
 def test_recipe_trains_the_rates_with_one_compilation():
-    """The MC dropout recipe with ``concrete=True``: the logits move, the training network is traced once for all
-    epochs, and the samples carry Bernoulli masks of the learned rates."""
-    traces = [0]
+    """The MC dropout recipe with ``concrete=True``: the logits move, the training network and the update are traced
+    once for all epochs and for two executions of the plan, and the samples carry masks of the learned rates."""
+    traces = {"network": 0, "update": 0}
     base = models.mlp((1,), (8,), 1)
 
     def counting(model):
         def apply(params, x, rng=None, train=False):
-            traces[0] += bool(train)
+            traces["network"] += bool(train)
             return model.apply(params, x, rng=rng, train=train)
 
         return models.Model(model.init, apply, lambda rate: counting(base.with_dropout(rate)))
@@ -131,11 +129,20 @@ def test_recipe_trains_the_rates_with_one_compilation():
     toy = data.make_regression_1d(0, num_train=32, num_test=10)
     problem = recipes.Problem(counting(base), likelihoods.gaussian(1.0), priors.gaussian(1.0), toy.x_train,
                               toy.y_train)
-    fitted = recipes.run("mcdropout", problem, jax.random.key(0), concrete=True, dropout_rate=0.2, tau=1.0,
-                         num_epochs=3, batch_size=16, num_samples=5, learning_rate=1e-2)
+    plan = recipes.plan("mcdropout", problem, concrete=True, dropout_rate=0.2, tau=1.0, num_epochs=3, batch_size=16,
+                        num_samples=5, learning_rate=1e-2)
+    update = plan.transform.update
+
+    def counting_update(state, batch, key):
+        traces["update"] += 1
+        return update(state, batch, key)
+
+    plan = plan._replace(transform=plan.transform._replace(update=counting_update))
+    fitted, again = (execute(plan, jax.random.key(seed)) for seed in (0, 1))
+    assert traces == {"network": 1, "update": 1}
     rates = fitted.diagnostics["learned_dropout_rates"]
     assert len(rates) == 2 and all(abs(r - 0.2) > 1e-3 for r in rates)  # both logits were trained
-    assert traces[0] == 1
+    assert rates != again.diagnostics["learned_dropout_rates"]  # another key, another run
     assert fitted.samples["dropout_logit"].shape == (5, 2)
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
     assert outputs.shape == (5, 10, 1) and np.all(np.isfinite(outputs))

@@ -1,7 +1,7 @@
-"""Sequential deep ensembles (``ensemble.recipe(member_execution="sequential")``) on a tiny MLP.
+"""Deep-ensemble members in turn (``Execution(members="sequential")``), in the chunked steps a CNN on CPU trains by.
 
-Member k must be exactly an independent MAP fit with member key k, the members must differ, the result must have
-the vmapped ensemble's shapes, and all K members must share one compiled training program.
+Member k must be exactly the ``map`` recipe's fit with key ``split(key, K)[k]``, the members must differ, the result
+must have the vmapped ensemble's layout, and all K members must share one compiled training program.
 """
 
 import jax
@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from bdljax import recipes
-from bdljax.methods import ensemble, map_estimate as map_method
 from bdljax.core import likelihoods, priors
 from bdljax.nn import models
 from bdljax.run import training
+from bdljax.run.execution import Execution
+from bdljax.run.runner import RunOptions
 
 NUM_MEMBERS = 2
-STEPS_PER_CALL = 2  # the chunked epoch that the CPU CNN runs use (build_chunked_epoch)
+STEPS_PER_CALL = 2  # unrolled chunks (training.build_chunked_epoch), as the runner trains a conv net on CPU
+IN_TURN = RunOptions(execution=Execution(steps_per_call=STEPS_PER_CALL, members="sequential"))
 CONFIG = dict(num_epochs=2, batch_size=16, learning_rate=1e-2)
 
 
@@ -40,19 +42,18 @@ def counting_problem():
     return problem, calls
 
 
-def test_sequential_members_equal_independent_map_fits_with_one_compilation():
+def test_sequential_members_equal_map_fits_with_one_compilation():
     problem, calls = counting_problem()
     key = jax.random.key(3)
     hits_before = training.build_chunked_epoch.cache_info().hits
-    fitted = ensemble.recipe(problem, key, num_members=NUM_MEMBERS, member_execution="sequential",
-                             steps_per_call=STEPS_PER_CALL, **CONFIG)
+    fitted = recipes.run("ensemble", problem, key, IN_TURN, num_members=NUM_MEMBERS, **CONFIG)
     sequential_traces = calls["apply"]
     # One compilation for all members: the member's epoch is built once (the later members hit the cache) ...
     assert training.build_chunked_epoch.cache_info().hits - hits_before == NUM_MEMBERS - 1
 
-    for index, member_key in enumerate(ensemble.member_keys(key, NUM_MEMBERS)):
+    for index, member_key in enumerate(jax.random.split(key, NUM_MEMBERS)):
         calls["apply"] = 0
-        alone = map_method.recipe(problem, member_key, steps_per_call=STEPS_PER_CALL, **CONFIG)
+        alone = recipes.run("map", problem, member_key, IN_TURN, **CONFIG)
         # ... and K members trace the model exactly as often as one fresh MAP fit does.
         assert calls["apply"] == sequential_traces > 0
         for got, want in zip(jax.tree.leaves(fitted.samples), jax.tree.leaves(alone.samples)):
@@ -63,18 +64,21 @@ def test_sequential_members_equal_independent_map_fits_with_one_compilation():
     assert np.max(np.abs(w1[0] - w1[1])) > 1e-2
     members = [r["member"] for r in fitted.history if r["split"] == "train"]
     assert members == [m for m in range(NUM_MEMBERS) for _ in range(CONFIG["num_epochs"])]
-    assert fitted.diagnostics == {"member_execution": "sequential", "nonfinite_steps": 0}
+    assert fitted.diagnostics == {"execution": {"steps_per_call": STEPS_PER_CALL, "members": "sequential"},
+                                  "nonfinite_steps": 0}
 
     # The vmapped ensemble's layout: every leaf stacked on a leading member axis, one sample per member.
-    vmapped = ensemble.recipe(problem, key, num_members=NUM_MEMBERS, steps_per_call=STEPS_PER_CALL, **CONFIG)
+    vmapped = recipes.run("ensemble", problem, key, RunOptions(execution=Execution(STEPS_PER_CALL, "vmap")),
+                          num_members=NUM_MEMBERS, **CONFIG)
     assert jax.tree.map(jnp.shape, fitted.samples) == jax.tree.map(jnp.shape, vmapped.samples)
     assert jax.tree.map(jnp.shape, fitted.state) == jax.tree.map(jnp.shape, vmapped.state)
 
 
 def test_sequential_rejects_bad_options():
     problem, _ = counting_problem()
-    with pytest.raises(ValueError, match="member_execution"):
-        ensemble.recipe(problem, jax.random.key(0), member_execution="parallel", **CONFIG)
-    with pytest.raises(ValueError, match="eval_every"):
-        ensemble.recipe(problem, jax.random.key(0), member_execution="sequential", eval_every=1,
-                        eval_data=(problem.x_train, problem.y_train), **CONFIG)
+    with pytest.raises(ValueError, match="members"):
+        recipes.run("ensemble", problem, jax.random.key(0), RunOptions(execution=Execution(members="parallel")),
+                    **CONFIG)
+    with pytest.raises(ValueError, match="periodic evaluation needs every member at once"):
+        recipes.run("ensemble", problem, jax.random.key(0),
+                    IN_TURN._replace(eval_every=1, eval_data=(problem.x_train, problem.y_train)), **CONFIG)

@@ -17,18 +17,14 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from bdljax import data
-
-from bdljax.nn import dropout
-
-from bdljax.recipes import gal
-from bdljax import recipes
-from bdljax.run.runner import RunOptions
+from bdljax import data, recipes
 from bdljax.core import likelihoods, priors
-from bdljax.methods import mcdropout
-from bdljax.nn import models
-from bdljax.run import predictive
 from bdljax.core.tree import repeat as repeat_params
+from bdljax.methods import mcdropout
+from bdljax.nn import dropout, models
+from bdljax.recipes import gal
+from bdljax.run import predictive
+from bdljax.run.runner import RunOptions, execute
 
 INPUT_DIM = 3
 HIDDEN = (16, 8)
@@ -312,8 +308,9 @@ def test_zero_rate_collapses_to_the_deterministic_network():
 
 
 def test_recipe_compiles_training_and_prediction_once():
-    """Through ``recipes.run``: one trace of the training network over all epochs, one for the predictive."""
-    traces = {"train": 0, "predict": 0}
+    """Through the runner: one trace of the update and of the training network over all epochs and two executions
+    of the plan, one trace of the predictive."""
+    traces = {"train": 0, "predict": 0, "update": 0}
     base = models.mlp((1,), (8,), 1)
 
     def counting(model):
@@ -324,16 +321,26 @@ def test_recipe_compiles_training_and_prediction_once():
         return models.Model(model.init, apply, lambda rate: counting(base.with_dropout(rate)))
 
     problem, toy = _toy_problem(counting(base))
-    fitted = recipes.run("mcdropout", problem, jax.random.key(0), dropout_rate=0.1, tau=50.0, length_scale=1e-2,
-                         num_epochs=4, batch_size=16, num_samples=5,
-                         options=RunOptions(eval_data=(toy.x_test, toy.y_test), eval_every=2))
+    plan = recipes.plan("mcdropout", problem, dropout_rate=0.1, tau=50.0, length_scale=1e-2, num_epochs=4,
+                        batch_size=16, num_samples=5)
+    update = plan.transform.update
+
+    def counting_update(state, batch, key):
+        traces["update"] += 1
+        return update(state, batch, key)
+
+    plan = plan._replace(transform=plan.transform._replace(update=counting_update))
+    options = RunOptions(eval_data=(toy.x_test, toy.y_test), eval_every=2)
+    first, fitted = (execute(plan, jax.random.key(seed), options) for seed in (1, 0))
+    assert traces["update"] == 1 and not np.array_equal(first.samples["params"]["Dense_0"]["bias"],
+                                                        fitted.samples["params"]["Dense_0"]["bias"])
     assert [r["split"] for r in fitted.history] == ["train", "train", "eval", "train", "train", "eval"]
     assert fitted.diagnostics["tau"] == pytest.approx(50.0, rel=1e-5) and fitted.diagnostics["form"] == "weight_sample"
     # The evaluation during training scored the predictive with the τ it trained with, as the paper's formula does.
     outputs = predictive.predictive_outputs(fitted.apply, fitted.samples, toy.x_test)
     paper = gal.regression_predictive(outputs, toy.y_test, 50.0)
     np.testing.assert_allclose(fitted.history[-1]["test_ll"], paper.test_log_likelihood, rtol=1e-4)
-    assert traces["train"] == 1  # the epoch, compiled once for all four
+    assert traces["train"] == 1  # the epoch, compiled once for all four epochs and both executions
     after_fit = traces["predict"]
     for seed in range(3):  # new inputs and new samples of the same shapes: no new trace
         samples = jax.tree.map(lambda leaf: leaf * (1.0 + seed), fitted.samples)

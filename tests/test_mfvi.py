@@ -510,36 +510,30 @@ def test_recipe_end_to_end_with_pretraining_estimators_and_mean_prediction():
 
 
 
-def test_the_runner_compiles_the_update_once_across_executions():
-    """Two executions of one plan trace MFVI's update once: a refit (another split, seed or grid point) never
-    recompiles. (With a MAP first stage too: tests/test_runner.py.)"""
-    x, y = regression_data(16, correlated=False)
-    plan = recipes.plan("mfvi", recipes.Problem(LINEAR, LIKELIHOOD, PRIOR, x, y), num_epochs=2, batch_size=8,
-                        num_samples=3)
-    traces = []
-    update = plan.transform.update
-    plan = plan._replace(transform=plan.transform._replace(
-        update=lambda state, batch, key: traces.append(1) or update(state, batch, key)))
-    first, second = (execute(plan, jax.random.key(seed)) for seed in (0, 1))
-    assert len(traces) == 1
-    assert not np.array_equal(jax.tree.leaves(first.samples)[0], jax.tree.leaves(second.samples)[0])
-
-
-def test_skip_nonfinite_around_mfvi_undoes_and_counts_a_forced_nonfinite_step_in_the_runner():
-    """A network whose output is NaN on one (finite) input: the step whose batch holds it is undone and counted."""
+def test_the_runner_compiles_once_and_counts_the_steps_skip_nonfinite_undid():
+    """A network whose output is NaN on one (finite) input: every step whose batch holds it is undone and counted,
+    the others train; a second execution of the same plan traces MFVI's update no more (a refit never
+    recompiles; with a MAP first stage too: tests/test_runner.py)."""
     x, y = regression_data(16, correlated=False)
     x[3, 0] = 1e4  # marks the poisoned example
     poisoned = models.from_functions(
         LINEAR.init, lambda params, x: jnp.where(x[:, 0] > 1e3, jnp.nan, LINEAR.apply(params, x)))
     plan = recipes.plan("mfvi", recipes.Problem(poisoned, LIKELIHOOD, PRIOR, x, y), num_epochs=3, batch_size=8,
                         num_samples=2, learning_rate=1e-2)
-    fitted = execute(plan, jax.random.key(0))
-    # Each epoch cuts a permutation into two batches of 8: one holds the poisoned example, the other trains.
-    assert fitted.diagnostics["nonfinite_steps"] == int(fitted.state.num_nonfinite) == 3
-    assert [record["elbo_nonfinite"] for record in fitted.history] == [1, 1, 1]
-    assert all(np.isfinite(record["elbo"]) for record in fitted.history)
-    assert np.all(np.isfinite(flat_linear(fitted.samples)))
-    assert np.any(flat_linear(fitted.state.inner.mean) != 0)  # the finite steps trained (LINEAR starts at zero)
+    traces = []
+    update = plan.transform.update
+    plan = plan._replace(transform=plan.transform._replace(
+        update=lambda state, batch, key: traces.append(1) or update(state, batch, key)))
+    first, second = (execute(plan, jax.random.key(seed)) for seed in (0, 1))
+    assert len(traces) == 1
+    for fitted in (first, second):
+        # Each epoch cuts a permutation into two batches of 8: one holds the poisoned example, the other trains.
+        assert fitted.diagnostics["nonfinite_steps"] == int(fitted.state.num_nonfinite) == 3
+        assert [record["elbo_nonfinite"] for record in fitted.history] == [1, 1, 1]
+        assert all(np.isfinite(record["elbo"]) for record in fitted.history)
+        assert np.all(np.isfinite(flat_linear(fitted.samples)))
+        assert np.all(flat_linear(fitted.state.inner.mean) != 0)  # the finite steps trained (LINEAR starts at 0)
+    assert not np.array_equal(flat_linear(first.samples), flat_linear(second.samples))
 
 @pytest.mark.slow
 def test_benchmark_script_runs_end_to_end(capsys):

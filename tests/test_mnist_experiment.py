@@ -2,19 +2,15 @@
 
 import importlib
 import json
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+import experiments.mnist as mnist
 from bdljax import recipes
+from bdljax.run.execution import Execution
 from bdljax.run.rundir import read_jsonl
-
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY / "experiments"))
-import mnist  # noqa: E402
 
 
 @pytest.fixture
@@ -64,7 +60,9 @@ def test_end_to_end_map_and_ensemble(mnist_data_dir, tmp_path):
         assert result["train_cpu_seconds"] > 0 and result["train_compilations"] >= 1
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["ece"] == "equal_width-15" and config["num_train"] == 200
-    assert config["method_configs"]["ensemble"]["member_execution"] == "vmap"  # an MLP: members vmapped
+    # An MLP: the runner scans the epochs and vmaps the members, and records that it did.
+    assert config["execution_override"] is None
+    assert results["ensemble"]["diagnostics"]["execution"] == {"steps_per_call": None, "members": "vmap"}
     assert config["resolved_sample_chunk"] == 4 and config["backend"] == jax.default_backend()
     assert set(summary["goals"]) >= {"ensemble_accuracy_ge_0.992", "nll_below_map", "best_ood_auroc"}
     for figure in ("reliability.png", "shift.png", "ood.png"):
@@ -79,8 +77,9 @@ def test_bad_flags_fail_before_loading_data(tmp_path):
         mnist.main(["--method", "map", "--set", "ensemble.num_members=2", "--data-dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--train-size must be at least 2"):
         mnist.main(["--method", "map", "--train-size", "1", "--data-dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="--steps-per-call must be positive, 0"):
-        mnist.main(["--method", "map", "--steps-per-call", "-2", "--data-dir", str(tmp_path)])
+    for bad in ("-2", "0", "epoch"):
+        with pytest.raises(ValueError, match="--steps-per-call must be a positive integer, 'scan' or 'auto'"):
+            mnist.main(["--method", "map", "--steps-per-call", bad, "--data-dir", str(tmp_path)])
     with pytest.raises(ValueError, match="METHOD.KEY=VALUE"):
         mnist.main(["--method", "map", "--set", "num_members=2", "--data-dir", str(tmp_path)])
 
@@ -95,34 +94,39 @@ def test_method_config_passes_shared_flags_only_where_accepted():
     args = mnist.build_parser().parse_args(["--epochs", "3", "--num-samples", "7", "--model", "mlp"])
     config = mnist.method_config("map", args, {})
     assert config == {"num_epochs": 3, "batch_size": 100, "learning_rate": 1e-3}  # MAP takes no num_samples
-    args.steps_per_call = 4
-    assert mnist.method_config("map", args, {})["steps_per_call"] == 4
-    for name in ("mfvi", "mcdropout", "sgld"):  # only recipes that take it get it
-        config = mnist.method_config(name, args, {})
-        assert ("steps_per_call" in config) == ("steps_per_call" in recipes.hyperparameters(name))
-    args.steps_per_call = -1
-    assert "steps_per_call" not in mnist.method_config("map", args, {})
-    cnn = mnist.build_parser().parse_args(["--model", "cnn"])
-    expected = 1 if jax.default_backend() == "cpu" else None
-    assert mnist.method_config("map", cnn, {}).get("steps_per_call") == expected
     ensemble = mnist.method_config("ensemble", args, {"ensemble": {"num_members": 3}})
     assert ensemble["num_members"] == 3 and "num_samples" not in ensemble
-    assert "member_execution" not in mnist.method_config("map", args, {})  # only the ensemble takes it
+    assert mnist.method_config("mcdropout", args, {})["dropout_rate"] == mnist.METHOD_DEFAULTS["mcdropout"]["dropout_rate"]
+    assert mnist.method_config("mcdropout", args, {"mcdropout": {"dropout_rate": 0.5}})["dropout_rate"] == 0.5
 
 
-def test_cnn_on_cpu_defaults_to_sequential_members_and_one_sample_per_predictive_call():
+def override(*flags):
+    """The script's execution override for ``flags``, after its flag checks, as it computes it for its model."""
+    args = mnist.build_parser().parse_args(list(flags))
+    mnist.check_args(args)
+    model = mnist.build_model(args)
+    return mnist.execution_override(args, model, np.zeros((1, 28, 28, 1), np.float32))
+
+
+def test_execution_is_the_runners_unless_a_flag_overrides_it():
+    """Both flags auto: no override (the runner chooses per backend and network). A flag overrides its half
+    only: the other half stays the runner's choice for this model on this backend."""
+    on_cpu = jax.default_backend() == "cpu"
+    assert override("--model", "cnn") is None and override("--model", "mlp") is None
+    cnn_steps = 1 if on_cpu else None
+    assert override("--model", "cnn", "--ensemble-execution", "vmap") == Execution(cnn_steps, "vmap")
+    assert override("--model", "cnn", "--steps-per-call", "scan") == Execution(None, "sequential" if on_cpu else "vmap")
+    assert override("--model", "mlp", "--steps-per-call", "4") == Execution(4, "vmap")
+    assert override("--model", "mlp", "--steps-per-call", "5", "--ensemble-execution", "sequential") == Execution(
+        5, "sequential")
+
+
+def test_cnn_on_cpu_predicts_one_sample_per_call():
     on_cpu = jax.default_backend() == "cpu"
     mlp = mnist.build_parser().parse_args(["--model", "mlp"])
     cnn = mnist.build_parser().parse_args(["--model", "cnn"])
-    assert mnist.method_config("ensemble", mlp, {})["member_execution"] == "vmap"
-    assert mnist.method_config("ensemble", cnn, {})["member_execution"] == ("sequential" if on_cpu else "vmap")
     assert (mnist.sample_chunk(mlp), mnist.sample_chunk(cnn)) == (4, 1 if on_cpu else 4)
-    forced = mnist.build_parser().parse_args(["--model", "cnn", "--ensemble-execution", "vmap", "--sample-chunk", "3"])
-    assert mnist.method_config("ensemble", forced, {})["member_execution"] == "vmap"
-    assert mnist.sample_chunk(forced) == 3
-    # --set wins over the flag
-    assert mnist.method_config("ensemble", forced, {"ensemble": {"member_execution": "sequential"}})[
-        "member_execution"] == "sequential"
+    assert mnist.sample_chunk(mnist.build_parser().parse_args(["--model", "cnn", "--sample-chunk", "3"])) == 3
     with pytest.raises(ValueError, match="--sample-chunk must be positive or 0"):
         mnist.check_args(mnist.build_parser().parse_args(["--sample-chunk", "-1"]))
 
@@ -142,7 +146,7 @@ def importable_methods():
     names = []
     for name in ("map", "ensemble", "mfvi", "mcdropout", "sgld", "sghmc"):
         try:
-            importlib.import_module(recipes.RECIPES[name].split(":")[0])
+            importlib.import_module(recipes.RECIPES[name].target.split(":")[0])
         except ModuleNotFoundError:
             continue
         names.append(name)

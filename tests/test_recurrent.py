@@ -1,4 +1,7 @@
-"""Tests of bdljax.nn.recurrent: LSTM/GRU shapes, variational (time-tied) dropout, every method, forecasting."""
+"""Tests of bdljax.nn.recurrent: LSTM/GRU shapes, variational (time-tied) dropout, every method on an RNN.
+
+(The autoregressive forecasts built on these networks are the sequences experiment's: tests/test_sequences_experiment.py.)
+"""
 
 import importlib
 
@@ -178,7 +181,7 @@ def available_methods():
     """Registered methods whose module exists yet; others are skipped by name, not silently dropped."""
     params = []
     for name in recipes.names():
-        module_name = recipes.RECIPES[name].split(":")[0]
+        module_name = recipes.RECIPES[name].target.split(":")[0]
         try:
             importlib.import_module(module_name)
             marks = [pytest.mark.slow] if name in SLOW_METHODS else []
@@ -212,76 +215,11 @@ def test_every_method_fits_a_recurrent_network(name, tiny_sequence_problem):
     assert fitted.history, "the recipe returned no training history"
 
 
-# --------------------------------------------------------------------------
-# Autoregressive multi-step forecasts against a closed form
-# --------------------------------------------------------------------------
-
-
-AR1_SIGMA = 0.5
-AR1_LIKELIHOOD = likelihoods.gaussian(AR1_SIGMA)  # one instance: it is a static argument of the compiled forecast
-
-
-def ar1_apply(params, windows, rng=None, train=False):
-    """z_{t+1} ~ N(φ z_t, σ²) as a bdljax apply on (N, T) windows (the noise is the likelihood's)."""
-    return params["phi"] * windows[:, -1:]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_autoregressive_forecast_matches_the_ar1_closed_form(seed):
-    """For z_{t+h} | z_t under AR(1): mean φ^h z_t, variance σ² Σ_{k<h} φ^{2k}; one law per posterior sample."""
-    sigma, horizon, paths = AR1_SIGMA, 4, 4000
-    phis = jnp.asarray([0.9, -0.5])
-    windows = jnp.asarray([[0.3, 2.0], [1.0, -1.0]])  # the last value, z_t = 2 and -1, is what AR(1) reads
-    forecast = recurrent.autoregressive_forecast(
-        ar1_apply, AR1_LIKELIHOOD, {"phi": phis}, windows, jax.random.key(seed),
-        horizon=horizon, paths_per_sample=paths)
-    assert forecast.draws.shape == (2 * paths, 2, horizon)
-    draws = np.asarray(forecast.draws).reshape(2, paths, 2, horizon)  # sample-major
-    for s, phi in enumerate(np.asarray(phis)):
-        for h in range(1, horizon + 1):
-            mean = phi**h * np.asarray(windows[:, -1])
-            var = sigma**2 * sum(phi ** (2 * k) for k in range(h))
-            sample = draws[s, :, :, h - 1]
-            # 5 Monte Carlo standard errors: the mean's √(var/M), the variance's var·√(2/(M−1)).
-            np.testing.assert_array_less(np.abs(sample.mean(axis=0) - mean), 5 * np.sqrt(var / paths))
-            np.testing.assert_array_less(np.abs(sample.var(axis=0, ddof=1) - var), 5 * var * np.sqrt(2 / (paths - 1)))
-    # Each step's Gaussian is the model's on the fed-back window (Rao–Blackwellised means).
-    means = np.asarray(forecast.means).reshape(2, paths, 2, horizon)
-    np.testing.assert_allclose(means[..., 1:], np.asarray(phis)[:, None, None, None] * draws[..., :-1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(forecast.scales, sigma)
-
-
-def test_forecast_keeps_one_weight_draw_per_trajectory_and_compiles_once():
-    """A stochastic forward pass (MC dropout) gets the same rng at every step of a trajectory."""
-    traces = []
-
-    def apply(params, windows, rng=None, train=False):
-        traces.append(1)
-        offset = jax.random.normal(rng, ())  # stands in for a dropout mask: a function of the rng only
-        return (params["phi"] * windows[:, -1] + offset)[:, None]
-
-    likelihood = likelihoods.gaussian(0.1)
-    windows = jnp.asarray([[0.0, 1.0]])
-    run = lambda phi, key: recurrent.autoregressive_forecast(  # noqa: E731
-        apply, likelihood, {"phi": phi}, windows, key, horizon=5, paths_per_sample=3, train=True)
-    forecast = run(jnp.asarray([0.5, 0.5, 0.5]), jax.random.key(0))
-    offsets = np.asarray(forecast.means[..., 1:] - 0.5 * forecast.draws[..., :-1])  # (P, 1, 4)
-    np.testing.assert_allclose(offsets, offsets[..., :1] * np.ones_like(offsets), atol=1e-5)  # constant along a path
-    per_sample = offsets[:, 0, 0].reshape(3, 3)
-    np.testing.assert_allclose(per_sample, per_sample[:, :1] * np.ones_like(per_sample), atol=1e-5)  # shared by its paths
-    assert np.ptp(per_sample[:, 0]) > 1e-3  # and different between posterior samples
-    traced = len(traces)
-    run(jnp.asarray([0.1, 0.2, 0.3]), jax.random.key(1))  # new values, same configuration: no new trace
-    assert len(traces) == traced
-
-
 def test_a_small_rate_is_still_mc_dropout_and_hand_written_dropout_refuses_gal_prior(tiny_sequence_problem):
     """The RNN's dropout is its own code, so MC dropout must find it by the training mode reading its key: at
     p = 0.01 two fixed keys drop no unit of this small network, and comparing their outputs once called it
     deterministic (MC dropout then returned MAP, silently). Gal's prior and concrete dropout need nn.Dropout layers
     to know which kernels the masks feed, and say so instead of using 1/l everywhere."""
-    from bdljax.methods import mcdropout
-
     model = recurrent.lstm((5, 2), hidden=(4,), output_dim=2).with_dropout(0.01)
     params = model.init(jax.random.key(0))
     x = tiny_sequence_problem.x_train
@@ -301,22 +239,7 @@ def test_a_small_rate_is_still_mc_dropout_and_hand_written_dropout_refuses_gal_p
                     num_epochs=1)
 
 
-def test_forecast_rejects_empty_horizons_and_impossible_rates():
-    with pytest.raises(ValueError, match="at least 1"):
-        recurrent.autoregressive_forecast(ar1_apply, AR1_LIKELIHOOD, {"phi": jnp.ones(1)}, jnp.ones((2, 3)),
-                                          jax.random.key(0), horizon=0)
-    with pytest.raises(ValueError, match="at least 1"):
-        recurrent.autoregressive_forecast(ar1_apply, AR1_LIKELIHOOD, {"phi": jnp.ones(1)}, jnp.ones((2, 3)),
-                                          jax.random.key(0), horizon=2, paths_per_sample=0)
+def test_a_network_built_directly_with_an_impossible_rate_fails_at_init():
     network = recurrent.RecurrentNetwork("lstm", (3,), 2, dropout_rate=1.0)  # built directly, bypassing rnn()
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         network.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, jnp.ones((2, 4, 2)), train=True)
-
-
-def test_forecast_rejects_classification_likelihoods_and_multivariate_windows():
-    with pytest.raises(ValueError, match="regression likelihood"):
-        recurrent.autoregressive_forecast(ar1_apply, likelihoods.categorical(), {"phi": jnp.ones(1)},
-                                          jnp.ones((2, 3)), jax.random.key(0), horizon=2)
-    with pytest.raises(ValueError, match="univariate"):
-        recurrent.autoregressive_forecast(ar1_apply, likelihoods.gaussian(1.0), {"phi": jnp.ones(1)},
-                                          jnp.ones((2, 3, 1)), jax.random.key(0), horizon=2)

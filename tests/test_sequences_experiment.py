@@ -1,28 +1,105 @@
-"""Tests of experiments/sequences.py: data windows, level forecasts, command line, tiny end-to-end runs."""
+"""Tests of experiments/sequences.py and its forecasting helpers: data windows, autoregressive forecasts against a
+closed form, level forecasts, command line, tiny end-to-end runs, the seed table."""
 
-import importlib.util
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bdljax.nn import recurrent
+import experiments.sequences as sequences
+import scripts.sequences_table as table_script
+from bdljax.core import likelihoods
 from bdljax.run.rundir import read_jsonl
+from experiments import forecasting
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "sequences.py"
-
-
-@pytest.fixture(scope="module")
-def sequences():
-    spec = importlib.util.spec_from_file_location("sequences_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# --------------------------------------------------------------------------
+# Autoregressive multi-step forecasts against a closed form
+# --------------------------------------------------------------------------
 
 
-def test_co2_windows_align_inputs_targets_and_levels(sequences):
+AR1_SIGMA = 0.5
+AR1_LIKELIHOOD = likelihoods.gaussian(AR1_SIGMA)  # one instance: it is a static argument of the compiled forecast
+
+
+def ar1_apply(params, windows, rng=None, train=False):
+    """z_{t+1} ~ N(φ z_t, σ²) as a bdljax apply on (N, T) windows (the noise is the likelihood's)."""
+    return params["phi"] * windows[:, -1:]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_autoregressive_forecast_matches_the_ar1_closed_form(seed):
+    """For z_{t+h} | z_t under AR(1): mean φ^h z_t, variance σ² Σ_{k<h} φ^{2k}; one law per posterior sample."""
+    sigma, horizon, paths = AR1_SIGMA, 4, 4000
+    phis = jnp.asarray([0.9, -0.5])
+    windows = jnp.asarray([[0.3, 2.0], [1.0, -1.0]])  # the last value, z_t = 2 and -1, is what AR(1) reads
+    forecast = forecasting.autoregressive_forecast(
+        ar1_apply, AR1_LIKELIHOOD, {"phi": phis}, windows, jax.random.key(seed),
+        horizon=horizon, paths_per_sample=paths)
+    assert forecast.draws.shape == (2 * paths, 2, horizon)
+    draws = np.asarray(forecast.draws).reshape(2, paths, 2, horizon)  # sample-major
+    for s, phi in enumerate(np.asarray(phis)):
+        for h in range(1, horizon + 1):
+            mean = phi**h * np.asarray(windows[:, -1])
+            var = sigma**2 * sum(phi ** (2 * k) for k in range(h))
+            sample = draws[s, :, :, h - 1]
+            # 5 Monte Carlo standard errors: the mean's √(var/M), the variance's var·√(2/(M−1)).
+            np.testing.assert_array_less(np.abs(sample.mean(axis=0) - mean), 5 * np.sqrt(var / paths))
+            np.testing.assert_array_less(np.abs(sample.var(axis=0, ddof=1) - var), 5 * var * np.sqrt(2 / (paths - 1)))
+    # Each step's Gaussian is the model's on the fed-back window (Rao–Blackwellised means).
+    means = np.asarray(forecast.means).reshape(2, paths, 2, horizon)
+    np.testing.assert_allclose(means[..., 1:], np.asarray(phis)[:, None, None, None] * draws[..., :-1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(forecast.scales, sigma)
+
+
+def test_forecast_keeps_one_weight_draw_per_trajectory_and_compiles_once():
+    """A stochastic forward pass (MC dropout) gets the same rng at every step of a trajectory."""
+    traces = []
+
+    def apply(params, windows, rng=None, train=False):
+        traces.append(1)
+        offset = jax.random.normal(rng, ())  # stands in for a dropout mask: a function of the rng only
+        return (params["phi"] * windows[:, -1] + offset)[:, None]
+
+    likelihood = likelihoods.gaussian(0.1)
+    windows = jnp.asarray([[0.0, 1.0]])
+    run = lambda phi, key: forecasting.autoregressive_forecast(  # noqa: E731
+        apply, likelihood, {"phi": phi}, windows, key, horizon=5, paths_per_sample=3, train=True)
+    forecast = run(jnp.asarray([0.5, 0.5, 0.5]), jax.random.key(0))
+    offsets = np.asarray(forecast.means[..., 1:] - 0.5 * forecast.draws[..., :-1])  # (P, 1, 4)
+    np.testing.assert_allclose(offsets, offsets[..., :1] * np.ones_like(offsets), atol=1e-5)  # constant along a path
+    per_sample = offsets[:, 0, 0].reshape(3, 3)
+    np.testing.assert_allclose(per_sample, per_sample[:, :1] * np.ones_like(per_sample), atol=1e-5)  # shared by its paths
+    assert np.ptp(per_sample[:, 0]) > 1e-3  # and different between posterior samples
+    traced = len(traces)
+    run(jnp.asarray([0.1, 0.2, 0.3]), jax.random.key(1))  # new values, same configuration: no new trace
+    assert len(traces) == traced
+
+
+def test_forecast_rejects_empty_horizons_classification_likelihoods_and_multivariate_windows():
+    one = {"phi": jnp.ones(1)}
+    with pytest.raises(ValueError, match="at least 1"):
+        forecasting.autoregressive_forecast(ar1_apply, AR1_LIKELIHOOD, one, jnp.ones((2, 3)), jax.random.key(0),
+                                            horizon=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        forecasting.autoregressive_forecast(ar1_apply, AR1_LIKELIHOOD, one, jnp.ones((2, 3)), jax.random.key(0),
+                                            horizon=2, paths_per_sample=0)
+    with pytest.raises(ValueError, match="regression likelihood"):
+        forecasting.autoregressive_forecast(ar1_apply, likelihoods.categorical(), one, jnp.ones((2, 3)),
+                                            jax.random.key(0), horizon=2)
+    with pytest.raises(ValueError, match="univariate"):
+        forecasting.autoregressive_forecast(ar1_apply, likelihoods.gaussian(1.0), one, jnp.ones((2, 3, 1)),
+                                            jax.random.key(0), horizon=2)
+
+
+# --------------------------------------------------------------------------
+# The script
+# --------------------------------------------------------------------------
+
+
+def test_co2_windows_align_inputs_targets_and_levels():
     rng = np.random.default_rng(0)
     levels = 300.0 + np.cumsum(rng.normal(0.1, 1.0, size=60))
     series = sequences.CO2Windows(levels, window=5, test_months=12, train_size=None)
@@ -43,11 +120,11 @@ def test_co2_windows_align_inputs_targets_and_levels(sequences):
         sequences.CO2Windows(levels, window=40, test_months=30, train_size=None)
 
 
-def test_level_forecast_accumulates_fed_back_increments(sequences):
+def test_level_forecast_accumulates_fed_back_increments():
     # Two trajectories, one origin, three steps, in standardised increments.
     draws = jnp.asarray([[[1.0, -1.0, 0.5]], [[0.0, 2.0, 0.0]]])
     means = jnp.asarray([[[0.2, 0.3, 0.4]], [[0.1, 0.1, 0.1]]])
-    forecast = recurrent.Forecast(means, jnp.full_like(means, 0.5), draws)
+    forecast = forecasting.Forecast(means, jnp.full_like(means, 0.5), draws)
     mean_ppm, scale_ppm = sequences.level_forecast(forecast, np.array([100.0]), 0.1, 2.0)
     # Path 0: levels after each drawn step 102.1, 100.2, 101.3; step h's mean sits on the level before it.
     np.testing.assert_allclose(mean_ppm[0, 0], [100 + 0.1 + 2 * 0.2, 102.1 + 0.1 + 2 * 0.3, 100.2 + 0.1 + 2 * 0.4], rtol=1e-6)
@@ -55,7 +132,7 @@ def test_level_forecast_accumulates_fed_back_increments(sequences):
     np.testing.assert_allclose(scale_ppm, 1.0)
 
 
-def test_command_line_fails_early_on_bad_choices(sequences):
+def test_command_line_fails_early_on_bad_choices():
     with pytest.raises(SystemExit, match="unknown method"):
         sequences.parse_args(["--method", "map,nonsense"])
     with pytest.raises(SystemExit, match="does not take"):
@@ -87,7 +164,7 @@ def check_run_directory(out: Path, summary, task: str):
     assert any(r.get("split") == "test" and r.get("task") == task for r in records)
 
 
-def test_co2_end_to_end_tiny(sequences, tmp_path):
+def test_co2_end_to_end_tiny(tmp_path):
     pytest.importorskip("statsmodels", reason="the co2 task reads the Mauna Loa series shipped with statsmodels")
     out = tmp_path / "co2"
     summary = sequences.main(["--task", "co2", "--method", "map", "--epochs", "2", "--hidden", "3", "--window", "6",
@@ -106,7 +183,7 @@ def test_co2_end_to_end_tiny(sequences, tmp_path):
     assert (out / "co2_forecast.png").stat().st_size > 0
 
 
-def test_mnist_rows_end_to_end_tiny(sequences, tmp_path, shared_data_dir):
+def test_mnist_rows_end_to_end_tiny(tmp_path, shared_data_dir):
     out = tmp_path / "mnist"
     summary = sequences.main(["--task", "mnist_rows", "--method", "map", "--epochs", "1", "--train-size", "64",
                               "--test-size", "32", "--hidden", "4", "--batch-size", "32",
@@ -119,19 +196,10 @@ def test_mnist_rows_end_to_end_tiny(sequences, tmp_path, shared_data_dir):
     assert (out / "mnist_rows_ood.png").stat().st_size > 0
 
 
-def _load_sequences_table():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "sequences_table.py"
-    spec = importlib.util.spec_from_file_location("sequences_table", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sequences_table_reports_mean_and_standard_error_over_seed_runs(tmp_path, capsys):
     """scripts/sequences_table.py: per method and column, the mean over seed runs and s/√n (numpy reference);
     the longest horizon of the multi-step forecast is the one reported; one seed gives no error (null in the JSON);
     a directory without a summary fails naming it."""
-    table_script = _load_sequences_table()
     rng = np.random.default_rng(0)
     values = rng.normal(size=(3, 5))  # seeds × the five forecast metrics
 

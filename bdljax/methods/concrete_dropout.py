@@ -71,12 +71,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bdljax.methods import mcdropout
-from bdljax.nn import dropout
 from bdljax.core import priors
-from bdljax.nn.models import Apply
-from bdljax.core.posterior import LogPosterior
+from bdljax.core.posterior import Apply, LogPosterior
 from bdljax.core.transform import Transform
+from bdljax.methods import map_estimate
+from bdljax.nn import dropout
 
 Params = Any
 
@@ -195,20 +194,17 @@ def kl_prior(base_prior: priors.Prior, structure: dropout.DropoutStructure) -> p
     return priors.Prior(f"concrete_dropout_kl({base_prior.name})", log_prob, None, None)
 
 
-def hard_masks(key: jax.Array, rates: jax.Array, structure: dropout.DropoutStructure):
-    """One inverted Bernoulli mask per dropout layer, shared by all examples: 0 or 1/(1 − p_k)."""
-    masks = []
-    for index, shape in enumerate(structure.mask_shapes):
-        keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - rates[index], shape)
-        masks.append(keep.astype(jnp.float32) / (1.0 - rates[index]))
-    return masks
-
-
 def weight_sample(params: Params, key: jax.Array, structure: dropout.DropoutStructure) -> Params:
     """One draw of q: Bernoulli(1 − p_k) masks of the *learned* rates folded into the kernel rows."""
-    masks = hard_masks(key, dropout_rates(params), structure)
+    masks = dropout.dropout_masks(key, structure, rates=dropout_rates(params))
     folded = dropout.fold_masks(network_params(params), masks, structure)
     return {**folded, LOGIT_KEY: params[LOGIT_KEY]}
+
+
+def sample(state: map_estimate.MAPState, key: jax.Array, num_samples: int,
+           structure: dropout.DropoutStructure) -> Params:
+    """T = ``num_samples`` draws of q around the trained weights and rates (:func:`weight_sample`), stacked."""
+    return jax.vmap(lambda k: weight_sample(state.params, k, structure))(jax.random.split(key, num_samples))
 
 
 def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
@@ -217,13 +213,16 @@ def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
 
     ``log_posterior`` must be built on :func:`concrete_apply` and
     :func:`kl_prior` (then its value is the ELBO estimate); ``init``/``update``
-    are MAP steps on it (weights and dropout logits together, per-example
-    relaxed masks from each step's key); ``sample(state, key, T)`` returns T
-    parameter pytrees with hard masks of the learned rates folded in
-    (:func:`weight_sample`), evaluated by :func:`concrete_apply` with ``train=False``.
+    are MAP steps (:mod:`bdljax.methods.map_estimate`) on it, weights and
+    dropout logits together, per-example relaxed masks from each step's key;
+    ``sample(state, key, T)`` returns T parameter pytrees with hard masks of the
+    learned rates folded in (:func:`sample`), evaluated by :func:`concrete_apply`
+    with ``train=False``.
     """
     _check_structure(structure)
-    return mcdropout.build(log_posterior, optimizer, structure, draw=functools.partial(weight_sample, structure=structure))
+    return Transform(functools.partial(map_estimate.init, optimizer=optimizer),
+                     functools.partial(map_estimate.update, log_posterior=log_posterior, optimizer=optimizer),
+                     functools.partial(sample, structure=structure))
 
 
 def learned_rates(fitted_state) -> Optional[list]:

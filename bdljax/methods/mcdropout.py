@@ -74,9 +74,9 @@ def build(log_posterior: LogPosterior, optimizer: optax.GradientTransformation,
       optimizer: any optax transformation.
       structure: from :func:`bdljax.nn.dropout.dropout_structure` for that network.
       draw: ``draw(params, key) -> parameter pytree``, one draw of another
-        variational family over the same trained weights (concrete dropout's
-        learned rates, a bandit's per-arm masks); default
-        :func:`bdljax.nn.dropout.weight_sample`. Needs the ``"weight_sample"`` form.
+        variational family over the same trained weights (e.g. a bandit's
+        per-arm masks); default :func:`bdljax.nn.dropout.weight_sample`.
+        Needs the ``"weight_sample"`` form.
     """
     if structure.form not in FORMS:
         raise ValueError(f"unknown MC dropout form {structure.form!r}; choose one of {FORMS}")

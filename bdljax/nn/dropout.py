@@ -37,7 +37,7 @@ Sample forms (``DropoutStructure.form``):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -71,7 +71,7 @@ class DropoutStructure(NamedTuple):
         Dropout masks.
       fed_kernels: ``(leaf_index, dropout_index)`` for every kernel (Dense,
         Conv, ...) whose layer input is a Dropout output; sets the
-        (1 − p) of :func:`gal_prior`.
+        (1 − p) of :func:`bdljax.recipes.gal.gal_prior`.
       num_leaves: number of parameter leaves (checked against the params).
       form: ``"weight_sample"``, ``"shared_mask"`` or ``"per_point"`` (module docstring).
       reason: why the form is not ``"weight_sample"`` ("" when it is).
@@ -107,14 +107,19 @@ def _shared_mask_shape(inputs_shape: Tuple[int, ...], broadcast_dims: Sequence[i
     return tuple(shape[1:])  # the batch axis is shared by construction
 
 
-def dropout_masks(key: jax.Array, structure: DropoutStructure) -> List[jax.Array]:
+def dropout_masks(key: jax.Array, structure: DropoutStructure,
+                  rates: Optional[jax.Array] = None) -> List[jax.Array]:
     """One inverted-dropout mask per Dropout, shared by all examples: entries 0 or 1/(1 − p).
 
     Mask ``i`` is Bernoulli(1 − p_i)/(1 − p_i) drawn from ``fold_in(key, i)``,
-    of shape ``structure.mask_shapes[i]``. Jit- and vmap-able.
+    of shape ``structure.mask_shapes[i]``, with p_i from ``rates`` (an array,
+    e.g. concrete dropout's learned rates) or else ``structure.rates``.
+    Jit- and vmap-able.
     """
+    rates = structure.rates if rates is None else rates
     masks = []
-    for index, (rate, shape) in enumerate(zip(structure.rates, structure.mask_shapes)):
+    for index, shape in enumerate(structure.mask_shapes):
+        rate = rates[index]
         keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - rate, shape)
         masks.append(keep.astype(jnp.float32) / (1.0 - rate))
     return masks
@@ -345,7 +350,8 @@ def _find_dropout_structure(apply: Apply, params: Params, example_input, per_poi
 
 @functools.lru_cache(maxsize=64)
 def sample_apply(apply: Apply, structure: DropoutStructure) -> Apply:
-    """The ``apply(sample, x, rng=None, train=False)`` that evaluates one sample of :func:`build`'s ``sample``.
+    """The ``apply(sample, x, rng=None, train=False)`` that evaluates one sample of
+    :func:`bdljax.methods.mcdropout.sample` for this structure's form.
 
     Cached per ``(apply, structure)``: the same function comes back, so the
     jitted predictive (static in ``apply``) compiles once per network.

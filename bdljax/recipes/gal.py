@@ -48,10 +48,8 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
-GAL_LENGTH_SCALE = 1e-2
-
-
-GAL_BATCH_SIZE = 128
+GAL_LENGTH_SCALE = 1e-2  # the paper's prior length-scale l
+GAL_BATCH_SIZE = 128  # the authors' UCI code's
 
 
 def weight_decay(dropout_rate: float, length_scale: float, tau: float, num_data: int) -> float:
@@ -124,6 +122,16 @@ def gal_prior(params: Params, structure: DropoutStructure, length_scale: float) 
     for leaf_index, dropout_index in structure.fed_kernels:
         scales[leaf_index] = prior_scale(structure.rates[dropout_index], length_scale)
     return priors.gaussian(jax.tree.unflatten(treedef, scales))
+
+
+def precision_likelihood(likelihood: likelihoods.Likelihood, tau: float) -> likelihoods.Likelihood:
+    """The paper's model precision τ as a likelihood: ``gaussian(τ^{-1/2})`` in place of a fixed-scale Gaussian
+    ``likelihood`` (any other fails: τ has no meaning for it)."""
+    check_positive("tau", tau)
+    if likelihood.name != "gaussian":
+        raise ValueError(f"tau sets the precision of a fixed-scale Gaussian likelihood, but the problem's likelihood "
+                         f"is {likelihood.name!r}; leave tau=None to use that likelihood as it is.")
+    return likelihoods.gaussian(float(tau) ** -0.5)
 
 
 def noise_precision(likelihood: likelihoods.Likelihood) -> Optional[float]:

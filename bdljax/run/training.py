@@ -86,9 +86,10 @@ def build_epoch(method: Transform, batch_size: int, num_points: int) -> Callable
     return jax.jit(epoch)
 
 
-# Scanned epochs run at least this many steps per compiled call: a full-batch epoch is one step, and one dispatch
-# per step cost 6x a bare lax.scan of the same update (scripts/bench_mfvi.py).
+# Scanned epochs run about this many steps per compiled call (at most MAX_EPOCHS_PER_CALL epochs): a full-batch
+# epoch is one step, and one dispatch per step cost 6x a bare lax.scan of the same update (scripts/bench_mfvi.py).
 MIN_STEPS_PER_CALL = 256
+MAX_EPOCHS_PER_CALL = 32
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,13 +111,11 @@ def build_epochs(method: Transform, batch_size: int, num_points: int, num_epochs
     return jax.jit(epochs)
 
 
-def epochs_per_call(steps_per_epoch: int, num_epochs: int, eval_every: int = 0) -> int:
-    """How many scanned epochs one compiled call runs: the largest divisor of ``num_epochs`` (and of
-    ``eval_every``, so that evaluations fall on call boundaries) that needs no more than about
-    :data:`MIN_STEPS_PER_CALL` steps. A divisor, so that one compiled function serves the whole fit."""
-    wanted = max(1, -(-MIN_STEPS_PER_CALL // steps_per_epoch))
-    total = math.gcd(num_epochs, eval_every) if eval_every else num_epochs
-    return max(d for d in range(1, min(wanted, total) + 1) if total % d == 0)
+def epochs_per_call(steps_per_epoch: int) -> int:
+    """How many scanned epochs one compiled call runs: about :data:`MIN_STEPS_PER_CALL` steps, at most
+    :data:`MAX_EPOCHS_PER_CALL` epochs. It depends on the epoch's size only, so every fit of one configuration
+    shares the compiled function (the epochs left over, before an evaluation or at the end, run one per call)."""
+    return max(1, min(MAX_EPOCHS_PER_CALL, -(-MIN_STEPS_PER_CALL // steps_per_epoch)))
 
 
 def check_count(name: str, value) -> None:
@@ -227,10 +226,9 @@ def fit(
     check_training_data(method, x, y, batch_size)
     x, y = jnp.asarray(x), jnp.asarray(y)
     num_steps = num_points // batch_size
-    per_call = epochs_per_call(num_steps, num_epochs, eval_every if evaluate is not None else 0)
-    if steps_per_call is None:
-        scanned = build_epochs(method, batch_size, num_points, per_call)
-    else:
+    per_call = epochs_per_call(num_steps)
+    evaluating = evaluate is not None and eval_every
+    if steps_per_call is not None:
         chunked = build_chunked_epoch(method, batch_size, num_points, int(steps_per_call))
     extra = dict(log_fields or {})
     history: List[Dict[str, Any]] = []
@@ -249,6 +247,10 @@ def fit(
             state, infos = chunked(state, x, y, jax.random.fold_in(key, epoch + 1))
             infos = jax.tree.map(lambda leaf: leaf[None], infos)
         else:
+            # A whole call of epochs when no evaluation or the end falls inside it; else one epoch.
+            until = min(num_epochs, (epoch // eval_every + 1) * eval_every) if evaluating else num_epochs
+            count = per_call if until - epoch >= per_call else 1
+            scanned = build_epochs(method, batch_size, num_points, count)
             state, infos = scanned(state, x, y, key, jnp.asarray(epoch + 1, jnp.int32))
         infos = jax.device_get(infos)  # the one host transfer per call
         count = jax.tree.leaves(infos)[0].shape[0]
