@@ -4,7 +4,7 @@ One log posterior (:mod:`bdljax.core.posterior`) over any network
 (:mod:`bdljax.nn.models`), likelihood (:mod:`bdljax.core.likelihoods`) and prior
 (:mod:`bdljax.core.priors`); inference methods as interchangeable transforms
 (:mod:`bdljax.core.transform`), one file each; one predictive
-(:mod:`bdljax.run.predictive`) and one metrics module (:mod:`bdljax.evaluate.metrics`).
+(:mod:`bdljax.run.predictive`) and metrics by family (:mod:`bdljax.evaluate`).
 """
 
 from bdljax.core import likelihoods, posterior, priors, transform

@@ -40,7 +40,7 @@ The protocol, top to bottom:
    steps in one scan otherwise.
 5. **Acquisition** of ``--acquire-size`` (10) images per step by each of
    ``--acquisition`` (BALD, max entropy, variation ratios, mean std, random;
-   :mod:`bdljax.evaluate.acquisition`): a random subset of ``--pool-subset`` (2000, as
+   :mod:`bdljax.evaluate.uncertainty`): a random subset of ``--pool-subset`` (2000, as
    the paper's code) available pool images is scored from the per-sample class
    probabilities, the top ones are labelled and leave the pool.
 6. **Result**: test error after each of ``--steps`` acquisitions (plus the
@@ -72,7 +72,7 @@ import numpy as np
 from bdljax import data, recipes
 from bdljax.core import likelihoods, priors
 from bdljax.core.posterior import LogPosterior, log_posterior
-from bdljax.evaluate import acquisition
+from bdljax.evaluate import uncertainty
 from bdljax.methods import ensemble as ensemble_method
 from bdljax.methods import map_estimate as map_method
 from bdljax.methods import mcdropout, wrappers
@@ -199,7 +199,7 @@ def build_programs(learner: Learner, args, acquisitions: Sequence[str]) -> Progr
         return 1.0 - jnp.mean(jnp.argmax(mean_probs, axis=-1) == y_test)
 
     def make_acquire(name):
-        score = acquisition.get(name)
+        score = uncertainty.get(name)
 
         def acquire(state, key, x_all, labelled, num_labelled, available):
             subset_key, predict_key, score_key = jax.random.split(key, 3)
@@ -207,10 +207,10 @@ def build_programs(learner: Learner, args, acquisitions: Sequence[str]) -> Progr
             gumbel = jnp.where(available, jax.random.gumbel(subset_key, available.shape), -jnp.inf)
             subset = jax.lax.top_k(gumbel, args.pool_subset)[1]
             if name == "random":  # needs no predictions
-                scores = acquisition.random(jnp.zeros((1, args.pool_subset, 1)), score_key)
+                scores = uncertainty.random(jnp.zeros((1, args.pool_subset, 1)), score_key)
             else:
                 scores = score(sample_probs(state, predict_key, x_all[subset]), score_key)
-            chosen = subset[acquisition.select_top(scores, available[subset], args.acquire_size)]
+            chosen = subset[uncertainty.select_top(scores, available[subset], args.acquire_size)]
             labelled = jax.lax.dynamic_update_slice(labelled, chosen.astype(labelled.dtype), (num_labelled,))
             return labelled, num_labelled + args.acquire_size, available.at[chosen].set(False), chosen
 
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"posterior approximation(s), repeatable or comma-separated, from {list(METHODS)} "
                              "(default mcdropout,ensemble)")
     parser.add_argument("--acquisition", action="append", default=None,
-                        help=f"acquisition function(s) from {acquisition.names()} (default all)")
+                        help=f"acquisition function(s) from {uncertainty.names()} (default all)")
     parser.add_argument("--steps", type=int, default=100, help="acquisition steps (default 100, the paper's 1000 images)")
     parser.add_argument("--acquire-size", type=int, default=10, help="images acquired per step (default 10)")
     parser.add_argument("--initial-per-class", type=int, default=2, help="initial labelled images per class (default 2)")
@@ -430,7 +430,7 @@ def format_table(table: List[Dict[str, Any]]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = build_parser().parse_args(argv)
     method_names = parse_names(args.method or ["mcdropout,ensemble"], METHODS, "--method")
-    acquisition_names = parse_names(args.acquisition or [",".join(acquisition.names())], acquisition.names(),
+    acquisition_names = parse_names(args.acquisition or [",".join(uncertainty.names())], uncertainty.names(),
                                     "--acquisition")
     check_args(args)
 

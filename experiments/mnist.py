@@ -42,7 +42,7 @@ The protocol, top to bottom:
    test images (out), scored by predictive entropy H[p̄], 1 − max_c p̄_c and
    the mutual information H[p̄] − (1/S) Σ_s H[p_s] (zero for a single sample,
    so AUROC 0.5 for MAP by construction); AUROC and AUPR with OOD as the
-   positive class (:func:`bdljax.evaluate.metrics.auroc`, :func:`bdljax.evaluate.metrics.aupr`);
+   positive class (:func:`bdljax.evaluate.ood.auroc`, :func:`bdljax.evaluate.ood.aupr`);
    score histograms (``ood.png``).
 8. **Record**: a run directory (:class:`bdljax.run.rundir.RunLogger`) with
    config.json, metrics.jsonl (training curves, test, shift and OOD records),
@@ -73,7 +73,8 @@ import numpy as np
 from bdljax import data
 from bdljax import recipes
 from bdljax.core import likelihoods, priors
-from bdljax.evaluate import metrics
+from bdljax.evaluate import classification, uncertainty
+from bdljax.evaluate import ood as ood_metrics
 from bdljax.nn import models
 from bdljax.run import execution, predictive
 from bdljax.run.rundir import RunLogger, default_run_dir
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rotation angles in degrees (default 0,15,...,180)")
     parser.add_argument("--ood-size", type=int, default=None, help="Fashion-MNIST test images (default: as many as MNIST test)")
     parser.add_argument("--ece-bins", type=int, default=15)
-    parser.add_argument("--ece-binning", choices=metrics.ECE_BINNINGS, default="equal_width")
+    parser.add_argument("--ece-binning", choices=classification.ECE_BINNINGS, default="equal_width")
     parser.add_argument("--data-chunk", type=int, default=500, help="test points per predictive chunk (memory bound)")
     parser.add_argument("--sample-chunk", type=int, default=0,
                         help="samples vmapped at once in the predictive (0: 1 for a CNN on CPU, one sample per "
@@ -312,8 +313,8 @@ def _compiled_summaries(logits, labels):
     mean_probs = predictive.mean_probabilities(likelihood, logits)
     log_density = predictive.log_predictive_density(likelihood, logits, labels)
     scores = {
-        "entropy": metrics.predictive_entropy(mean_probs),
-        "max_probability": 1.0 - metrics.max_probability(mean_probs),  # higher = more likely OOD
+        "entropy": uncertainty.predictive_entropy(mean_probs),
+        "max_probability": 1.0 - uncertainty.max_probability(mean_probs),  # higher = more likely OOD
     }
     return mean_probs, log_density, scores
 
@@ -322,10 +323,10 @@ def _summaries(logits, labels):
     """Predictive probabilities, predictive NLL per point (one compiled call) and the OOD scores.
 
     The mutual information is computed in float64 on the host from the logits: in float32 it cannot
-    resolve the MI of confidently classified points (:func:`bdljax.evaluate.metrics.mutual_information_from_logits`).
+    resolve the MI of confidently classified points (:func:`bdljax.evaluate.uncertainty.mutual_information_from_logits`).
     """
     mean_probs, log_density, scores = _compiled_summaries(logits, labels)
-    return mean_probs, log_density, {**scores, "mutual_information": metrics.mutual_information_from_logits(logits)}
+    return mean_probs, log_density, {**scores, "mutual_information": uncertainty.mutual_information_from_logits(logits)}
 
 
 def classification_record(logits, labels, args) -> Dict[str, Any]:
@@ -333,10 +334,10 @@ def classification_record(logits, labels, args) -> Dict[str, Any]:
     labels = jnp.asarray(labels)
     mean_probs, log_density, scores = _summaries(logits, labels)
     record = {
-        "accuracy": metrics.accuracy(mean_probs, labels),
+        "accuracy": classification.accuracy(mean_probs, labels),
         "nll": -jnp.mean(log_density),
-        "brier": metrics.brier(mean_probs, labels),
-        "ece": metrics.ece(mean_probs, labels, args.ece_bins, args.ece_binning),
+        "brier": classification.brier(mean_probs, labels),
+        "ece": classification.ece(mean_probs, labels, args.ece_bins, args.ece_binning),
         "mean_entropy": jnp.mean(scores["entropy"]),
         "mean_mutual_information": np.mean(scores["mutual_information"]),
     }
@@ -348,7 +349,7 @@ def evaluate_method(name, fitted, x_test, y_test, x_shift, y_shift, angles, x_oo
     test_key, shift_key, ood_key = jax.random.split(key, 3)
     logits = predictive_outputs(fitted, x_test, test_key, args)
     test, mean_probs, scores_in = classification_record(logits, y_test, args)
-    bins = metrics.reliability_diagram_data(mean_probs, jnp.asarray(y_test), args.ece_bins, args.ece_binning)
+    bins = classification.reliability_diagram_data(mean_probs, jnp.asarray(y_test), args.ece_bins, args.ece_binning)
     logger.log({"method": name, "split": "test", **test})
 
     shift = []
@@ -374,7 +375,7 @@ def evaluate_method(name, fitted, x_test, y_test, x_shift, y_shift, angles, x_oo
     ood = {}
     for score in OOD_SCORES:
         inside, outside = np.asarray(scores_in[score]), np.asarray(scores_out[score])
-        ood[score] = {"auroc": metrics.auroc(inside, outside), "aupr": metrics.aupr(inside, outside)}
+        ood[score] = {"auroc": ood_metrics.auroc(inside, outside), "aupr": ood_metrics.aupr(inside, outside)}
     logger.log({"method": name, "split": "ood", **{f"{s}_{m}": v for s, d in ood.items() for m, v in d.items()}})
     histograms = {score: (np.asarray(scores_in[score]), np.asarray(scores_out[score])) for score in OOD_SCORES}
     result = {"test": test, "shift": shift, "ood": ood, "num_samples": int(logits.shape[0])}
@@ -421,7 +422,7 @@ def plot_reliability(path: Path, bins_by_method, results, args) -> None:
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"MNIST test reliability ({metrics.ece_descriptor(args.ece_bins, args.ece_binning)} bins)", fontsize=10)
+    fig.suptitle(f"MNIST test reliability ({classification.ece_descriptor(args.ece_bins, args.ece_binning)} bins)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -535,12 +536,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "execution_override": None if override is None else override._asdict(),
         "backend": jax.default_backend(),
         "num_train": int(x_train.shape[0]), "num_test": int(x_test.shape[0]), "num_ood": int(x_ood.shape[0]),
-        "ece": metrics.ece_descriptor(args.ece_bins, args.ece_binning),
+        "ece": classification.ece_descriptor(args.ece_bins, args.ece_binning),
         "nll": "-(1/N) sum_n log (1/S) sum_s p(y_n|x_n, theta_s), log-mean-exp over samples",
         "ood_positive_class": "Fashion-MNIST", "prior": f"isotropic Gaussian N(0, {args.prior_scale}^2)",
     })
     print(f"MNIST: {x_train.shape[0]} train, {x_test.shape[0]} test, {x_ood.shape[0]} Fashion-MNIST; "
-          f"model {args.model}; ECE with {metrics.ece_descriptor(args.ece_bins, args.ece_binning)} bins; run dir {out}",
+          f"model {args.model}; ECE with {classification.ece_descriptor(args.ece_bins, args.ece_binning)} bins; run dir {out}",
           flush=True)
 
     CompileCounter.register()
@@ -572,7 +573,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     plot_shift(logger.path("shift.png"), results)
     plot_ood(logger.path("ood.png"), histograms, results)
     summary = {"results": results, "goals": goal_checks(results),
-               "ece": metrics.ece_descriptor(args.ece_bins, args.ece_binning), "run_dir": str(out),
+               "ece": classification.ece_descriptor(args.ece_bins, args.ece_binning), "run_dir": str(out),
                "figures": ["reliability.png", "shift.png", "ood.png"]}
     logger.write_summary(summary)
     print(format_table(results, angles))

@@ -28,7 +28,7 @@
 Every method goes through ``bdljax.recipes.run`` on one shared
 :class:`~bdljax.recipes.Problem`, predicts through
 :func:`bdljax.run.predictive.predictive_outputs` and is scored by
-:mod:`bdljax.run.predictive` / :mod:`bdljax.evaluate.metrics`. MC dropout gets the
+:mod:`bdljax.run.predictive` / :mod:`bdljax.evaluate`. MC dropout gets the
 variational RNN of Gal & Ghahramani (2016) through ``model.with_dropout``.
 
 Example::
@@ -63,7 +63,7 @@ if not __package__:  # run as a file (python experiments/sequences.py): import e
 
 from bdljax import data, recipes  # noqa: E402
 from bdljax.core import likelihoods, priors  # noqa: E402
-from bdljax.evaluate import metrics  # noqa: E402
+from bdljax.evaluate import classification, ood, regression, uncertainty  # noqa: E402
 from bdljax.nn import recurrent  # noqa: E402
 from bdljax.run import predictive  # noqa: E402
 from bdljax.run.rundir import RunLogger, default_run_dir, to_json  # noqa: E402
@@ -241,7 +241,7 @@ def run_mnist_rows(args, key, logger) -> Dict[str, Any]:
     x_test, y_test = mnist.x_test[test_index, ..., 0], mnist.y_test[test_index]
     x_ood = fashion.x_test[test_index, ..., 0]
 
-    metrics.check_labels(y_test, 10, test_size)  # on the host: under jit the value check is skipped
+    classification.check_labels(y_test, 10, test_size)  # on the host: under jit the value check is skipped
     model = recurrent.rnn(args.cell, (28, 28), settings["hidden"], output_dim=10, dropout_input=settings["dropout_input"])
     likelihood = likelihoods.categorical()
     prior = priors.gaussian(priors.fan_in_scales(args.prior_scale))
@@ -259,9 +259,9 @@ def run_mnist_rows(args, key, logger) -> Dict[str, Any]:
             score_classification(likelihood, outputs_in, outputs_out, y_test))
         result = scalars(test_metrics)
         result.update({
-            "ood_auroc_entropy": metrics.auroc(entropy_in, entropy_out),
-            "ood_aupr_entropy": metrics.aupr(entropy_in, entropy_out),
-            "ood_auroc_mutual_information": metrics.auroc(mutual_in, mutual_out),
+            "ood_auroc_entropy": ood.auroc(entropy_in, entropy_out),
+            "ood_aupr_entropy": ood.aupr(entropy_in, entropy_out),
+            "ood_auroc_mutual_information": ood.auroc(mutual_in, mutual_out),
             "ood_mean_entropy": float(np.mean(entropy_out)),
             "num_samples": int(outputs_in.shape[0]),
             "fit_seconds": fit_seconds,
@@ -280,7 +280,7 @@ def run_mnist_rows(args, key, logger) -> Dict[str, Any]:
 def _compiled_scores(likelihood, outputs_in, outputs_out, labels):
     probs_in = predictive.sample_probabilities(likelihood, outputs_in)
     probs_out = predictive.sample_probabilities(likelihood, outputs_out)
-    entropies = tuple(metrics.predictive_entropy(jnp.mean(p, axis=0)) for p in (probs_in, probs_out))
+    entropies = tuple(uncertainty.predictive_entropy(jnp.mean(p, axis=0)) for p in (probs_in, probs_out))
     return predictive.evaluate(likelihood, outputs_in, labels), entropies
 
 
@@ -290,10 +290,10 @@ def score_classification(likelihood, outputs_in, outputs_out, labels):
     Returns ``(metrics, (entropy_in, entropy_out), (mutual_information_in, mutual_information_out))``:
     predictive entropy H[(1/S) Σ_s p_s] (compiled once with the metrics) and mutual information
     H[(1/S) Σ_s p_s] − (1/S) Σ_s H[p_s] per point, in float64 on the host from the logits, where float32
-    cannot resolve it for confident points (:func:`bdljax.evaluate.metrics.mutual_information_from_logits`).
+    cannot resolve it for confident points (:func:`bdljax.evaluate.uncertainty.mutual_information_from_logits`).
     """
     test_metrics, entropies = _compiled_scores(likelihood, outputs_in, outputs_out, labels)
-    mutual = tuple(metrics.mutual_information_from_logits(o) for o in (outputs_in, outputs_out))
+    mutual = tuple(uncertainty.mutual_information_from_logits(o) for o in (outputs_in, outputs_out))
     return test_metrics, entropies, mutual
 
 
@@ -463,8 +463,8 @@ def score_one_step(likelihood, outputs, y, y_mean, y_std):
 
 @jax.jit
 def score_points(means, scales, y):
-    """:func:`bdljax.evaluate.metrics.regression_metrics` of the mixtures ``(P, N)`` against ``y`` ``(N,)``, compiled once."""
-    return metrics.regression_metrics(means, scales, y, COVERAGE_LEVELS)
+    """:func:`bdljax.evaluate.regression.regression_metrics` of the mixtures ``(P, N)`` against ``y`` ``(N,)``, compiled once."""
+    return regression.regression_metrics(means, scales, y, COVERAGE_LEVELS)
 
 
 @jax.jit
@@ -475,7 +475,7 @@ def score_per_step(means, scales, y):
 
 @jax.jit
 def _band_quantiles(means, scales):
-    return metrics.mixture_quantile(means, scales, jnp.asarray([0.025, 0.25, 0.5, 0.75, 0.975]))
+    return regression.mixture_quantile(means, scales, jnp.asarray([0.025, 0.25, 0.5, 0.75, 0.975]))
 
 
 def interval_bands(means, scales) -> Dict[str, np.ndarray]:

@@ -128,7 +128,7 @@ from bdljax import data
 
 from bdljax import recipes
 from bdljax.core import likelihoods, priors
-from bdljax.evaluate import metrics
+from bdljax.evaluate import regression
 from bdljax.nn import models
 from bdljax.run import batched, predictive
 from bdljax.run.runner import execute
@@ -160,7 +160,7 @@ class Protocol:
       selection: the validation score that picks a grid point: ``"predictive"``
         (the test log-likelihood of the whole predictive) or ``"members"`` (the
         mean over posterior samples of each sample's own log-likelihood,
-        :func:`bdljax.evaluate.metrics.component_log_likelihoods`; for ensembles).
+        :func:`bdljax.evaluate.regression.component_log_likelihoods`; for ensembles).
       reference: the paper the protocol follows.
     """
 
@@ -486,7 +486,7 @@ class Runner:
 
 # Compiled once per (samples, points) shape; the likelihood is applied outside, so a new
 # likelihood object (one per grid point, or per split for τ in original units) never recompiles it.
-_regression_metrics = jax.jit(metrics.regression_metrics)
+_regression_metrics = jax.jit(regression.regression_metrics)
 
 
 def evaluate(fitted: recipes.Fitted, likelihood: likelihoods.Likelihood, x, y, y_mean: float, y_std: float,
@@ -504,7 +504,7 @@ def evaluate(fitted: recipes.Fitted, likelihood: likelihoods.Likelihood, x, y, y
     means, scales, y = means * y_std + y_mean, scales * y_std, y * y_std + y_mean
     scores = {k: float(v) for k, v in _regression_metrics(means, scales, y).items()}
     if per_sample:
-        sample_ll = np.asarray(metrics.component_log_likelihoods(means, scales, y))
+        sample_ll = np.asarray(regression.component_log_likelihoods(means, scales, y))
         scores.update(sample_ll_mean=float(sample_ll.mean()), sample_ll_min=float(sample_ll.min()),
                       sample_ll_max=float(sample_ll.max()))
     scores["num_samples"] = int(outputs.shape[0])

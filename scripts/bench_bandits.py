@@ -1,11 +1,11 @@
 """Benchmark: a bandit run as one compiled program vs. a step-by-step Python loop.
 
-Both run the same pieces with the same keys (:mod:`bdljax.bandits`):
+Both run the same pieces with the same keys (:mod:`experiments.bandits.simulation`):
 
-* ``scan``: :func:`bdljax.bandits.simulate` — acting, buffer updates and
-  retraining inside ``lax.scan`` over time, vmapped over seeds, one jitted
-  call for the whole run;
-* ``loop``: :func:`bdljax.bandits.simulate_python_loop` — a Python ``for``
+* ``scan``: :func:`experiments.bandits.simulation.simulate` — acting, buffer
+  updates and retraining inside ``lax.scan`` over time, vmapped over seeds,
+  one jitted call for the whole run;
+* ``loop``: :func:`experiments.bandits.simulation.simulate_python_loop` — a Python ``for``
   over time steps, each step one jitted, seed-vmapped call, and each
   retraining another (the time step passed as an array, so nothing retraces).
 
@@ -15,8 +15,10 @@ machine may be shared, and the minimum is the least disturbed). Also reported: t
 compiled programs may round differently, and one flipped argmax changes the
 rest of an episode, so neural agents may agree less than 100%).
 
-    python scripts/bench_bandits.py                         # wheel δ=0.95, T=500, 4 seeds
-    python scripts/bench_bandits.py --agents uniform,lints --horizon 1000
+Run from the repository root (it imports the ``experiments.bandits`` package):
+
+    python -m scripts.bench_bandits                         # wheel δ=0.95, T=500, 4 seeds
+    python -m scripts.bench_bandits --agents uniform,lints --horizon 1000
 
 Prints a table, then as its last line one JSON object with every figure.
 """
@@ -30,7 +32,10 @@ import time
 import jax
 import numpy as np
 
-from bdljax import bandits
+from experiments.bandits.environments import wheel_bandit
+from experiments.bandits.registry import make_agent
+from experiments.bandits.settings import AgentSettings
+from experiments.bandits.simulation import normalised_regret, simulate, simulate_python_loop
 
 
 def timed(function):
@@ -57,16 +62,16 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the fastest counts (default 3)")
     args = parser.parse_args(argv)
     names = [name for name in args.agents.split(",") if name]
-    bandit = bandits.wheel_bandit(args.delta)
-    settings = bandits.AgentSettings(hidden=tuple(int(h) for h in args.hidden.split(",")), train_steps=args.train_steps)
+    bandit = wheel_bandit(args.delta)
+    settings = AgentSettings(hidden=tuple(int(h) for h in args.hidden.split(",")), train_steps=args.train_steps)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     run_args = dict(horizon=args.horizon, retrain_every=args.retrain_every)
 
     results = {}
     for name in names:
-        agent = bandits.make_agent(name, bandit, args.horizon, settings)
-        scan = lambda: bandits.simulate(bandit, agent, keys, **run_args)  # noqa: E731
-        loop = lambda: bandits.simulate_python_loop(bandit, agent, keys, **run_args)  # noqa: E731
+        agent = make_agent(name, bandit, args.horizon, settings)
+        scan = lambda: simulate(bandit, agent, keys, **run_args)  # noqa: E731
+        loop = lambda: simulate_python_loop(bandit, agent, keys, **run_args)  # noqa: E731
         _, scan_first = timed(scan)
         scan_result, scan_seconds = best_of(scan, args.repeats)
         _, loop_first = timed(loop)
@@ -75,8 +80,8 @@ def main(argv=None):
             "scan_seconds": scan_seconds, "loop_seconds": loop_seconds, "speedup": loop_seconds / scan_seconds,
             "scan_first_call_seconds": scan_first, "loop_first_call_seconds": loop_first,
             "action_agreement": float(np.mean(np.asarray(scan_result.actions) == np.asarray(loop_result.actions))),
-            "scan_regret": float(np.mean(bandits.normalised_regret(scan_result))),
-            "loop_regret": float(np.mean(bandits.normalised_regret(loop_result))),
+            "scan_regret": float(np.mean(normalised_regret(scan_result))),
+            "loop_regret": float(np.mean(normalised_regret(loop_result))),
         }
         print(f"{name}: scan {scan_seconds:.3f}s loop {loop_seconds:.3f}s", flush=True)
 

@@ -1,8 +1,8 @@
 """Interval coverage of a Gaussian-mixture predictive: CDF at the target vs bisected interval ends.
 
-``metrics.interval_coverage`` counts a target as covered when a <= F(y) <= b (F the mixture CDF, strictly
+``regression.interval_coverage`` counts a target as covered when a <= F(y) <= b (F the mixture CDF, strictly
 increasing), one CDF evaluation per target. The baseline measured in the same run finds the interval ends
-F^{-1}(a), F^{-1}(b) by bisection (``metrics.mixture_quantile``, 50 steps) and counts the targets between them,
+F^{-1}(a), F^{-1}(b) by bisection (``regression.mixture_quantile``, 50 steps) and counts the targets between them,
 which is what the library did before. Shape: T = 1000 samples x 1475 points (kin8nm's validation part), levels
 0.5 / 0.9 / 0.95.
 
@@ -18,14 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax.evaluate import metrics
+from bdljax.evaluate import regression
 
 LEVELS = (0.5, 0.9, 0.95)
 
 
 def bisected_coverage(means, scales, y):
     levels = jnp.asarray(LEVELS)
-    ends = metrics.mixture_quantile(means, scales, jnp.stack([(1 - levels) / 2, (1 + levels) / 2]))
+    ends = regression.mixture_quantile(means, scales, jnp.stack([(1 - levels) / 2, (1 + levels) / 2]))
     return jnp.mean(((ends[0] <= y) & (y <= ends[1])).reshape(len(LEVELS), -1), axis=1)
 
 
@@ -41,7 +41,7 @@ def main():
     y = jnp.asarray(rng.normal(size=args.points), jnp.float32)
     candidates = {
         "bisected interval ends (baseline)": jax.jit(bisected_coverage),
-        "CDF at the target (bdljax)": lambda m, s, t: jnp.stack(list(metrics.interval_coverage(m, s, t, LEVELS).values())),
+        "CDF at the target (bdljax)": lambda m, s, t: jnp.stack(list(regression.interval_coverage(m, s, t, LEVELS).values())),
     }
     results = {}
     for name, fn in candidates.items():

@@ -43,7 +43,9 @@ import optax  # noqa: E402
 from bdljax.nn import bayesian_layers, models  # noqa: E402
 from bdljax.core import likelihoods, posterior, priors
 from bdljax.methods import mfvi
+from bdljax import recipes
 from bdljax.run import training
+from bdljax.run.runner import execute
 
 NUM_DATA, NUM_FEATURES, HIDDEN = 1000, 8, 50
 NOISE, PRIOR_SCALE, LEARNING_RATE, INIT_SCALE = 0.5, 1.0, 1e-3, 1e-2
@@ -99,6 +101,26 @@ def bdljax_scan_speed(model, x, y, num_steps: int, repeats: int) -> float:
 
     jax.block_until_ready(run(state, jax.random.key(1)))
     return num_steps / best_of(repeats, lambda: jax.block_until_ready(run(state, jax.random.key(2))))
+
+
+def runner_speed(model, x, y, num_epochs: int, repeats: int) -> Dict[str, float]:
+    """Full-batch steps per second of the MFVI recipe's plan through ``runner.execute`` (init, epochs, samples,
+    records), and of a bare ``lax.scan`` of the same plan's update over as many steps, measured alike."""
+    problem = recipes.Problem(model, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), x, y)
+    plan = recipes.plan("mfvi", problem, num_epochs=num_epochs, batch_size=None, learning_rate=LEARNING_RATE,
+                        init_scale=INIT_SCALE, num_samples=1)
+    execute(plan, jax.random.key(0))  # compile
+    executed = best_of(repeats, lambda: jax.block_until_ready(execute(plan, jax.random.key(1)).samples))
+    data = (jnp.asarray(x), jnp.asarray(y))
+    state = jax.jit(lambda k: plan.transform.init(k, model.init))(jax.random.key(0))
+
+    @jax.jit
+    def scan(state, key):
+        return jax.lax.scan(lambda s, k: plan.transform.update(s, data, k), state, jax.random.split(key, num_epochs))[0]
+
+    jax.block_until_ready(scan(state, jax.random.key(1)))
+    bare = best_of(repeats, lambda: jax.block_until_ready(scan(state, jax.random.key(2))))
+    return {"runner_full": num_epochs / executed, "runner_bare_scan_full": num_epochs / bare}
 
 
 def torch_speed(x, y, batch_size: int, num_epochs: int, repeats: int) -> Optional[float]:
@@ -183,6 +205,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     speed["bdljax_lrt_fit_b32"], _, _ = bdljax_fit_speed(bayesian, lrt, x, y, 32, epochs_32, repeats)
     speed["bdljax_fit_full"], _, _ = bdljax_fit_speed(plain, None, x, y, NUM_DATA, epochs_full, repeats)
     speed["bdljax_scan_full"] = bdljax_scan_speed(plain, x, y, scan_steps, repeats)
+    speed.update(runner_speed(plain, x, y, scan_steps, repeats))
     torch_message = None
     if args.no_torch:
         torch_message = "PyTorch baseline skipped (--no-torch)"
@@ -191,7 +214,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         speed["torch_full"] = torch_speed(x, y, NUM_DATA, torch_epochs_full, repeats)
         if speed["torch_b32"] is None:
             torch_message = "PyTorch not installed: baseline skipped (pip install torch==2.13.0 to compare)"
-    ratios = {}
+    ratios = {"runner_over_bare_scan_full": speed["runner_full"] / speed["runner_bare_scan_full"]}
     if speed.get("torch_b32"):
         ratios["bdljax_over_torch_b32"] = speed["bdljax_fit_b32"] / speed["torch_b32"]
         ratios["bdljax_lrt_over_torch_b32"] = speed["bdljax_lrt_fit_b32"] / speed["torch_b32"]
@@ -211,6 +234,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     rows = [("bdljax mfvi (training.fit, epoch = one scan)", "bdljax_fit_b32", "bdljax_fit_full"),
             ("bdljax mfvi, local reparam. (training.fit)", "bdljax_lrt_fit_b32", None),
             ("bdljax mfvi (one scan over the whole run)", None, "bdljax_scan_full"),
+            ("bdljax mfvi recipe through runner.execute", None, "runner_full"),
+            ("  the same plan's update, one bare scan", None, "runner_bare_scan_full"),
             ("PyTorch Bayes by Backprop (Python loop)", "torch_b32", "torch_full")]
     fmt = lambda key: "—" if key is None or speed.get(key) is None else f"{speed[key]:,.0f}"  # noqa: E731
     for label, b32, full in rows:

@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import uci  # noqa: E402
+if not __package__:  # run as a file (python scripts/ensemble_members_uci.py): import experiments/ as `python -m` would
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bdljax import data  # noqa: E402
-from bdljax import recipes
-from bdljax.run import predictive
+from bdljax import data, recipes  # noqa: E402
+from bdljax.run import predictive  # noqa: E402
+from experiments import uci  # noqa: E402
 
 
 def main():

@@ -17,10 +17,10 @@ ring contexts and for inside contexts, over ``draws`` dropout masks,
 
 ``--dropout-masks shared`` is the network's own dropout (one mask for all
 arms), ``per_arm`` an independent output-layer mask per arm
-(:func:`bdljax.bandits.per_arm_weight_sample`); both have the same trained
-network.
+(:func:`experiments.bandits.networks.per_arm_weight_sample`); both have the
+same trained network. Run from the repository root:
 
-    python scripts/mcdropout_spread.py --num-data 200 --seeds 8 --dropout-masks shared,per_arm
+    python -m scripts.mcdropout_spread --num-data 200 --seeds 8 --dropout-masks shared,per_arm
 
 As every script here, its last line is one JSON object with every figure.
 """
@@ -30,14 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wheel_exploration import wheel_settings  # noqa: E402  (the scripts folder is not a package)
-from wheel_ring_probe import SAFE_ARM, fit_on_buffer, logged_inner_data, ring_contexts  # noqa: E402
+from bdljax.nn import dropout
+
+from experiments.bandits.environments import WHEEL_SAFE_ARM, wheel_bandit, wheel_contexts, wheel_quadrant_arm
+from experiments.bandits.networks import DROPOUT_MASKS, mcdropout_network, per_arm_weight_sample
+from experiments.bandits.registry import agent_network, make_agent
+from experiments.bandits.settings import settings_for
+from scripts.wheel_ring_probe import fit_on_buffer, logged_inner_data, ring_contexts
 
 
 def draw_spread(outputs, arms) -> Dict[str, float]:
@@ -46,7 +50,7 @@ def draw_spread(outputs, arms) -> Dict[str, float]:
     if outputs.ndim != 3 or arms.shape != outputs.shape[1:2]:
         raise ValueError(f"outputs must be (draws, contexts, arms) and arms (contexts,), got {outputs.shape}, {arms.shape}")
     quadrant = np.take_along_axis(outputs, arms[None, :, None], axis=-1)[..., 0]
-    safe = outputs[..., SAFE_ARM]
+    safe = outputs[..., WHEEL_SAFE_ARM]
     return {"gap": float((safe - quadrant).mean()),
             "sd_q": float(np.median(quadrant.std(axis=0, ddof=1))),
             "sd_safe": float(np.median(safe.std(axis=0, ddof=1))),
@@ -55,14 +59,7 @@ def draw_spread(outputs, arms) -> Dict[str, float]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
-    import jax
-
-    from bdljax import bandits
-
-    from bdljax.nn import dropout
-    from bdljax.methods import mcdropout
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.mcdropout_spread", description=__doc__.splitlines()[0])
     parser.add_argument("--delta", type=float, default=0.95)
     parser.add_argument("--num-data", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=8)
@@ -70,34 +67,34 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
     parser.add_argument("--contexts", type=int, default=200, help="ring and inside contexts per seed")
     parser.add_argument("--draws", type=int, default=500, help="dropout masks per seed")
     parser.add_argument("--retrain-every", type=int, default=50)
-    parser.add_argument("--dropout-masks", default="shared,per_arm", help=f"comma list of {bandits.DROPOUT_MASKS}")
+    parser.add_argument("--dropout-masks", default="shared,per_arm", help=f"comma list of {list(DROPOUT_MASKS)}")
     args = parser.parse_args(argv)
     forms = [f for f in args.dropout_masks.split(",") if f]
-    if not forms or any(f not in bandits.DROPOUT_MASKS for f in forms):
-        raise SystemExit(f"--dropout-masks: choose from {list(bandits.DROPOUT_MASKS)}, got {args.dropout_masks!r}")
+    if not forms or any(f not in DROPOUT_MASKS for f in forms):
+        raise SystemExit(f"--dropout-masks: choose from {list(DROPOUT_MASKS)}, got {args.dropout_masks!r}")
     if args.num_data < args.retrain_every or args.num_data % args.retrain_every:
         raise SystemExit(f"--num-data must be a positive multiple of --retrain-every={args.retrain_every}")
     if args.draws < 2:
         raise SystemExit("--draws must be at least 2")
 
-    bandit = bandits.wheel_bandit(args.delta)
-    settings = wheel_settings()
-    agent = bandits.make_agent("mcdropout", bandit, args.num_data, settings)
-    net, structure = bandits.mcdropout_network(bandits.agent_network("mcdropout", bandit, settings),
-                                               settings.dropout_rate, bandit.context_dim)
+    bandit = wheel_bandit(args.delta)
+    settings = settings_for("wheel")
+    agent = make_agent("mcdropout", bandit, args.num_data, settings)
+    net, structure = mcdropout_network(agent_network("mcdropout", bandit, settings), settings.dropout_rate,
+                                       bandit.context_dim)
     samplers = {"shared": lambda params, key: dropout.weight_sample(params, key, structure),
-                "per_arm": lambda params, key: bandits.per_arm_weight_sample(params, key, structure, bandit.num_arms)}
+                "per_arm": lambda params, key: per_arm_weight_sample(params, key, structure, bandit.num_arms)}
 
     def seed_outputs(key, sample):
         """One seed: fit on its logged data, then the draws' outputs on its ring and inside contexts."""
         data_key, fit_key = jax.random.split(key)
         context_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
         params = fit_on_buffer(agent, logged_inner_data(bandit, data_key, args.num_data, args.delta),
-                               args.retrain_every, fit_key).method.params
+                               args.retrain_every, fit_key).method.inner.params
         contexts = {"ring": ring_contexts(context_key, args.contexts, args.delta),
-                    "inside": args.delta * bandits.wheel_contexts(context_key, args.contexts)}
+                    "inside": args.delta * wheel_contexts(context_key, args.contexts)}
         draws = jax.vmap(lambda k: sample(params, k))(jax.random.split(draw_key, args.draws))
-        return {where: (jax.vmap(lambda p: net.apply(p, x))(draws), bandits.wheel_quadrant_arm(x))
+        return {where: (jax.vmap(lambda p: net.apply(p, x))(draws), wheel_quadrant_arm(x))
                 for where, x in contexts.items()}
 
     results: Dict[str, Dict[str, Dict[str, float]]] = {}

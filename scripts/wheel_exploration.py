@@ -12,11 +12,11 @@ arm q (the discovery), and reports over all episodes × 4 quadrants:
   contexts on which the agent played its arm (exploitation);
 * ``median_discovery_step``: the median step of the discoveries.
 
-Agents run with the wheel's defaults of ``experiments/bandits.py``
-(``BANDIT_DEFAULTS["wheel"]``) on the same episodes as that script (keys
-``split(key(seed), seeds)``).
+Agents run with the wheel's defaults (``experiments.bandits.settings.BANDIT_DEFAULTS["wheel"]``)
+on the same episodes as ``python -m experiments.bandits`` (keys ``split(key(seed), seeds)``).
+Run from the repository root:
 
-    python scripts/wheel_exploration.py --agents greedy,mcdropout,ensemble --seeds 20
+    python -m scripts.wheel_exploration --agents greedy,mcdropout,ensemble --seeds 20
 
 As every script here, its last line is one JSON object with every figure.
 """
@@ -24,15 +24,17 @@ As every script here, its last line is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import jax
 import numpy as np
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+from experiments.bandits.environments import wheel_bandit, wheel_outside, wheel_quadrant_arm
+from experiments.bandits.registry import AGENTS, make_agent
+from experiments.bandits.settings import settings_for
+from experiments.bandits.simulation import episode, normalised_regret, simulate
 
 
 def quadrant_exploration(actions: np.ndarray, quadrant: np.ndarray, ring: np.ndarray) -> Dict[str, float]:
@@ -43,10 +45,10 @@ def quadrant_exploration(actions: np.ndarray, quadrant: np.ndarray, ring: np.nda
                          f"{actions.shape}, {quadrant.shape}, {ring.shape}")
     found = missed = hits_after = contexts_after = 0
     discovery_steps = []
-    for episode in range(actions.shape[0]):
+    for seed in range(actions.shape[0]):
         for q in range(4):
-            steps = np.flatnonzero(ring[episode] & (quadrant[episode] == q))
-            hit = actions[episode, steps] == q
+            steps = np.flatnonzero(ring[seed] & (quadrant[seed] == q))
+            hit = actions[seed, steps] == q
             if not hit.any():
                 missed += len(steps)
                 continue
@@ -61,35 +63,19 @@ def quadrant_exploration(actions: np.ndarray, quadrant: np.ndarray, ring: np.nda
             "median_discovery_step": float(np.median(discovery_steps)) if discovery_steps else float("nan")}
 
 
-def wheel_settings():
-    """``AgentSettings`` with the wheel's defaults of ``experiments/bandits.py``."""
-    from bdljax import bandits
-
-    spec = importlib.util.spec_from_file_location("bandits_experiment", REPOSITORY / "experiments" / "bandits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    fields = bandits.AgentSettings._fields
-    return bandits.AgentSettings()._replace(**{k: v for k, v in module.BANDIT_DEFAULTS["wheel"].items() if k in fields})
-
-
 def agent_names(value: str) -> List[str]:
-    """``"greedy,mcdropout"`` → ``["greedy", "mcdropout"]``, every name one of :data:`bdljax.bandits.AGENTS`."""
-    from bdljax import bandits
-
+    """``"greedy,mcdropout"`` → ``["greedy", "mcdropout"]``, every name one of
+    :data:`experiments.bandits.registry.AGENTS`."""
     names = [n for n in value.split(",") if n]
-    unknown = [n for n in names if n not in bandits.AGENTS]
+    unknown = [n for n in names if n not in AGENTS]
     if unknown:
-        raise SystemExit(f"unknown agents {unknown}; choose from {list(bandits.AGENTS)}")
+        raise SystemExit(f"unknown agents {unknown}; choose from {list(AGENTS)}")
     return names
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
-    import jax
-
-    from bdljax import bandits
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", default="greedy,mcdropout,ensemble", help="comma list of bandits.AGENTS")
+    parser = argparse.ArgumentParser(prog="python -m scripts.wheel_exploration", description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="greedy,mcdropout,ensemble", help=f"comma list of {list(AGENTS)}")
     parser.add_argument("--delta", type=float, default=0.95)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -97,21 +83,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
     parser.add_argument("--retrain-every", type=int, default=50)
     args = parser.parse_args(argv)
     names = agent_names(args.agents)
-    bandit = bandits.wheel_bandit(args.delta)
+    bandit = wheel_bandit(args.delta)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
-    episodes = jax.vmap(lambda key: bandits.episode(bandit, bandit.tables, key, args.horizon))(keys)
-    quadrant = np.asarray(bandits.wheel_quadrant_arm(episodes.contexts))
-    ring = np.asarray(bandits.wheel_outside(episodes.contexts, args.delta))
-    settings = wheel_settings()
+    episodes = jax.vmap(lambda key: episode(bandit, bandit.tables, key, args.horizon))(keys)
+    quadrant = np.asarray(wheel_quadrant_arm(episodes.contexts))
+    ring = np.asarray(wheel_outside(episodes.contexts, args.delta))
+    settings = settings_for("wheel")
     results = {}
     print(f"wheel δ={args.delta}, T={args.horizon}, {args.seeds} seeds (keys split(key({args.seed}), {args.seeds}))")
     print(f"{'agent':<14} {'regret':>7} {'found':>9} {'missed before':>14} {'hit rate after':>15} {'median step':>12}")
     for name in names:
-        agent = bandits.make_agent(name, bandit, args.horizon, settings)
-        trajectory = jax.tree.map(np.asarray, bandits.simulate(bandit, agent, keys, horizon=args.horizon,
-                                                               retrain_every=args.retrain_every, fast_compile=True))
+        agent = make_agent(name, bandit, args.horizon, settings)
+        trajectory = jax.tree.map(np.asarray, simulate(bandit, agent, keys, horizon=args.horizon,
+                                                       retrain_every=args.retrain_every, fast_compile=True))
         figures = quadrant_exploration(trajectory.actions, quadrant, ring)
-        figures["normalised_regret"] = float(bandits.normalised_regret(trajectory).mean())
+        figures["normalised_regret"] = float(normalised_regret(trajectory).mean())
         results[name] = figures
         print(f"{name:<14} {figures['normalised_regret']:7.1f} {figures['quadrants_found']:>4}/{figures['quadrants']:<4} "
               f"{figures['missed_before_discovery']:>14} {figures['hit_rate_after_discovery']:>15.3f} "

@@ -18,10 +18,11 @@ mixes in:
 A greedy agent's decision is a deterministic function of its fit, so its
 probability is the fraction of ring contexts where its extrapolation happens to
 favour the quadrant's arm; a posterior sampler's should stay well above zero
-while nothing near the ring is known. Agents use the wheel's defaults of
-``experiments/bandits.py``; figures are the mean and standard error over seeds.
+while nothing near the ring is known. Agents use the wheel's defaults
+(``experiments.bandits.settings.BANDIT_DEFAULTS["wheel"]``); figures are the
+mean and standard error over seeds. Run from the repository root:
 
-    python scripts/wheel_ring_probe.py --agents greedy,mcdropout,mfvi,ensemble --num-data 50,200,1000
+    python -m scripts.wheel_ring_probe --agents greedy,mcdropout,mfvi,ensemble --num-data 50,200,1000
 
 As every script here, its last line is one JSON object with every figure.
 """
@@ -31,22 +32,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wheel_exploration import agent_names, wheel_settings  # noqa: E402  (the scripts folder is not a package)
-
-SAFE_ARM = 4
+from experiments.bandits.agents import Buffer
+from experiments.bandits.environments import (WHEEL_SAFE_ARM, wheel_bandit, wheel_contexts, wheel_quadrant_arm,
+                                              wheel_rewards)
+from experiments.bandits.registry import AGENTS, make_agent
+from experiments.bandits.settings import settings_for
+from scripts.wheel_exploration import agent_names
 
 
 def ring_contexts(key, num: int, delta: float):
     """``num`` contexts uniform on the annulus δ < ‖x‖ ≤ 1 (r² uniform on (δ², 1], angle uniform)."""
-    import jax
-    import jax.numpy as jnp
-
     radius_key, angle_key = jax.random.split(key)
     radius = jnp.sqrt(jax.random.uniform(radius_key, (num,), minval=delta**2, maxval=1.0))
     angle = jax.random.uniform(angle_key, (num,), minval=0.0, maxval=2 * jnp.pi)
@@ -54,24 +55,17 @@ def ring_contexts(key, num: int, delta: float):
 
 
 def logged_inner_data(bandit, key, num_data: int, delta: float):
-    """A :class:`bdljax.bandits.Buffer` of ``num_data`` uniformly random pulls on contexts uniform in ‖x‖ ≤ δ."""
-    import jax
-    import jax.numpy as jnp
-
-    from bdljax import bandits
-
+    """A :class:`~experiments.bandits.agents.Buffer` of ``num_data`` uniformly random pulls on contexts uniform in
+    ‖x‖ ≤ δ."""
     context_key, action_key, reward_key = jax.random.split(key, 3)
-    contexts = delta * bandits.wheel_contexts(context_key, num_data)  # uniform on the disc of radius δ
+    contexts = delta * wheel_contexts(context_key, num_data)  # uniform on the disc of radius δ
     actions = jax.random.randint(action_key, (num_data,), 0, bandit.num_arms).astype(jnp.int32)
-    rewards = bandits.wheel_rewards(reward_key, contexts, delta)
-    return bandits.Buffer(contexts, actions, jnp.take_along_axis(rewards, actions[:, None], axis=-1)[:, 0])
+    rewards = wheel_rewards(reward_key, contexts, delta)
+    return Buffer(contexts, actions, jnp.take_along_axis(rewards, actions[:, None], axis=-1)[:, 0])
 
 
 def fit_on_buffer(agent, buffer, retrain_every: int, key):
     """The agent's state after seeing every buffer row as a run would: observe each, retrain after each block."""
-    import jax
-    import jax.numpy as jnp
-
     num_data = buffer.actions.shape[0]
     if num_data % retrain_every:
         raise ValueError(f"num_data={num_data} must be a multiple of retrain_every={retrain_every}")
@@ -91,28 +85,19 @@ def fit_on_buffer(agent, buffer, retrain_every: int, key):
 
 def probe(bandit, agent, key, *, num_data: int, delta: float, retrain_every: int, contexts: int, draws: int):
     """(P(quadrant's arm), P(safe arm)) over ring contexts × draws, for one seed key (jit and vmap it)."""
-    import jax
-    import jax.numpy as jnp
-
-    from bdljax import bandits
-
     data_key, fit_key, ring_key, act_key = jax.random.split(key, 4)
     state = fit_on_buffer(agent, logged_inner_data(bandit, data_key, num_data, delta), retrain_every, fit_key)
     ring = ring_contexts(ring_key, contexts, delta)
     keys = jax.random.split(act_key, (contexts, draws))
     arms = jax.vmap(lambda x, ks: jax.vmap(lambda k: agent.act(state, x, k))(ks))(ring, keys)  # (contexts, draws)
-    quadrant = bandits.wheel_quadrant_arm(ring)[:, None]
-    return jnp.mean(arms == quadrant), jnp.mean(arms == SAFE_ARM)
+    quadrant = wheel_quadrant_arm(ring)[:, None]
+    return jnp.mean(arms == quadrant), jnp.mean(arms == WHEEL_SAFE_ARM)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
-    import jax
-
-    from bdljax import bandits
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.wheel_ring_probe", description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="uniform,greedy,mcdropout,mfvi,ensemble,bootstrap,neural_linear,lints",
-                        help="comma list of bandits.AGENTS")
+                        help=f"comma list of {list(AGENTS)}")
     parser.add_argument("--delta", type=float, default=0.95)
     parser.add_argument("--num-data", default="50,200,1000", help="comma list of logged observations n")
     parser.add_argument("--seeds", type=int, default=16)
@@ -131,8 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
     if not 0.0 < args.delta < 1.0:
         raise SystemExit(f"--delta must lie in (0, 1), got {args.delta}")
 
-    bandit = bandits.wheel_bandit(args.delta)
-    settings = wheel_settings()
+    bandit = wheel_bandit(args.delta)
+    settings = settings_for("wheel")
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     print(f"wheel δ={args.delta}: P(quadrant's arm) on ring contexts after n inside-only observations; "
@@ -142,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, 
         results[name] = {}
         row = f"{name:<14}"
         for n in sizes:
-            agent = bandits.make_agent(name, bandit, n, settings)
+            agent = make_agent(name, bandit, n, settings)
             run = jax.jit(jax.vmap(lambda key: probe(bandit, agent, key, num_data=n, delta=args.delta,
                                                      retrain_every=args.retrain_every, contexts=args.contexts,
                                                      draws=args.draws)))

@@ -26,10 +26,10 @@ import numpy as np
 from bdljax.core.likelihoods import Likelihood
 from bdljax.core.transform import Transform
 from bdljax.evaluate import diagnostics as diag
-from bdljax.evaluate import metrics
+from bdljax.evaluate import classification, regression
 from bdljax.run import predictive
 from bdljax.run.plan import Chains, Fitted, Plan
-from bdljax.run.runner import RunOptions
+from bdljax.run.options import RunOptions
 
 Params = Any
 INFO_FIELDS = ("log_density", "acceptance_rate", "is_divergent", "step_size", "num_integration_steps", "is_warmup")
@@ -176,8 +176,8 @@ def running_metrics(likelihood: Likelihood, running: predictive.RunningPredictiv
     log_density = predictive.running_log_predictive_density(running)
     mean, _ = predictive.running_moments(running)
     if likelihood.kind == "regression":
-        return {"rmse": float(metrics.rmse(mean, jnp.asarray(y))), "test_ll": float(jnp.mean(log_density))}
-    return {"accuracy": float(metrics.accuracy(mean, jnp.asarray(y))), "nll": float(-jnp.mean(log_density))}
+        return {"rmse": float(regression.rmse(mean, jnp.asarray(y))), "test_ll": float(jnp.mean(log_density))}
+    return {"accuracy": float(classification.accuracy(mean, jnp.asarray(y))), "nll": float(-jnp.mean(log_density))}
 
 
 def _chunk_record(phase: str, step: int, infos, seconds: float) -> Dict[str, Any]:

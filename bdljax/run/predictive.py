@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax.evaluate import metrics
+from bdljax.evaluate import classification, regression
 from bdljax.core.likelihoods import Likelihood
 from bdljax.nn.models import Apply
 
@@ -126,7 +126,7 @@ def mixture_moments(likelihood: Likelihood, outputs: jax.Array):
     Var = E_s[σ_s²] + Var_s[μ_s] (aleatoric + epistemic, the law of total variance).
     """
     means, scales = regression_moments(likelihood, outputs)
-    return metrics.mixture_mean_variance(means, scales)
+    return regression.mixture_mean_variance(means, scales)
 
 
 def sample_probabilities(likelihood: Likelihood, outputs: jax.Array) -> jax.Array:
@@ -155,8 +155,8 @@ def evaluate(likelihood: Likelihood, outputs: jax.Array, y: jax.Array, *, y_mean
     """
     if likelihood.kind == "regression":
         means, scales = regression_moments(likelihood, outputs)
-        return metrics.regression_metrics(means * y_std + y_mean, scales * y_std, y * y_std + y_mean)
-    scores = metrics.classification_metrics(sample_probabilities(likelihood, outputs), y, num_bins=num_bins,
+        return regression.regression_metrics(means * y_std + y_mean, scales * y_std, y * y_std + y_mean)
+    scores = classification.classification_metrics(sample_probabilities(likelihood, outputs), y, num_bins=num_bins,
                                             binning=binning)
     scores["nll"] = -jnp.mean(log_predictive_density(likelihood, outputs, jnp.asarray(y)))
     return scores

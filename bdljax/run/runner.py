@@ -12,7 +12,7 @@ Plumbing travels as one :class:`RunOptions` value.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -20,31 +20,9 @@ import numpy as np
 
 from bdljax.methods import wrappers
 from bdljax.run import execution as execution_choice
-from bdljax.run import predictive, training
+from bdljax.run import chains, predictive, training
+from bdljax.run.options import RunOptions
 from bdljax.run.plan import Chains, Epochs, Fitted, Plan
-
-
-class RunOptions(NamedTuple):
-    """How to run, not what: shared by every plan.
-
-    Attributes:
-      logger: a :class:`bdljax.run.rundir.RunLogger`; every record goes to its ``metrics.jsonl``.
-      log_fields: added to every record (dataset, split, method, ...).
-      eval_data: ``(x, y)`` on which the predictive is scored every ``eval_every`` epochs (or chunks).
-      eval_every: 0 turns periodic evaluation off.
-      progress: tqdm bars.
-      execution: ``None`` chooses by backend and network (:func:`bdljax.run.execution.choose`).
-    """
-
-    logger: Any = None
-    log_fields: Optional[Mapping[str, Any]] = None
-    eval_data: Optional[Tuple[Any, Any]] = None
-    eval_every: int = 0
-    progress: bool = False
-    execution: Optional[execution_choice.Execution] = None
-
-    def with_fields(self, **fields) -> "RunOptions":
-        return self._replace(log_fields={**(self.log_fields or {}), **fields})
 
 
 def execute(plan: Plan, key: jax.Array, options: RunOptions = RunOptions()) -> Fitted:
@@ -63,8 +41,6 @@ def execute(plan: Plan, key: jax.Array, options: RunOptions = RunOptions()) -> F
         history.extend(first.history)
         diagnostics.update({f"{plan.before.name}_{name}": value for name, value in first.diagnostics.items()})
     if isinstance(plan.schedule, Chains):
-        from bdljax.run import chains  # noqa: PLC0415  (imports BlackJAX-free code only when chains run)
-
         fitted = chains.execute(plan, key, init_params, options)
     elif isinstance(plan.schedule, Epochs):
         fitted = _execute_epochs(plan, key, init_params, options)
