@@ -6,8 +6,8 @@ Gaussian likelihood (σ = 0.1) and Gaussian prior N(0, 1), i.e. one
 :class:`bdljax.core.posterior.LogPosterior`, full batch.
 
 1. HMC transitions per second (10 leapfrog steps, fixed step size, one
-   chain): ``bdljax.methods.hmc.sample_chains`` (draws kept, traces for diagnostics
-   recorded) against a hand-written ``blackjax.hmc`` step under ``jit`` +
+   chain): the ``hmc`` recipe's plan run by ``bdljax.run.chains.sample_chains``
+   (draws kept, traces for diagnostics recorded) against a hand-written ``blackjax.hmc`` step under ``jit`` +
    ``lax.scan`` and against a bare ``lax.scan`` of 10 ``value_and_grad``
    evaluations per transition (the floor: what the gradients alone cost).
    Each timed after a compiling run; best of ``--repeats``.
@@ -23,11 +23,16 @@ Gaussian likelihood (σ = 0.1) and Gaussian prior N(0, 1), i.e. one
    plus gradient evaluations per second (implementation speed, independent
    of how the adaptation turned out).
    Skipped with a message when NumPyro is not installed (``pip install numpyro``).
-3. Chains: total gradient evaluations per second of bdljax HMC with 1, 4
+3. NUTS mixing against NumPyro on a posterior both samplers mix on: a 1-16-1
+   tanh MLP on the 1-D regression toy, 4 chains from the same starts, tree
+   depth 8: smallest bulk ESS over 8 test points of the predictive mean per
+   second of a whole run (warm-up included; split-R̂ reported alongside).
+   Skipped without NumPyro, or with ``--skip-mixing``.
+4. Chains: total gradient evaluations per second of bdljax HMC with 1, 4
    and 16 chains, vmapped (``chain_method="vectorized"``, the default for
    several chains on GPU/TPU) and mapped one after another inside the
    compiled step (``"sequential"``, the default on CPU; see
-   ``bdljax.methods.hmc.resolve_chain_method``).
+   ``bdljax.run.chains.resolve_chain_method``).
 
 Prints a table, then one JSON line with every figure and ratio (last line).
 
@@ -49,12 +54,13 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from bdljax.evaluate import diagnostics as diag
-from bdljax.methods import hmc
-from bdljax.core import likelihoods, posterior, priors
-from bdljax.nn import models
-from bdljax.run import predictive
+from bdljax import recipes
+from bdljax.core import likelihoods, priors
 from bdljax.core.tree import repeat as repeat_params
+from bdljax.data import make_regression_1d
+from bdljax.evaluate import diagnostics as diag
+from bdljax.nn import models
+from bdljax.run import chains, predictive
 
 NUM_DATA, NUM_FEATURES, HIDDEN, NOISE = 1000, 8, 50, 0.1
 
@@ -67,8 +73,14 @@ def make_problem(seed: int = 0):
     y = (np.tanh(x @ w1) @ w2)[:, 0] + NOISE * rng.normal(size=NUM_DATA)
     x_test = rng.normal(size=(5, NUM_FEATURES)).astype(np.float32)
     model = models.mlp((NUM_FEATURES,), (HIDDEN,), 1)
-    log_post = posterior.log_posterior(model.apply, likelihoods.gaussian(NOISE), priors.gaussian(1.0), NUM_DATA)
-    return x, y.astype(np.float32), x_test, model, log_post
+    problem = recipes.Problem(model, likelihoods.gaussian(NOISE), priors.gaussian(1.0), x, y.astype(np.float32))
+    return problem, x_test
+
+
+def run_plan(plan, keys, start, chain_method="auto"):
+    """The plan's chains with these keys from ``start`` (stacked per chain), without R̂/ESS (timed)."""
+    plan = plan._replace(schedule=plan.schedule._replace(chain_method=chain_method))
+    return chains.sample_chains(plan, keys, start, diagnose=False, warn=False)
 
 
 def best_time(fn, repeats):
@@ -88,21 +100,27 @@ def best_times(fns, repeats):
     return [min(spent) for spent in times]
 
 
-def bench_hmc(x, y, model, log_post, *, num_transitions, step_size, repeats):
-    data = (jnp.asarray(x), jnp.asarray(y))
-    params = model.init(jax.random.key(0))
+def hmc_plan(problem, *, num_chains, num_transitions, step_size):
+    """The ``hmc`` recipe at a fixed ε without jitter (as the hand-written loop), no warm-up, one chunk."""
+    return recipes.plan("hmc", problem, num_chains=num_chains, num_warmup=0, num_samples=num_transitions,
+                        step_size=step_size, num_integration_steps=10, step_size_jitter=0.0,
+                        chunk_size=num_transitions)
+
+
+def bench_hmc(problem, *, num_transitions, step_size, repeats):
+    data = (jnp.asarray(problem.x_train), jnp.asarray(problem.y_train))
+    params = problem.model.init(jax.random.key(0))
+    log_post = problem.log_posterior()
 
     def log_density(p):
         return log_post(p, data)
 
-    # (a) bdljax: the sampler as the recipes run it (one chain, draws kept, traces recorded).
-    mcmc = hmc.sampler(log_post, (x, y), algorithm="hmc", step_size=step_size, num_integration_steps=10, num_warmup=0)
+    # (a) bdljax: the sampler as the runner runs it (one chain, draws kept, traces recorded).
+    plan = hmc_plan(problem, num_chains=1, num_transitions=num_transitions, step_size=step_size)
     start = repeat_params(params, 1)
 
     def run_bdljax():
-        run = hmc.sample_chains(mcmc, jax.random.split(jax.random.key(1), 1), start, num_draws=num_transitions,
-                                chunk_size=num_transitions, diagnose=False, warn=False)
-        return run
+        return run_plan(plan, jax.random.split(jax.random.key(1), 1), start)
 
     first = run_bdljax()
     acceptance = first.diagnostics["acceptance"]
@@ -155,23 +173,23 @@ def predictions(model, samples, x_test):
     return np.asarray(predictive.predictive_outputs(model.apply, samples, jnp.asarray(x_test))[..., 0])
 
 
-def bench_nuts(x, y, x_test, model, log_post, *, num_warmup, num_draws, repeats, max_num_doublings):
+def bench_nuts(problem, x_test, *, num_warmup, num_draws, repeats, max_num_doublings):
     """bdljax NUTS and NumPyro NUTS on the same potential and start; runs alternate (after one compiling
     run each) so that both see the same machine load; ESS/s pools the timed runs of each."""
-    data = (jnp.asarray(x), jnp.asarray(y))
+    model, log_post = problem.model, problem.log_posterior()
+    data = (jnp.asarray(problem.x_train), jnp.asarray(problem.y_train))
     params = model.init(jax.random.key(0))
     results = {"nuts_warmup": num_warmup, "nuts_draws": num_draws, "nuts_timed_runs": repeats,
                "nuts_max_num_doublings": max_num_doublings}
 
-    mcmc = hmc.sampler(log_post, (x, y), algorithm="nuts", num_warmup=num_warmup, target_acceptance_rate=0.8,
-                       max_num_doublings=max_num_doublings)
+    plan = recipes.plan("nuts", problem, num_chains=1, num_warmup=num_warmup, num_samples=num_draws,
+                        target_acceptance_rate=0.8, max_num_doublings=max_num_doublings,
+                        chunk_size=math.gcd(num_warmup, num_draws))  # one chunk length: one compilation
     start = repeat_params(params, 1)
-    chunk = math.gcd(num_warmup, num_draws)  # one chunk length for warm-up and draws: one compilation
 
     def run_bdljax(seed):
-        run = hmc.sample_chains(mcmc, jax.random.split(jax.random.key(seed), 1), start, num_draws=num_draws,
-                                chunk_size=chunk, diagnose=False, warn=False)
-        draws = predictions(model, hmc.flatten_chains(run.samples), x_test)
+        run = run_plan(plan, jax.random.split(jax.random.key(seed), 1), start)
+        draws = predictions(model, chains.flatten_chains(run.samples), x_test)
         steps = np.concatenate([run.warmup_infos["num_integration_steps"], run.infos["num_integration_steps"]], 1)
         return draws, float(np.sum(steps)), run.diagnostics
 
@@ -232,16 +250,75 @@ def bench_nuts(x, y, x_test, model, log_post, *, num_warmup, num_draws, repeats,
     return results
 
 
-def bench_chains(x, y, model, log_post, *, num_transitions, step_size, repeats, chain_counts=(1, 4, 16)):
+def bench_nuts_mixing(*, num_chains, num_warmup, num_draws, max_num_doublings, repeats):
+    """NUTS where both samplers mix: a 1-16-1 tanh MLP on the 1-D regression toy (40 points, noise 0.1,
+    prior N(0, 1)), ``num_chains`` chains from the same random starts for bdljax (its ``nuts`` plan, chains
+    as the runner maps them on this backend) and NumPyro (the same chain method). Smallest bulk ESS over
+    8 test points of the predictive mean (split-R̂ across chains alongside), per second of a whole run
+    (warm-up included) after a compiling run; the two samplers' runs alternate."""
+    toy = make_regression_1d(seed=0)
+    model = models.mlp((1,), (16,), 1, activation="tanh")
+    problem = recipes.Problem(model, likelihoods.gaussian(0.1), priors.gaussian(1.0), toy.x_train, toy.y_train)
+    x_test = np.linspace(-1.5, 1.5, 8, dtype=np.float32)[:, None]
+    starts = jax.vmap(model.init)(jax.random.split(jax.random.key(0), num_chains))
+    plan = recipes.plan("nuts", problem, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_draws,
+                        max_num_doublings=max_num_doublings, chunk_size=math.gcd(num_warmup, num_draws))
+    chain_method = chains.resolve_chain_method("auto", num_chains)
+
+    def per_chain(samples):  # (C, S, ...) draws -> predictive means (C, S, 8)
+        flat = jax.tree.map(lambda leaf: leaf.reshape((-1, *leaf.shape[2:])), samples)
+        return predictions(model, flat, x_test).reshape(num_chains, num_draws, -1)
+
+    def run_bdljax(seed):
+        run = run_plan(plan, jax.random.split(jax.random.key(seed), num_chains), starts, chain_method)
+        return per_chain(run.samples), float(np.mean(run.infos["num_integration_steps"]))
+
+    runners = {"bdljax": run_bdljax}
+    results = {"mixing_chains": num_chains, "mixing_warmup": num_warmup, "mixing_draws": num_draws,
+               "mixing_max_num_doublings": max_num_doublings, "mixing_chain_method": chain_method}
+    try:
+        from numpyro.infer import MCMC, NUTS
+    except ImportError:
+        print("NumPyro is not installed: skipping the mixing comparison (pip install numpyro)")
+        return results
+    log_post, data = problem.log_posterior(), (jnp.asarray(toy.x_train), jnp.asarray(toy.y_train))
+    sampler = MCMC(NUTS(potential_fn=lambda p: -log_post(p, data), target_accept_prob=0.8,
+                        max_tree_depth=max_num_doublings), num_warmup=num_warmup, num_samples=num_draws,
+                   num_chains=num_chains, chain_method=chain_method, progress_bar=False)
+
+    def run_numpyro(seed):
+        sampler.run(jax.random.key(seed), init_params=starts, extra_fields=("num_steps",))
+        samples = jax.block_until_ready(sampler.get_samples(group_by_chain=True))
+        return per_chain(samples), float(np.mean(sampler.get_extra_fields()["num_steps"]))
+
+    runners["numpyro"] = run_numpyro
+    for runner in runners.values():
+        runner(10)  # compiles
+    for name, runner in runners.items():
+        results.update({f"{name}_mixing_seconds": 0.0, f"{name}_mixing_ess_min": 0.0, f"{name}_mixing_rhat_max": 0.0})
+    for repeat in range(repeats):
+        for name, runner in runners.items():
+            tic = time.perf_counter()
+            draws, steps = runner(11 + repeat)
+            results[f"{name}_mixing_seconds"] += (time.perf_counter() - tic) / repeats
+            results[f"{name}_mixing_ess_min"] += float(np.min(diag.ess_bulk(draws))) / repeats
+            results[f"{name}_mixing_rhat_max"] = max(results[f"{name}_mixing_rhat_max"], float(np.max(diag.rhat(draws))))
+            results[f"{name}_mixing_mean_leapfrog_steps"] = steps
+    for name in runners:
+        results[f"{name}_mixing_ess_per_s"] = results[f"{name}_mixing_ess_min"] / results[f"{name}_mixing_seconds"]
+    results["bdljax_over_numpyro_mixing_ess_per_s"] = (results["bdljax_mixing_ess_per_s"]
+                                                       / results["numpyro_mixing_ess_per_s"])
+    return results
+
+
+def bench_chains(problem, *, num_transitions, step_size, repeats, chain_counts=(1, 4, 16)):
     """Total gradient evaluations per second with C chains, vmapped and mapped one after another."""
-    mcmc = hmc.sampler(log_post, (x, y), algorithm="hmc", step_size=step_size, num_integration_steps=10, num_warmup=0)
     results = {}
     methods = ("vectorized", "sequential")
     for num_chains in chain_counts:
+        plan = hmc_plan(problem, num_chains=num_chains, num_transitions=num_transitions, step_size=step_size)
         keys = jax.random.split(jax.random.key(3), num_chains)
-        runs = [lambda method=method: hmc.sample_chains(mcmc, keys, model.init, num_draws=num_transitions,
-                                                        chunk_size=num_transitions, chain_method=method,
-                                                        diagnose=False, warn=False) for method in methods]
+        runs = [lambda method=method: run_plan(plan, keys, problem.model.init, method) for method in methods]
         for run in runs:
             run()
         for method, seconds in zip(methods, best_times(runs, repeats)):
@@ -251,7 +328,7 @@ def bench_chains(x, y, model, log_post, *, num_transitions, step_size, repeats, 
         for num_chains in chain_counts[1:]:
             speed = results[f"gradients_per_s_{method}_{num_chains}_chains"]
             results[f"chain_speedup_{method}_{num_chains}"] = speed / base
-    results["chain_method_auto"] = {count: hmc.resolve_chain_method("auto", count) for count in chain_counts}
+    results["chain_method_auto"] = {count: chains.resolve_chain_method("auto", count) for count in chain_counts}
     return results
 
 
@@ -261,6 +338,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best taken (default 3)")
     parser.add_argument("--nuts-repeats", type=int, default=1, help="timed NUTS runs per sampler (default 1)")
     parser.add_argument("--skip-nuts", action="store_true", help="skip the NUTS/NumPyro comparison")
+    parser.add_argument("--skip-mixing", action="store_true", help="skip the NUTS mixing comparison with NumPyro")
     parser.add_argument("--nuts-max-doublings", type=int, default=6,
                         help="NUTS tree depth limit for both samplers (default 6: at most 63 leapfrog steps)")
     args = parser.parse_args(argv)
@@ -268,15 +346,17 @@ def main(argv=None):
     warmup, draws = (20, 20) if args.quick else (500, 1000)
     step_size = 1e-3  # accepts ~0.93 of 10-step trajectories from the initialisation
 
-    x, y, x_test, model, log_post = make_problem()
+    problem, x_test = make_problem()
     results = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(), "jax": jax.__version__,
                "blackjax": blackjax.__version__, "platform": platform.platform(), "quick": args.quick}
-    results.update(bench_hmc(x, y, model, log_post, num_transitions=transitions, step_size=step_size,
-                             repeats=args.repeats))
+    results.update(bench_hmc(problem, num_transitions=transitions, step_size=step_size, repeats=args.repeats))
     if not args.skip_nuts:
-        results.update(bench_nuts(x, y, x_test, model, log_post, num_warmup=warmup, num_draws=draws,
-                                  repeats=args.nuts_repeats, max_num_doublings=args.nuts_max_doublings))
-    results.update(bench_chains(x, y, model, log_post, num_transitions=max(transitions // 5, 10), step_size=step_size,
+        results.update(bench_nuts(problem, x_test, num_warmup=warmup, num_draws=draws, repeats=args.nuts_repeats,
+                                  max_num_doublings=args.nuts_max_doublings))
+    if not args.skip_mixing:
+        results.update(bench_nuts_mixing(num_chains=4, num_warmup=warmup, num_draws=draws, repeats=args.nuts_repeats,
+                                         max_num_doublings=8))
+    results.update(bench_chains(problem, num_transitions=max(transitions // 5, 10), step_size=step_size,
                                 repeats=args.repeats))
 
     rows = [
@@ -298,6 +378,13 @@ def main(argv=None):
                   f"{results['numpyro_nuts_gradients_per_s']:.0f} gradients/s)"),
                  ("bdljax / NumPyro ESS/s (target >= 1)", f"{results['bdljax_over_numpyro_ess_per_s']:.3f}"),
                  ("bdljax / NumPyro gradients/s", f"{results['bdljax_over_numpyro_gradients_per_s']:.3f}")]
+    if "numpyro_mixing_ess_per_s" in results:
+        for name, label in (("bdljax", "bdljax"), ("numpyro", "NumPyro")):
+            rows.append((f"NUTS mixing, 4 chains, tanh 1-16-1: {label} ESS/s",
+                         f"{results[f'{name}_mixing_ess_per_s']:.2f} (ESS {results[f'{name}_mixing_ess_min']:.0f} in "
+                         f"{results[f'{name}_mixing_seconds']:.1f} s, R-hat {results[f'{name}_mixing_rhat_max']:.3f}, "
+                         f"{results[f'{name}_mixing_mean_leapfrog_steps']:.0f} steps)"))
+        rows.append(("bdljax / NumPyro mixing ESS/s", f"{results['bdljax_over_numpyro_mixing_ess_per_s']:.3f}"))
     for count in (1, 4, 16):
         rows.append((f"HMC, {count} chain(s): vmapped | sequential",
                      f"{results[f'gradients_per_s_vectorized_{count}_chains']:.0f} | "

@@ -58,7 +58,8 @@ def test_wheel_expected_rewards_and_optimal_arm_hand_worked():
 @functools.partial(jax.jit, static_argnums=1)
 def wheel_draws(key, num):
     data = environments.wheel_bandit(0.7).sample({"delta": jnp.float32(0.7)}, key, num)
-    return environments.wheel_contexts(key, num), data, environments.wheel_quadrant_arm(data.contexts), environments.wheel_expected_rewards(data.contexts, 0.7)
+    return (environments.wheel_contexts(key, num), data, environments.wheel_quadrant_arm(data.contexts),
+            environments.wheel_expected_rewards(data.contexts, 0.7))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -103,7 +104,8 @@ def test_mushroom_rewards(seed):
     assert set(np.unique(poison)) == {5.0, -35.0}  # a poisonous one +5 or −35 ...
     bad = np.mean(poison == -35.0)  # ... with probability ½ each
     assert abs(bad - 0.5) < 4 * np.sqrt(0.25 / poison.size)
-    np.testing.assert_array_equal(jax.jit(environments.mushroom_expected_rewards)(jnp.array([True, False])), [[0, 5], [0, -15]])
+    np.testing.assert_array_equal(jax.jit(environments.mushroom_expected_rewards)(jnp.array([True, False])),
+                                  [[0, 5], [0, -15]])
 
 
 def test_mushroom_bandit_samples_rows_of_its_table():
@@ -160,7 +162,8 @@ def test_nig_posterior_matches_closed_form_and_bayes_rule(seed):
     num_arms = 2
     mask = np.ones(len(r), np.float32)
     mask[-5:] = 0  # the last rows are "not observed yet"
-    batch = linear.linear_stats_from_data(jnp.asarray(x), jnp.asarray(arms), jnp.asarray(r), jnp.asarray(mask), num_arms)
+    batch = linear.linear_stats_from_data(jnp.asarray(x), jnp.asarray(arms), jnp.asarray(r), jnp.asarray(mask),
+                                          num_arms)
 
     def add(stats, row):
         return linear.linear_stats_add(stats, row[1], row[0], row[2]), None
@@ -363,8 +366,8 @@ def test_run_compiles_once_and_matches_the_python_loop():
     second = run(environments.wheel_bandit(0.9), keys=jax.random.split(jax.random.key(1), 3))  # new δ, new keys
     assert traces["act"] == 1, "the run must be traced (and compiled) once per configuration"
     assert not np.array_equal(np.asarray(first.actions), np.asarray(second.actions))
-    looped = simulation.simulate_python_loop(environments.wheel_bandit(0.5), agent, keys, horizon=horizon, retrain_every=every,
-                                          fast_compile=True)
+    looped = simulation.simulate_python_loop(environments.wheel_bandit(0.5), agent, keys, horizon=horizon,
+                                             retrain_every=every, fast_compile=True)
     np.testing.assert_array_equal(np.asarray(looped.actions), np.asarray(first.actions))
     np.testing.assert_allclose(np.asarray(looped.regret), np.asarray(first.regret), rtol=1e-6)
     # Regret bookkeeping: non-negative, zero exactly when the arm was optimal, uniform's is positive.
@@ -384,8 +387,8 @@ def test_bad_configurations_fail_early():
     with pytest.raises(ValueError, match="unknown bandit agent"):
         registry.make_agent("thompson", bandit, 40)
     with pytest.raises(ValueError, match="needs an ensemble"):
-        agents.transform_agent("x", _map_method(bandit, 40), networks.bandit_model(2, 5), num_arms=5, horizon=40,
-                                bootstrap_probability=0.9)
+        agents.transform_agent("x", _map_method(bandit, 40), networks.bandit_model(2, 5), agents.Retraining(5, 40),
+                               bootstrap_probability=0.9)
 
 
 def test_settings_that_would_run_silently_wrong_are_refused():
@@ -435,7 +438,8 @@ def test_skipped_training_steps_are_counted_per_seed():
 
 def _map_method(bandit, horizon):
     model = networks.bandit_model(2, 5)
-    return map_estimate.build(log_posterior.bandit_log_posterior(model, 2, 1.0, priors.gaussian(1.0), horizon), optax.adam(1e-3))
+    return map_estimate.build(log_posterior.bandit_log_posterior(model, 2, 1.0, priors.gaussian(1.0), horizon),
+                              optax.adam(1e-3))
 
 
 @pytest.mark.slow
@@ -518,8 +522,9 @@ def test_reward_perturbation_draws_per_member_noise_and_each_member_fits_its_own
 
     recorder = Transform(lambda key, params: jnp.zeros(members), update, lambda state, key, n: state,
                          batch_streams=members)
-    agent = agents.transform_agent("perturbed", recorder, networks.bandit_model(2, 5), num_arms=5, horizon=horizon,
-                                    batch_size=16, train_steps=3, reward_perturbation=scale)
+    retraining = agents.Retraining(5, horizon, batch_size=16, train_steps=3)
+    agent = agents.transform_agent("perturbed", recorder, networks.bandit_model(2, 5), retraining,
+                                   reward_perturbation=scale)
     state = agent.init(jax.random.key(0))
 
     def step(state, inputs):
@@ -539,7 +544,7 @@ def test_reward_perturbation_draws_per_member_noise_and_each_member_fits_its_own
     np.testing.assert_allclose(np.asarray(sums), 3 * 16 * (1.0 + np.asarray(constants)), rtol=1e-6)
     with pytest.raises(ValueError, match="needs an ensemble"):
         agents.transform_agent("x", _map_method(environments.wheel_bandit(0.5), 40), networks.bandit_model(2, 5),
-                                num_arms=5, horizon=40, reward_perturbation=1.0)
+                               agents.Retraining(5, 40), reward_perturbation=1.0)
 
 
 def test_point_prior_flat_applies_to_the_point_agents_only():
@@ -604,7 +609,8 @@ def test_learned_noise_log_likelihood_is_the_gaussian_density_at_sigma_e_rho():
     y = jnp.stack([jnp.asarray(rewards), jnp.full(8, seen / 100)], axis=1)
     outputs = np.asarray(jax.jit(model.apply)(params, contexts))[np.arange(8), arms]
     for rho, multiplier in ((float(np.log(2.5)), 1.0), (-0.7, 3.0)):
-        log_post = log_posterior.bandit_log_posterior(model, 2, multiplier, priors.flat(), capacity=100, learned_noise=True)
+        log_post = log_posterior.bandit_log_posterior(model, 2, multiplier, priors.flat(), capacity=100,
+                                                      learned_noise=True)
         p = dict(params, log_noise=jnp.asarray(rho, jnp.float32))
         expected = seen / 8 * scipy.stats.norm(outputs, multiplier * np.exp(rho)).logpdf(rewards).sum()
         np.testing.assert_allclose(jax.jit(log_post.log_likelihood)(p, (x, y)), expected, rtol=1e-5)
@@ -634,9 +640,9 @@ def test_learned_noise_fit_recovers_a_known_sigma(true_sigma):
     @jax.jit
     def fit(key):
         state = method.init(key, model.init)
-        train = functools.partial(agents.train_on_buffer, num_arms=arms, capacity=horizon, batch_size=128,
-                                  train_steps=400)
-        state = train(method, state, None, buffer, jnp.asarray(horizon), jax.random.fold_in(key, 1))
+        retraining = agents.Retraining(arms, horizon, batch_size=128, train_steps=400)
+        state = agents.train_on_buffer(method, state, buffer, jnp.asarray(horizon), jax.random.fold_in(key, 1),
+                                       retraining)
         return networks.learned_noise_scale(state.params)
 
     fitted = float(fit(jax.random.key(0)))
@@ -713,7 +719,8 @@ def test_episode_is_the_one_simulate_runs():
     run took, recomputed from the rebuilt expected rewards, are the run's own."""
     wheel = environments.wheel_bandit(0.9)
     keys = jax.random.split(jax.random.key(4), 3)
-    trajectory = simulation.simulate(wheel, registry.make_agent("uniform", wheel, 60), keys, horizon=60, retrain_every=20)
+    trajectory = simulation.simulate(wheel, registry.make_agent("uniform", wheel, 60), keys, horizon=60,
+                                     retrain_every=20)
     episodes = jax.vmap(lambda key: simulation.episode(wheel, wheel.tables, key, 60))(keys)
     expected = np.asarray(episodes.expected_rewards)
     chosen = np.take_along_axis(expected, np.asarray(trajectory.actions)[..., None], axis=-1)[..., 0]
@@ -742,7 +749,8 @@ def test_concrete_dropout_agent_learns_a_rate_that_falls_as_the_data_grow():
     rewards = (np.array([1.0, 1.0, 1.0, 1.0, 1.2])[actions] + rng.normal(size=horizon)).astype(np.float32)
     buffer = agents.Buffer(jnp.asarray(contexts), jnp.asarray(actions), jnp.asarray(rewards))
     retrain = jax.jit(agent.retrain)
-    rates = {n: float(concrete_dropout.dropout_rates(retrain(state, buffer, jnp.int32(n), jax.random.key(1)).method.inner.params)[0])
+    rates = {n: float(concrete_dropout.dropout_rates(
+                 retrain(state, buffer, jnp.int32(n), jax.random.key(1)).method.inner.params)[0])
              for n in (20, horizon)}
     assert rates[20] > rates[horizon] + 0.05, rates
 

@@ -23,8 +23,8 @@ from bdljax import recipes
 from bdljax.methods import hmc
 from bdljax.core import likelihoods, posterior, priors
 from bdljax.run import chains, predictive
-from bdljax.run.plan import Chains
-from bdljax.run.runner import RunOptions
+from bdljax.run.options import RunOptions
+from bdljax.run.plan import Chains, Plan
 
 NUM_DATA, NOISE, PRIOR_SCALE = 100, 0.5, 1.0
 SEEDS, CHAINS_PER_SEED = (0, 1, 2), 4
@@ -69,9 +69,12 @@ def sampler(data=None, **settings):
 
 
 def run_chains(mcmc, keys, init_params, num_draws, chunk_size=100, chain_method="auto", **kwargs):
+    """``len(keys)`` chains with these keys (the runner would split them from one key)."""
     transform, num_warmup, float64 = mcmc
     schedule = Chains(len(keys), num_warmup, num_draws, 1, chunk_size, chain_method, float64)
-    return chains.sample_chains(transform, keys, init_params, schedule, **kwargs)
+    plan = Plan("test", transform, init_params, (X, Y), MODEL.apply, likelihoods.gaussian(NOISE), schedule,
+                len(keys) * num_draws)
+    return chains.sample_chains(plan, keys, init_params, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +163,7 @@ def test_vmapped_chains_equal_chains_run_alone(hmc64, hmc64_run):
 @pytest.fixture(scope="module")
 def diverging():
     """Fixed ε = 0.5, far above the leapfrog stability limit 2/√λ_max ≈ 0.07 of this posterior."""
-    transform, num_warmup, float64 = sampler(algorithm="hmc", step_size=0.5, num_integration_steps=10, num_warmup=20)
-    traces = []
-
-    def counting(state, batch, key):
-        traces.append(1)
-        return transform.update(state, batch, key)
-
-    mcmc = (transform._replace(update=counting), num_warmup, float64)
+    mcmc = sampler(algorithm="hmc", step_size=0.5, num_integration_steps=10, num_warmup=20)
     mode = {"w": jnp.asarray(EXACT_MEAN[:2], jnp.float32), "b": jnp.asarray(EXACT_MEAN[2], jnp.float32)}
     start = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (2, *leaf.shape)), mode)
     runs = []
@@ -175,11 +171,11 @@ def diverging():
         for seed in (0, 1):
             runs.append(run_chains(mcmc, jax.random.split(jax.random.key(seed), 2), start, num_draws=25,
                                    chunk_size=10, diagnose=False))
-    return traces, start, runs
+    return start, runs
 
 
 def test_divergences_are_counted_and_rejected(diverging):
-    _, start, runs = diverging
+    start, runs = diverging
     for run in runs:
         assert run.diagnostics["divergences"] == 2 * 25 == int(run.infos["is_divergent"].sum())
         assert run.diagnostics["warmup_divergences"] == 2 * 20
@@ -190,10 +186,25 @@ def test_divergences_are_counted_and_rejected(diverging):
         assert any("divergent" in warning for warning in run.diagnostics["warnings"])
 
 
-def test_one_trace_per_chunk_size(diverging):
-    traces, _, _ = diverging
-    # Two runs, each 20 warm-up transitions in chunks of 10 and 25 draws in chunks of 10, 10, 5: warm-up
-    # and sampling share the chunk function (thinning 1), so two chunk lengths, two traces, for both runs.
+@pytest.mark.filterwarnings("ignore::bdljax.evaluate.diagnostics.ConvergenceWarning")  # 20-draw chains
+def test_runner_compiles_the_chunk_once_per_configuration():
+    """Through the runner: warm-up and draws share one chunk function (thinning 1), so two runs of a plan in
+    chunks of one length trace the transition once; a run that also needs a shorter last chunk, once more."""
+    problem = recipes.Problem(MODEL, likelihoods.gaussian(NOISE), priors.gaussian(PRIOR_SCALE), X, Y)
+    plan = recipes.plan("hmc", problem, num_chains=2, num_warmup=20, num_samples=20, chunk_size=10, step_size=0.01)
+    traces, update = [], plan.transform.update
+
+    def counting(state, batch, key):
+        traces.append(1)
+        return update(state, batch, key)
+
+    plan = plan._replace(transform=plan.transform._replace(update=counting))
+    eval_data = (X[:10], Y[:10])
+    for seed in (0, 1):
+        recipes.execute(plan, jax.random.key(seed), RunOptions(eval_data=eval_data, eval_every=1))
+    assert len(traces) == 1
+    recipes.execute(plan._replace(schedule=plan.schedule._replace(num_draws=25)), jax.random.key(2),
+                    RunOptions(eval_data=eval_data, eval_every=1))  # chunks 10, 10, 5
     assert len(traces) == 2
 
 

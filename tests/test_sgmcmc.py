@@ -200,6 +200,7 @@ def test_recipes_through_the_registry_compile_once():
         "sghmc", problem, num_chains=2, num_epochs=100, batch_size=20, step_size=5e-3, friction=20.0,
         schedule="cyclical", num_cycles=2, exploration_fraction=0.25, num_samples=10))
     fitted = recipes.execute(plan, jax.random.key(0))
+    num_traces = len(traces)  # the runner's compiled calls of several epochs, and of one for the leftover epochs
     assert {leaf.shape[0] for leaf in jax.tree.leaves(fitted.samples)} == {20}
     assert len([record for record in fitted.history if record["split"] == "train"]) == 100
     for key in ("rhat_log_density", "ess_log_density", "rhat_param_norms", "rhat_predictions", "nonfinite_steps",
@@ -208,9 +209,9 @@ def test_recipes_through_the_registry_compile_once():
     assert fitted.diagnostics["nonfinite_steps"] == fitted.diagnostics["exploded_draws"] == 0
     # The draws lie in the posterior's bulk (it is ~0.1 wide around (1, -0.5, 0.3)).
     assert np.abs(np.asarray(fitted.samples["w"]).mean(0) - EXACT_MEAN[:2]).max() < 0.5
-    # A second execution of the plan, as for another split or seed: the chains' update is traced once.
+    # A second execution of the plan, as for another split or seed, traces (so compiles) nothing again.
     again = recipes.execute(plan, jax.random.key(1))
-    assert len(traces) == 1 and not np.array_equal(again.samples["w"], fitted.samples["w"])
+    assert len(traces) == num_traces <= 2 and not np.array_equal(again.samples["w"], fitted.samples["w"])
     with pytest.raises(ValueError, match="only .* draws can be kept"):
         recipes.run("sgld", problem, jax.random.key(0), num_epochs=2, batch_size=50, num_samples=50)
     with pytest.raises(ValueError, match="does not take"):

@@ -11,12 +11,11 @@ back. Izmailov, Vikram, Hoffman & Wilson (2021), "What are Bayesian neural
 network posteriors really like?", made full-batch HMC the reference every
 other method is measured against; here it is one word away from MAP.
 
-Pieces, all on any parameter pytree:
-
-As BlackJAX's ``mcmc/hmc.py``: :func:`init` starts a chain, :func:`kernel` is
-one pure transition of BlackJAX's ``hmc`` or ``nuts`` kernel, :func:`update`
-adds Stan's window adaptation of the step size and of a diagonal (or dense)
-inverse mass matrix during the first ``num_warmup`` transitions
+As in BlackJAX's ``mcmc/hmc.py``, on any parameter pytree: :func:`init`
+starts a chain, :func:`build_kernel` gives one pure transition (BlackJAX's
+``hmc`` or ``nuts`` kernel), :func:`update` adds Stan's window adaptation
+of the step size and of a diagonal (or dense) inverse mass matrix during the
+first ``num_warmup`` transitions
 (:mod:`bdljax.methods.adaptation`), or a fixed step size with ``num_warmup``
 transitions of burn-in, and :func:`build` closes over them. The full data set
 is bound at build time: the state caches U and ∇U at the current position,
@@ -169,7 +168,7 @@ def init(key: jax.Array, params: Any, log_density: Callable, settings: HMCSettin
     dim, dtype = flat.shape[0], flat.dtype
     inverse_mass_matrix = jnp.eye(dim, dtype=dtype) if settings.dense_mass else jnp.ones(dim, dtype)
     if settings.adapts:
-        one_step_kernel = bj_hmc.build_kernel(bj_integrators.velocity_verlet, settings.divergence_threshold)
+        one_step_kernel = build_kernel("hmc", settings.divergence_threshold)
 
         def one_step(eps):
             return lambda k, state: one_step_kernel(k, state, log_density, eps, inverse_mass_matrix, 1)
@@ -184,32 +183,38 @@ def init(key: jax.Array, params: Any, log_density: Callable, settings: HMCSettin
     return jax.tree.map(_strongly_typed, state)
 
 
-def kernel(key: jax.Array, chain: bj_hmc.HMCState, log_density: Callable, eps: jax.Array,
-           inverse_mass_matrix: jax.Array, settings: HMCSettings):
-    """One BlackJAX HMC or NUTS transition with step size ``eps`` and mass matrix ``inverse_mass_matrix``."""
-    integrator = bj_integrators.velocity_verlet
+def build_kernel(algorithm: str, divergence_threshold: float = 1000.0) -> Callable:
+    """One pure transition, BlackJAX's ``hmc`` or ``nuts`` kernel with the velocity Verlet (leapfrog) integrator:
+    ``kernel(key, chain, log_density, step_size, inverse_mass_matrix, trajectory) -> (chain, info)``, where
+    ``trajectory`` is HMC's number of leapfrog steps L or NUTS's largest number of tree doublings."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+    kernels = bj_nuts if algorithm == "nuts" else bj_hmc
+    return kernels.build_kernel(bj_integrators.velocity_verlet, divergence_threshold)
+
+
+def trajectory(settings: HMCSettings, eps: jax.Array):
+    """The kernel's ``trajectory`` argument at step size ``eps``: NUTS's ``max_num_doublings``, HMC's L, or with
+    a ``trajectory_length`` L = ⌈length / ε⌉ (at most ``max_num_integration_steps``), following the adapted ε."""
     if settings.algorithm == "nuts":
-        step = bj_nuts.build_kernel(integrator, settings.divergence_threshold)
-        return step(key, chain, log_density, eps, inverse_mass_matrix, settings.max_num_doublings)
+        return settings.max_num_doublings
     if settings.trajectory_length is None:
-        num_steps = int(settings.num_integration_steps)
-    else:  # L = ⌈length / ε⌉ follows the adapted ε
-        num_steps = jnp.clip(jnp.ceil(settings.trajectory_length / eps), 1,
-                             settings.max_num_integration_steps).astype(jnp.int32)
-    step = bj_hmc.build_kernel(integrator, settings.divergence_threshold)
-    return step(key, chain, log_density, eps, inverse_mass_matrix, num_steps)
+        return int(settings.num_integration_steps)
+    return jnp.clip(jnp.ceil(settings.trajectory_length / eps), 1,
+                    settings.max_num_integration_steps).astype(jnp.int32)
 
 
-def update(state: HMCState, batch, key: jax.Array, log_density: Callable, settings: HMCSettings,
+def update(state: HMCState, batch, key: jax.Array, kernel: Callable, log_density: Callable, settings: HMCSettings,
            windows: Optional[adaptation.Windows]):
-    """One transition (jittered ε if asked), then the window adaptation while ``state.step < num_warmup``."""
+    """One transition of ``kernel`` (:func:`build_kernel`; ε jittered if asked), then the window adaptation while
+    ``state.step < num_warmup``."""
     del batch  # the target is the full data set bound at build time (see the module docstring)
     eps = state.step_size
     if settings.step_size_jitter:  # ε·U(1 − j, 1 + j) per transition breaks periodic trajectories (Neal 2011, §5.4.2.2)
         key, jitter_key = jax.random.split(key)
         j = settings.step_size_jitter
         eps = eps * jax.random.uniform(jitter_key, (), eps.dtype, 1 - j, 1 + j)
-    chain, info = kernel(key, state.chain, log_density, eps, state.inverse_mass_matrix, settings)
+    chain, info = kernel(key, state.chain, log_density, eps, state.inverse_mass_matrix, trajectory(settings, eps))
     is_warmup = state.step < settings.num_warmup
     new_eps, inverse_mass_matrix, warmup = state.step_size, state.inverse_mass_matrix, None
     if settings.adapts:
@@ -264,5 +269,7 @@ def build(log_posterior: LogPosterior, data: Tuple[Any, Any], **settings) -> Tra
     config = HMCSettings(**settings).check()
     log_density = full_batch_log_density(log_posterior, data, config.float64)
     windows = adaptation.windows(config.num_warmup) if config.adapts else None
+    kernel = build_kernel(config.algorithm, config.divergence_threshold)
     return Transform(partial(init, log_density=log_density, settings=config),
-                     partial(update, log_density=log_density, settings=config, windows=windows), sample)
+                     partial(update, kernel=kernel, log_density=log_density, settings=config, windows=windows),
+                     sample)

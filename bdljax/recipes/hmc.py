@@ -6,7 +6,7 @@ from typing import Optional
 
 from bdljax.methods import hmc
 from bdljax.recipes import ensemble
-from bdljax.recipes.base import Problem
+from bdljax.recipes.base import Problem, check_positive_int
 from bdljax.run.plan import Chains, Plan
 
 INITS = ("random", "map")
@@ -49,17 +49,16 @@ def _plan(problem: Problem, settings: hmc.HMCSettings, schedule: Chains, init: s
     if init not in INITS:
         raise ValueError(f"init must be 'random' (the model's initialiser) or 'map' (one MAP solution per chain), "
                          f"got {init!r}")
-    if schedule.num_chains < 1:
-        raise ValueError(f"num_chains must be at least 1, got {schedule.num_chains}")
-    if schedule.thinning < 1:
-        raise ValueError(f"thinning must be at least 1, got {schedule.thinning}")
+    check_positive_int(settings.algorithm, num_chains=schedule.num_chains, num_samples=schedule.num_draws,
+                       thinning=schedule.thinning, chunk_size=schedule.chunk_size)
     transform = hmc.build(problem.log_posterior(), (problem.x_train, problem.y_train), **settings._asdict())
     before, init_params = None, problem.model.init
     if init == "map":
         # Starting chains in different modes found by optimisation saves the warm-up from climbing out of the
         # prior (Izmailov et al. 2021 start HMC from SGD solutions); chains from different modes make R̂ honest.
         before = ensemble.plan(problem, num_members=schedule.num_chains, num_epochs=map_epochs,
-                               batch_size=map_batch_size, learning_rate=map_learning_rate)._replace(name="map init")
+                               batch_size=map_batch_size, learning_rate=map_learning_rate,
+                               optimizer="adam")._replace(name="map init")
         init_params = _map_solutions
     return Plan(settings.algorithm, transform, init_params, (problem.x_train, problem.y_train), problem.model.apply,
                 problem.likelihood, schedule, schedule.num_chains * schedule.num_draws, before=before)

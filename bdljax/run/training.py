@@ -17,7 +17,6 @@ diverging step is counted, never silently averaged in.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 

@@ -155,23 +155,40 @@ def _streams(method: Transform) -> int:
     return max(method.batch_streams, 1)
 
 
-def train_on_buffer(method: Transform, method_state, inclusion, buffer: Buffer, num_filled, key, *,
-                    num_arms: int, capacity: int, batch_size: int, train_steps: int, perturbation=None):
-    """``train_steps`` updates of ``method`` on minibatches drawn uniformly (with replacement) from the
+class Retraining(NamedTuple):
+    """How a neural agent retrains: ``train_steps`` minibatch steps of ``batch_size`` rows drawn from its buffer
+    of ``horizon`` rows (the log posterior's N) of contexts with one of ``num_arms`` arms played."""
+
+    num_arms: int
+    horizon: int
+    batch_size: int = 64
+    train_steps: int = 100
+
+
+def check_retraining(retraining: Retraining) -> Retraining:
+    """``retraining`` with its counts checked and the batch no larger than the horizon."""
+    check_training(retraining.train_steps, retraining.batch_size)
+    return retraining._replace(batch_size=min(retraining.batch_size, retraining.horizon))
+
+
+def train_on_buffer(method: Transform, method_state, buffer: Buffer, num_filled, key, retraining: Retraining,
+                    inclusion=None, perturbation=None):
+    """``retraining.train_steps`` updates of ``method`` on minibatches drawn uniformly (with replacement) from the
     first ``num_filled`` buffer rows; one batch per member for multi-stream methods.
 
-    Each row is ``x = [context, one_hot(arm)]``, ``y = [reward, weight]`` with weight n_t/capacity (the
-    growing data set of :mod:`experiments.bandits.log_posterior`) times member k's bootstrap ``inclusion
-    (T, K)``; ``perturbation (T, K)`` is added to member k's copy of each reward."""
+    Each row is ``x = [context, one_hot(arm)]``, ``y = [reward, weight]`` with weight n_t/horizon (the growing
+    data set of :mod:`experiments.bandits.log_posterior`) times member k's bootstrap ``inclusion (T, K)``;
+    ``perturbation (T, K)`` is added to member k's copy of each reward."""
     streams = method.batch_streams
-    shape = (streams, batch_size) if streams else (batch_size,)
+    shape = (streams, retraining.batch_size) if streams else (retraining.batch_size,)
     member = jnp.arange(streams)[:, None] if streams else 0
-    scale = num_filled.astype(jnp.float32) / capacity  # n_t / N
+    scale = num_filled.astype(jnp.float32) / retraining.horizon  # n_t / N
 
     def step(state, step_key):
         index_key, update_key = jax.random.split(step_key)
         index = jax.random.randint(index_key, shape, 0, num_filled)
-        x = jnp.concatenate([buffer.contexts[index], jax.nn.one_hot(buffer.actions[index], num_arms)], axis=-1)
+        played = jax.nn.one_hot(buffer.actions[index], retraining.num_arms)
+        x = jnp.concatenate([buffer.contexts[index], played], axis=-1)
         weight = jnp.broadcast_to(scale, shape)
         if inclusion is not None:
             weight = weight * inclusion[index, member]
@@ -181,7 +198,7 @@ def train_on_buffer(method: Transform, method_state, inclusion, buffer: Buffer, 
         state, _ = method.update(state, (x, jnp.stack([rewards, weight], axis=-1)), update_key)
         return state, None
 
-    state, _ = jax.lax.scan(step, method_state, jax.random.split(key, train_steps))
+    state, _ = jax.lax.scan(step, method_state, jax.random.split(key, retraining.train_steps))
     return state
 
 
@@ -207,9 +224,9 @@ def _check_member_options(method: Transform, samples_per_draw: int, bootstrap_pr
             raise ValueError(f"reward_perturbation must be positive, got {reward_perturbation}")
 
 
-def transform_agent(name: str, method: Transform, model: models.Model, *, num_arms: int, horizon: int,
-                    samples_per_draw: int = 1, sample_apply: Optional[models.Apply] = None, batch_size: int = 64,
-                    train_steps: int = 100, bootstrap_probability: Optional[float] = None,
+def transform_agent(name: str, method: Transform, model: models.Model, retraining: Retraining, *,
+                    samples_per_draw: int = 1, sample_apply: Optional[models.Apply] = None,
+                    bootstrap_probability: Optional[float] = None,
                     reward_perturbation: Optional[float] = None) -> Agent:
     """Thompson sampling with any bdljax transform.
 
@@ -217,12 +234,13 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
     member count for ensembles, 1 otherwise) and keeps one uniformly at random
     — one posterior sample per decision — then plays the arm with the largest
     predicted reward. ``retrain`` runs ``train_steps`` minibatch updates on the
-    data so far, continuing from the current state.
+    data so far (:func:`train_on_buffer`), continuing from the current state.
 
     Args:
-      method: a transform built on ``bandit_log_posterior(..., capacity=horizon)``; wrap it (each member
-        of an ensemble) in :func:`bdljax.methods.wrappers.skip_nonfinite` to have skipped steps counted.
+      method: a transform built on ``bandit_log_posterior(..., capacity=retraining.horizon)``; wrap it (each
+        member of an ensemble) in :func:`bdljax.methods.wrappers.skip_nonfinite` to have skipped steps counted.
       model: the network (``bandit_model``); its ``init`` initialises the method.
+      retraining: the arms, the horizon and the retraining's batch size and steps.
       sample_apply: evaluates one of ``method.sample``'s samples,
         ``(sample, contexts) -> (B, A)``; default ``model.apply`` (MC dropout
         passes :func:`bdljax.nn.dropout.sample_apply`, whose samples carry
@@ -238,8 +256,8 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
         wherever data exist. Needs an ensemble.
     """
     _check_member_options(method, samples_per_draw, bootstrap_probability, reward_perturbation)
-    check_training(train_steps, batch_size)
-    batch_size = min(batch_size, horizon)
+    retraining = check_retraining(retraining)
+    horizon = retraining.horizon
     sample_apply = model.apply if sample_apply is None else sample_apply
     streams = _streams(method)
 
@@ -266,9 +284,8 @@ def transform_agent(name: str, method: Transform, model: models.Model, *, num_ar
         return state
 
     def retrain(state, buffer, num_filled, key):
-        method_state = train_on_buffer(method, state.method, state.inclusion, buffer, num_filled, key,
-                                       num_arms=num_arms, capacity=horizon, batch_size=batch_size,
-                                       train_steps=train_steps, perturbation=state.perturbation)
+        method_state = train_on_buffer(method, state.method, buffer, num_filled, key, retraining, state.inclusion,
+                                       state.perturbation)
         return state._replace(method=method_state)
 
     return Agent(name, init, act, observe, retrain, capacity=horizon, skipped_steps=method_skipped_steps)
@@ -279,9 +296,8 @@ class NeuralLinearState(NamedTuple):
     stats: LinearStats  # per-arm statistics of the last-layer features [φ(x), 1]
 
 
-def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int, horizon: int, num_hidden: int,
-                        activation: str = "relu", prior: NIGPrior = NIGPrior(), batch_size: int = 64,
-                        train_steps: int = 100, name: str = "neural_linear") -> Agent:
+def neural_linear_agent(method: Transform, model: models.Model, retraining: Retraining, *, num_hidden: int,
+                        activation: str = "relu", prior: NIGPrior = NIGPrior(), name: str = "neural_linear") -> Agent:
     """NeuralLinear (Riquelme et al. 2018, §3): exact Bayesian linear regression on a network's last layer.
 
     The network (all heads) is fitted by ``method`` (MAP) every k steps; its
@@ -293,8 +309,8 @@ def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int
     argmax_a β_aᵀ[φ(x), 1].
     """
     check_nig_prior(prior)
-    check_training(train_steps, batch_size)
-    batch_size = min(batch_size, horizon)
+    retraining = check_retraining(retraining)
+    num_arms, horizon = retraining.num_arms, retraining.horizon
 
     def network(state, key):
         return jax.tree.map(lambda leaf: leaf[0], method.sample(state, key, 1))
@@ -319,8 +335,7 @@ def neural_linear_agent(method: Transform, model: models.Model, *, num_arms: int
 
     def retrain(state, buffer, num_filled, key):
         train_key, sample_key = jax.random.split(key)
-        method_state = train_on_buffer(method, state.method, None, buffer, num_filled, train_key, num_arms=num_arms,
-                                       capacity=horizon, batch_size=batch_size, train_steps=train_steps)
+        method_state = train_on_buffer(method, state.method, buffer, num_filled, train_key, retraining)
         phi = features(network(method_state, sample_key), buffer.contexts)
         mask = (jnp.arange(horizon) < num_filled).astype(phi.dtype)
         return NeuralLinearState(method_state, linear_stats_from_data(phi, buffer.actions, buffer.rewards, mask, num_arms))

@@ -104,9 +104,10 @@ def bandit_log_posterior(model: models.Model, context_dim: int, noise_scale: flo
     log p(θ | D_t) = log p(θ) + Σ_{i ≤ n_t} log N(r_i | f_{a_i}(x_i; θ), σ²) + const,
     with N = capacity and the n_t/capacity weights in the targets (module docstring).
 
-    ``learned_noise``: ``model`` is a :func:`~experiments.bandits.networks.learned_noise_model` (possibly inside
-    :func:`~experiments.bandits.networks.randomized_prior_model`) and σ = ``noise_scale``·e^ρ with ρ one of the parameters, so the log
-    posterior is over (θ, ρ); ``noise_scale`` is then a fixed multiplier (``sgmcmc_scale``'s tempering, or 1).
+    ``learned_noise``: ``model`` is a :func:`~experiments.bandits.networks.learned_noise_model` (possibly
+    inside :func:`~experiments.bandits.networks.randomized_prior_model`) and σ = ``noise_scale``·e^ρ with ρ one
+    of the parameters, so the log posterior is over (θ, ρ); ``noise_scale`` is then a fixed multiplier
+    (``sgmcmc_scale``'s tempering, or 1).
     """
     if not learned_noise:
         return posterior.log_posterior(played_arm_apply(model.apply, context_dim),

@@ -88,15 +88,17 @@ def learned_noise_model(model: models.Model, initial_scale: float = 1.0) -> mode
 
     Parameters ``{"net": θ, "log_noise": ρ}``, ρ initialised at log ``initial_scale``. ``apply`` is the
     network's (one predicted reward per arm; ρ plays no part in the prediction), so acting is unchanged;
-    :func:`experiments.bandits.log_posterior.bandit_log_posterior` with ``learned_noise=True`` reads ρ into the likelihood
-    r ~ N(f_a(x; θ), e^{2ρ}). ρ is then fitted (greedy, ensembles, MC dropout, NeuralLinear's network),
-    given a variational factor (MFVI) or sampled (SGLD, SGHMC) together with θ, under the agent's prior:
-    the Gaussian prior of :func:`experiments.bandits.registry.agent_prior` puts N(0, s²) on the scalar ρ (the bias rule of
-    :func:`bdljax.core.priors.fan_in_scales`), i.e. a log-normal prior on σ with median 1 (s = 1: σ within
-    [0.14, 7.1] with 95 % prior probability); the flat prior puts none (maximum likelihood for σ).
+    :func:`~experiments.bandits.log_posterior.bandit_log_posterior` with ``learned_noise=True`` reads ρ into
+    the likelihood r ~ N(f_a(x; θ), e^{2ρ}). ρ is then fitted (greedy, ensembles, MC dropout, NeuralLinear's
+    network), given a variational factor (MFVI) or sampled (SGLD, SGHMC) together with θ, under the agent's
+    prior: the Gaussian prior of :func:`~experiments.bandits.registry.agent_prior` puts N(0, s²) on the scalar
+    ρ (the bias rule of :func:`bdljax.core.priors.fan_in_scales`), i.e. a log-normal prior on σ with median 1
+    (s = 1: σ within [0.14, 7.1] with 95 % prior probability); the flat prior puts none (maximum likelihood
+    for σ).
 
     This is the homoscedastic learned noise of Riquelme et al.'s BBB with ``infer_noise_sigma`` (their
-    NeuralLinear and LinTS learn it through the inverse-gamma instead, :class:`experiments.bandits.linear.NIGPrior`).
+    NeuralLinear and LinTS learn it through the inverse-gamma instead,
+    :class:`~experiments.bandits.linear.NIGPrior`).
     """
     if not initial_scale > 0:
         raise ValueError(f"learned_noise_model: initial_scale must be a positive standard deviation, got {initial_scale}")

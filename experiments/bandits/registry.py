@@ -12,7 +12,7 @@ counted per seed instead of averaged into the regret.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -25,8 +25,8 @@ from bdljax.methods import concrete_dropout, ensemble, map_estimate, mcdropout, 
 from bdljax.methods.wrappers import skip_nonfinite
 from bdljax.nn import dropout, models
 
-from experiments.bandits.agents import (Agent, check_training, linear_thompson_agent, neural_linear_agent,
-                                        transform_agent, uniform_agent)
+from experiments.bandits.agents import (Agent, Retraining, check_training, linear_thompson_agent,
+                                        neural_linear_agent, transform_agent, uniform_agent)
 from experiments.bandits.environments import Bandit
 from experiments.bandits.log_posterior import bandit_log_posterior
 from experiments.bandits.networks import (DROPOUT_MASKS, bandit_model, learned_noise_model, mcdropout_network,
@@ -109,7 +109,7 @@ class AgentParts(NamedTuple):
     noise: float  # the likelihood's fixed σ: noise_scale, or 1 when σ = noise_scale·e^ρ is learned
     log_posterior: LogPosterior  # of model under prior, on up to horizon observations
     optimizer: optax.GradientTransformation
-    common: Dict[str, Any]  # transform_agent's num_arms, horizon, batch_size and train_steps
+    retraining: Retraining
 
 
 def agent_parts(name: str, bandit: Bandit, horizon: int, settings: AgentSettings) -> AgentParts:
@@ -122,8 +122,8 @@ def agent_parts(name: str, bandit: Bandit, horizon: int, settings: AgentSettings
     log_post = bandit_log_posterior(model, bandit.context_dim, noise, prior, horizon, learned_noise=s.learned_noise)
     optimizer = bandit_optimizer(s.optimizer, s.learning_rate, train_steps=s.train_steps, lr_decay=s.lr_decay,
                                  max_grad_norm=s.max_grad_norm)
-    common = dict(num_arms=bandit.num_arms, horizon=horizon, batch_size=s.batch_size, train_steps=s.train_steps)
-    return AgentParts(model, prior, noise, log_post, optimizer, common)
+    retraining = Retraining(bandit.num_arms, horizon, s.batch_size, s.train_steps)
+    return AgentParts(model, prior, noise, log_post, optimizer, retraining)
 
 
 def _member_perturbation(multiple: Optional[float], settings: AgentSettings) -> Optional[float]:
@@ -137,30 +137,31 @@ def _map(parts: AgentParts, log_post: Optional[LogPosterior] = None):
 
 def _greedy_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> Agent:
     """MAP; its "sample" is the estimate."""
-    return transform_agent(name, _map(p), p.model, **p.common)
+    return transform_agent(name, _map(p), p.model, p.retraining)
 
 
 def _neural_linear_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> Agent:
     """A MAP network and exact NIG regression on its last hidden layer."""
-    return neural_linear_agent(_map(p), p.model, num_hidden=len(s.hidden), activation=s.activation, prior=s.nig,
-                               name=name, **p.common)
+    return neural_linear_agent(_map(p), p.model, p.retraining, num_hidden=len(s.hidden), activation=s.activation,
+                               prior=s.nig, name=name)
 
 
 def _ensemble_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> Agent:
     """K MAP members (``bootstrap``: each observation in each member's data with probability p)."""
-    return transform_agent(name, ensemble.build(_map(p), s.num_members), p.model, samples_per_draw=s.num_members,
+    return transform_agent(name, ensemble.build(_map(p), s.num_members), p.model, p.retraining,
+                           samples_per_draw=s.num_members,
                            bootstrap_probability=s.bootstrap_probability if name == "bootstrap" else None,
-                           reward_perturbation=_member_perturbation(s.ensemble_reward_perturbation, s), **p.common)
+                           reward_perturbation=_member_perturbation(s.ensemble_reward_perturbation, s))
 
 
 def _rp_ensemble_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> Agent:
     """K MAP members, each with its own fixed random prior network added (Osband et al. 2018)."""
     rp_model = randomized_prior_model(p.model, s.prior_function_scale)
     log_post = bandit_log_posterior(rp_model, bandit.context_dim, p.noise, trainable_prior(p.prior),
-                                    p.common["horizon"], learned_noise=s.learned_noise)
-    return transform_agent(name, ensemble.build(_map(p, log_post), s.num_members), rp_model,
+                                    p.retraining.horizon, learned_noise=s.learned_noise)
+    return transform_agent(name, ensemble.build(_map(p, log_post), s.num_members), rp_model, p.retraining,
                            samples_per_draw=s.num_members,
-                           reward_perturbation=_member_perturbation(s.rp_reward_perturbation, s), **p.common)
+                           reward_perturbation=_member_perturbation(s.rp_reward_perturbation, s))
 
 
 def _mfvi_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> Agent:
@@ -170,7 +171,7 @@ def _mfvi_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> A
     prior_scales = p.prior.scales(jax.eval_shape(p.model.init, jax.random.key(0)))
     init_scale = jax.tree.map(lambda scale: np.asarray(s.mfvi_init_scale * scale), prior_scales)
     method = mfvi.build(p.log_posterior, p.optimizer, num_mc_samples=s.mfvi_mc_samples, init_scale=init_scale)
-    return transform_agent(name, skip_nonfinite(method), p.model, **p.common)
+    return transform_agent(name, skip_nonfinite(method), p.model, p.retraining)
 
 
 def _concrete_dropout_agent(dropout_net: models.Model, structure, bandit: Bandit, s: AgentSettings,
@@ -190,9 +191,9 @@ def _concrete_dropout_agent(dropout_net: models.Model, structure, bandit: Bandit
 
     concrete_net = models.Model(init, apply)
     kl = concrete_dropout.kl_prior(priors.gaussian(priors.fan_in_scales(s.prior_scale)), structure)
-    log_post = bandit_log_posterior(concrete_net, bandit.context_dim, p.noise, kl, p.common["horizon"])
+    log_post = bandit_log_posterior(concrete_net, bandit.context_dim, p.noise, kl, p.retraining.horizon)
     method = concrete_dropout.build(log_post, p.optimizer, structure)
-    return transform_agent("mcdropout", skip_nonfinite(method), concrete_net, sample_apply=apply, **p.common)
+    return transform_agent("mcdropout", skip_nonfinite(method), concrete_net, p.retraining, sample_apply=apply)
 
 
 def _mcdropout_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> Agent:
@@ -202,13 +203,13 @@ def _mcdropout_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts)
         raise ValueError(f"dropout_masks must be one of {DROPOUT_MASKS}, got {s.dropout_masks!r}")
     if s.concrete_dropout:
         return _concrete_dropout_agent(dropout_net, structure, bandit, s, p)
-    log_post = bandit_log_posterior(dropout_net, bandit.context_dim, p.noise, p.prior, p.common["horizon"],
+    log_post = bandit_log_posterior(dropout_net, bandit.context_dim, p.noise, p.prior, p.retraining.horizon,
                                     learned_noise=s.learned_noise)
     draw = (functools.partial(per_arm_weight_sample, structure=structure, num_arms=bandit.num_arms)
             if s.dropout_masks == "per_arm" else None)
     method = mcdropout.build(log_post, p.optimizer, structure, draw=draw)
-    return transform_agent(name, skip_nonfinite(method), dropout_net,
-                           sample_apply=dropout.sample_apply(dropout_net.apply, structure), **p.common)
+    return transform_agent(name, skip_nonfinite(method), dropout_net, p.retraining,
+                           sample_apply=dropout.sample_apply(dropout_net.apply, structure))
 
 
 def _sgmcmc_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) -> Agent:
@@ -225,13 +226,13 @@ def _sgmcmc_agent(name: str, bandit: Bandit, s: AgentSettings, p: AgentParts) ->
         c = s.sgmcmc_scale
         log_post = bandit_log_posterior(p.model, bandit.context_dim, c * p.noise,
                                         agent_prior(name, s._replace(prior_scale=c * s.prior_scale)),
-                                        p.common["horizon"], learned_noise=s.learned_noise)
+                                        p.retraining.horizon, learned_noise=s.learned_noise)
     if name == "sgld":
         method = sgmcmc.sgld(log_post, schedule)
     else:
         method = sgmcmc.sghmc(log_post, schedule, friction=s.sghmc_friction)
     # One chain's transition; the decision needs only its current position (sgmcmc.sample), so no draw buffer.
-    return transform_agent(name, skip_nonfinite(method), p.model, **p.common)
+    return transform_agent(name, skip_nonfinite(method), p.model, p.retraining)
 
 
 NETWORK_AGENTS = {"greedy": _greedy_agent, "neural_linear": _neural_linear_agent, "ensemble": _ensemble_agent,
