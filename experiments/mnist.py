@@ -77,8 +77,8 @@ from bdljax.evaluate import classification, uncertainty
 from bdljax.evaluate import ood as ood_metrics
 from bdljax.nn import models
 from bdljax.run import execution, predictive
+from bdljax.run.options import RunOptions
 from bdljax.run.rundir import RunLogger, default_run_dir
-from bdljax.run.runner import RunOptions
 
 DEFAULT_ANGLES = tuple(range(0, 181, 15))
 OOD_SCORES = ("entropy", "max_probability", "mutual_information")

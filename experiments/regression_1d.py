@@ -29,8 +29,8 @@ from bdljax import recipes
 from bdljax.core import likelihoods, priors
 from bdljax.nn import models
 from bdljax.run import predictive
+from bdljax.run.options import RunOptions
 from bdljax.run.rundir import RunLogger, default_run_dir
-from bdljax.run.runner import RunOptions
 
 NOISE_SCALE = 0.1
 

@@ -66,8 +66,8 @@ from bdljax.core import likelihoods, priors  # noqa: E402
 from bdljax.evaluate import classification, ood, regression, uncertainty  # noqa: E402
 from bdljax.nn import recurrent  # noqa: E402
 from bdljax.run import predictive  # noqa: E402
+from bdljax.run.options import RunOptions  # noqa: E402
 from bdljax.run.rundir import RunLogger, default_run_dir, to_json  # noqa: E402
-from bdljax.run.runner import RunOptions  # noqa: E402
 from experiments import forecasting  # noqa: E402
 
 TASKS = ("mnist_rows", "co2")

@@ -14,7 +14,7 @@ from bdljax.core import likelihoods, priors
 from bdljax.nn import models
 from bdljax.run import training
 from bdljax.run.execution import Execution
-from bdljax.run.runner import RunOptions
+from bdljax.run.options import RunOptions
 
 NUM_MEMBERS = 2
 STEPS_PER_CALL = 2  # unrolled chunks (training.build_chunked_epoch), as the runner trains a conv net on CPU
