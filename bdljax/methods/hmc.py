@@ -210,7 +210,8 @@ def update(state: HMCState, batch, key: jax.Array, kernel: Callable, log_density
     ``state.step < num_warmup``."""
     del batch  # the target is the full data set bound at build time (see the module docstring)
     eps = state.step_size
-    if settings.step_size_jitter:  # ε·U(1 − j, 1 + j) per transition breaks periodic trajectories (Neal 2011, §5.4.2.2)
+    # ε·U(1 − j, 1 + j) per transition breaks periodic trajectories (Neal 2011, §5.4.2.2).
+    if settings.step_size_jitter:
         key, jitter_key = jax.random.split(key)
         j = settings.step_size_jitter
         eps = eps * jax.random.uniform(jitter_key, (), eps.dtype, 1 - j, 1 + j)
