@@ -21,7 +21,7 @@ from bdljax.core import likelihoods, posterior, priors
 from bdljax.methods import hmc
 from bdljax.nn import models
 from bdljax.run import chains
-from bdljax.run.plan import Chains
+from bdljax.run.plan import Chains, Plan
 
 BEFORE = json.loads((Path(__file__).parent / "golden" / "before.json").read_text())
 RTOL = 2e-5
@@ -92,8 +92,9 @@ def hmc_figures(algorithm):
                                        num_data=len(toy.x_train))
     settings = {"hmc": {"num_integration_steps": 10}, "nuts": {"max_num_doublings": 5}}[algorithm]
     transform = hmc.build(log_post, (toy.x_train, toy.y_train), algorithm=algorithm, num_warmup=60, **settings)
-    run = chains.sample_chains(transform, jax.random.split(jax.random.key(0), 2), model.init,
-                               Chains(2, 60, 20, 1, 20, "sequential"), diagnose=False, warn=False)
+    plan = Plan(algorithm, transform, model.init, (toy.x_train, toy.y_train), model.apply, log_post.likelihood,
+                Chains(2, 60, 20, 1, 20, "sequential"), num_samples=40)
+    run = chains.sample_chains(plan, jax.random.split(jax.random.key(0), 2), model.init, diagnose=False, warn=False)
     first = [ravel_pytree(jax.tree.map(lambda leaf: leaf[0, s], run.samples))[0][:5] for s in range(3)]
     return {"acceptance_per_chain": np.mean(run.infos["acceptance_rate"], axis=1),
             "warmup_acceptance_per_chain": np.mean(run.warmup_infos["acceptance_rate"], axis=1),
