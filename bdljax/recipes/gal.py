@@ -138,8 +138,9 @@ def noise_precision(likelihood: likelihoods.Likelihood) -> Optional[float]:
     """τ = 1/σ² of a fixed-scale Gaussian likelihood; ``None`` for any other likelihood."""
     if likelihood.name != "gaussian" or likelihood.mean_and_scale is None:
         return None
-    _, scale = likelihood.mean_and_scale(jnp.zeros((1, 1)))
-    return float(1.0 / jnp.square(scale[0]))
+    with jax.ensure_compile_time_eval():  # a host number, also when the recipe is built inside a trace
+        _, scale = likelihood.mean_and_scale(jnp.zeros((1, 1)))
+        return float(1.0 / jnp.square(scale[0]))
 
 
 class RegressionPredictive(NamedTuple):

@@ -135,11 +135,7 @@ class _Program:
 
     def _epoch_one(self, values, state, x, y, key, depth):
         plan = self._plan(values, depth)
-        batch_size, num_points = plan.schedule.batch_size, x.shape[0]
-        num_steps = num_points // batch_size
-        order_key, step_key = jax.random.split(key)
-        indices = training.batch_orders(order_key, plan.transform.batch_streams, num_steps, batch_size, num_points)
-        return training.scan_steps(plan.transform, state, x, y, indices, jax.random.split(step_key, num_steps))
+        return training.epoch_steps(plan.transform, state, x, y, key, plan.schedule.batch_size)
 
     def _sample_one(self, values, state, key, depth):
         plan = self._plan(values, depth)

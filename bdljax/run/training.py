@@ -64,6 +64,15 @@ def batch_orders(key, streams: int, num_steps: int, batch_size: int, num_points:
     return order[: num_steps * batch_size].reshape(num_steps, batch_size)
 
 
+def full_batch_steps(method: Transform, state, x, y, keys):
+    """Steps on the whole data set, in its order: a full batch needs no permutation and no gather (they cost as
+    much as a small network's step). With K streams every member gets the same full batch."""
+    batch = (x, y)
+    if method.batch_streams:
+        batch = jax.tree.map(lambda a: jnp.broadcast_to(a, (method.batch_streams, *a.shape)), batch)
+    return jax.lax.scan(lambda state, key: method.update(state, batch, key), state, keys)
+
+
 def scan_steps(method: Transform, state, x, y, indices, keys):
     def step(state, inputs):
         batch_indices, key = inputs
@@ -75,20 +84,30 @@ def scan_steps(method: Transform, state, x, y, indices, keys):
 @functools.lru_cache(maxsize=64)
 def build_epoch(method: Transform, batch_size: int, num_points: int) -> Callable:
     """A jitted ``epoch(state, x, y, key) -> (state, stacked infos)``; cached per configuration."""
-    num_steps = num_points // batch_size
 
     def epoch(state, x, y, key):
-        order_key, step_key = jax.random.split(key)
-        indices = batch_orders(order_key, method.batch_streams, num_steps, batch_size, num_points)
-        return scan_steps(method, state, x, y, indices, jax.random.split(step_key, num_steps))
+        return epoch_steps(method, state, x, y, key, batch_size)
 
     return jax.jit(epoch)
 
 
+def epoch_steps(method: Transform, state, x, y, key, batch_size: int):
+    """One epoch of ``method.update``: ⌊N/B⌋ batches of a fresh permutation (one per stream), or, at full batch,
+    the whole data set in its order. Returns the final state and the infos stacked over steps."""
+    num_points = x.shape[0]
+    num_steps = num_points // batch_size
+    order_key, step_key = jax.random.split(key)
+    step_keys = jax.random.split(step_key, num_steps)
+    if batch_size == num_points:
+        return full_batch_steps(method, state, x, y, step_keys)
+    indices = batch_orders(order_key, method.batch_streams, num_steps, batch_size, num_points)
+    return scan_steps(method, state, x, y, indices, step_keys)
+
+
 # Scanned epochs run about this many steps per compiled call (at most MAX_EPOCHS_PER_CALL epochs): a full-batch
 # epoch is one step, and one dispatch per step cost 6x a bare lax.scan of the same update (scripts/bench_mfvi.py).
-MIN_STEPS_PER_CALL = 256
-MAX_EPOCHS_PER_CALL = 32
+MIN_STEPS_PER_CALL = 1024
+MAX_EPOCHS_PER_CALL = 128
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,16 +115,10 @@ def build_epochs(method: Transform, batch_size: int, num_points: int, num_epochs
     """A jitted ``epochs(state, x, y, key, first_epoch) -> (state, infos (num_epochs, steps, ...))`` running
     ``num_epochs`` epochs in one call; epoch ``e`` draws its order and step keys from ``fold_in(key, e)``, exactly
     as :func:`build_epoch` called once per epoch does."""
-    num_steps = num_points // batch_size
-
-    def one_epoch(state, x, y, key):
-        order_key, step_key = jax.random.split(key)
-        indices = batch_orders(order_key, method.batch_streams, num_steps, batch_size, num_points)
-        return scan_steps(method, state, x, y, indices, jax.random.split(step_key, num_steps))
 
     def epochs(state, x, y, key, first_epoch):
-        return jax.lax.scan(lambda state, epoch: one_epoch(state, x, y, jax.random.fold_in(key, epoch)), state,
-                            first_epoch + jnp.arange(num_epochs))
+        return jax.lax.scan(lambda state, epoch: epoch_steps(method, state, x, y, jax.random.fold_in(key, epoch),
+                                                             batch_size), state, first_epoch + jnp.arange(num_epochs))
 
     return jax.jit(epochs)
 
@@ -158,6 +171,34 @@ def build_chunked_epoch(method: Transform, batch_size: int, num_points: int, ste
         return state, jax.tree.map(lambda *parts: jnp.concatenate(parts), *infos)
 
     return epoch
+
+
+def summarise_epochs(infos) -> List[Dict[str, float]]:
+    """:func:`summarise_infos` of each epoch of infos stacked ``(epochs, steps, ...)``, vectorised over epochs."""
+    fields = infos._asdict() if hasattr(infos, "_asdict") else {"value": infos}
+    columns: Dict[str, np.ndarray] = {}
+    for name, values in fields.items():
+        if values is None:
+            continue
+        values = np.asarray(values, dtype=np.float64).reshape(np.shape(values)[0], -1)
+        finite = np.isfinite(values)
+        counts = finite.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            columns[name] = np.where(counts > 0, np.where(finite, values, 0.0).sum(axis=1) / counts, np.nan)
+        if not finite.all():
+            columns[f"{name}_nonfinite"] = (~finite).sum(axis=1)
+    num_epochs = len(next(iter(columns.values()))) if columns else 0
+    summaries = []
+    for epoch in range(num_epochs):
+        summary = {}
+        for name, column in columns.items():
+            if name.endswith("_nonfinite"):
+                if column[epoch]:
+                    summary[name] = int(column[epoch])
+            else:
+                summary[name] = float(column[epoch])
+        summaries.append(summary)
+    return summaries
 
 
 def summarise_infos(infos) -> Dict[str, float]:
@@ -254,9 +295,8 @@ def fit(
         infos = jax.device_get(infos)  # the one host transfer per call
         count = jax.tree.leaves(infos)[0].shape[0]
         seconds = (time.perf_counter() - start) / count
-        for offset in range(count):
+        for summary in summarise_epochs(infos):
             epoch += 1
-            summary = summarise_infos(jax.tree.map(lambda leaf: leaf[offset], infos))
             summary["seconds"] = seconds
             record({"epoch": epoch, "split": "train", **summary})
             if evaluate is not None and eval_every and (epoch % eval_every == 0 or epoch == num_epochs):
