@@ -340,7 +340,7 @@ def training_likelihood(protocol: Protocol, config: Mapping[str, Any]) -> likeli
     """
     if protocol.likelihood in ("learned_noise", "heteroscedastic"):
         return likelihoods.heteroscedastic_gaussian()
-    return fixed_noise_gaussian(1.0 / jnp.sqrt(_positive(config, "tau")))
+    return fixed_noise_gaussian(_positive(config, "tau") ** -0.5)  # a host float unless τ itself is traced
 
 
 def fixed_noise_gaussian(scale) -> likelihoods.Likelihood:

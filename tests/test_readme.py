@@ -17,9 +17,9 @@ def test_readme_example_runs(capsys):
     scores = namespace["scores"]
     assert set(scores) >= {"rmse", "test_ll", "coverage_90"}
     assert "rmse" in capsys.readouterr().out
-    # The same seeds give the figures the example gave before the redesign (tests/test_golden.py).
-    before = json.loads((README.parent / "tests" / "golden" / "before.json").read_text())["readme"]
-    for name, value in before.items():
+    # The same seeds give the example's golden figures (tests/test_golden.py says why they moved in the redesign).
+    golden = json.loads((README.parent / "tests" / "golden" / "after.json").read_text())["readme"]
+    for name, value in golden.items():
         np.testing.assert_allclose(float(scores[name]), value, rtol=2e-5, err_msg=name)
 
 
