@@ -31,8 +31,8 @@ def make_plan(name, **fixed):
 
 @pytest.mark.parametrize("name,fixed", [("map", {"num_epochs": 3, "batch_size": 16}),
                                         ("ensemble", {"num_epochs": 2, "batch_size": 16, "num_members": 2}),
-                                        ("mfvi", {"num_epochs": 2, "batch_size": 16, "num_samples": 3,
-                                                  "pretrain_epochs": 2})])
+                                        pytest.param("mfvi", {"num_epochs": 2, "batch_size": 16, "num_samples": 3,
+                                                              "pretrain_epochs": 2}, marks=pytest.mark.slow)])
 def test_batched_runs_equal_runs_alone(name, fixed):
     """Two splits × two prior scales (traced) and learning rates (traced): each equals execute() alone."""
     data = [split_data(0), split_data(1), split_data(0), split_data(1)]

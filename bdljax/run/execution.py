@@ -1,6 +1,6 @@
 """How the runner executes a plan on this backend: scanned or chunked steps, members vmapped or in turn.
 
-Measured on XLA:CPU (docs/results/speed.md): a small MLP gains from
+Measured on XLA:CPU (``scripts/bench_train_cpu.py``, ``scripts/bench_ensemble.py``): a small MLP gains from
 ``lax.scan`` over steps and from vmapping members (one dispatch instead of
 thousands), but a conv net's gradient step runs several times slower inside a
 rolled ``lax.scan`` than called unrolled in short chunks (jax-ml/jax#12868),
