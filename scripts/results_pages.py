@@ -52,8 +52,10 @@ def speed_page(logs: Sequence[Path]) -> str:
     for log in logs:
         text = log.read_text().strip().splitlines()
         summary = json.loads(text[-1])
-        name = summary.get("benchmark", log.stem)
-        lines += [f"## {name}", "", f"`python scripts/bench_{name}.py` (output below, as printed)", "", "```"]
+        name = summary.get("benchmark") or log.stem.removeprefix("bench_")
+        command_file = log.with_suffix(".cmd")  # the exact command, when it was not the default one
+        command = command_file.read_text().strip() if command_file.is_file() else f"python scripts/bench_{name}.py"
+        lines += [f"## {name}", "", f"`{command}` (output below, as printed)", "", "```"]
         lines += [line for line in text[:-1] if line.strip()]
         lines += ["```", ""]
     return "\n".join(lines)
