@@ -61,16 +61,33 @@ def speed_page(logs: Sequence[Path]) -> str:
     return "\n".join(lines)
 
 
+def put_headline(readme: Path, name: str, page: str) -> None:
+    """Replace what stands between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` by the page's first table."""
+    lines = page.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    text = readme.read_text()
+    opening, closing = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    if opening not in text or closing not in text:
+        raise ValueError(f"{readme} has no {opening} ... {closing} markers")
+    before, rest = text.split(opening, 1)
+    readme.write_text(before + opening + "\n" + "\n".join(lines[start:end]) + "\n" + closing + rest.split(closing, 1)[1])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("page", choices=("uci", "speed"))
     parser.add_argument("sources", nargs="+", help="UCI run directories, or benchmark output logs")
     parser.add_argument("--out", required=True, help="the page to write")
+    parser.add_argument("--readme", default=None,
+                        help="also put the page's first table between the README's '<!-- results:PAGE -->' markers")
     args = parser.parse_args(argv)
     sources: List[Path] = [Path(s) for s in args.sources]
     page = uci_page(sources) if args.page == "uci" else speed_page(sources)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(page)
+    if args.readme:
+        put_headline(Path(args.readme), args.page, page)
     print(page)
     result = {"page": args.page, "out": args.out, "sources": [str(s) for s in sources]}
     print(json.dumps(result))
