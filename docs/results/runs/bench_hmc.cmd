@@ -1,0 +1,1 @@
+python scripts/bench_hmc.py --skip-nuts --skip-mixing

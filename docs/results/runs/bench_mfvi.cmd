@@ -1,0 +1,1 @@
+python scripts/bench_mfvi.py --no-torch --repeats 3
