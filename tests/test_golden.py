@@ -161,10 +161,9 @@ def test_bandit_regrets(tmp_path):
 
 
 def bandit_regrets(summary, agent):
-    rows = summary if isinstance(summary, list) else summary.get("agents", summary)
-    if isinstance(rows, dict):
-        return rows[agent]["cumulative_regret_per_seed"]
-    return next(row for row in rows if row.get("agent") == agent)["cumulative_regret_per_seed"]
+    """An agent's cumulative regret per seed in the bandit script's summary.json (one bandit)."""
+    (by_agent,) = summary["bandits"].values()
+    return by_agent[agent]["cumulative_regret_per_seed"]
 
 
 if __name__ == "__main__":  # print every figure of this code, to record a deliberate change
