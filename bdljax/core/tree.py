@@ -39,3 +39,8 @@ def leading_size(tree) -> int:
     if len(sizes) != 1:
         raise ValueError(f"leaves of a stacked pytree must share their leading axis, got sizes {sorted(sizes)}")
     return sizes.pop()
+
+
+def cast_floats(tree, dtype):
+    """Every floating leaf cast to ``dtype`` (float64 chains, float32 draws); other leaves unchanged."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)

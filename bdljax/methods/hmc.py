@@ -124,10 +124,6 @@ class TransitionInfo(NamedTuple):
     is_warmup: jax.Array
 
 
-def cast_floats(tree_, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree_)
-
-
 def full_batch_log_density(log_posterior: LogPosterior, data, float64: bool = False) -> Callable[[Params], jax.Array]:
     """θ ↦ log p_T(θ|D) on the whole training set ``data = (x, y)``, checked against the log posterior's N."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
@@ -144,7 +140,7 @@ def full_batch_log_density(log_posterior: LogPosterior, data, float64: bool = Fa
                          f"num_data={log_posterior.num_data}; build it with num_data={x.shape[0]}.")
     if float64:
         with jax.enable_x64(True):
-            batch = cast_floats((jnp.asarray(x), jnp.asarray(y)), jnp.float64)
+            batch = tree.cast_floats((jnp.asarray(x), jnp.asarray(y)), jnp.float64)
     else:
         batch = (jnp.asarray(x), jnp.asarray(y))
     return lambda params: log_posterior(params, batch)
@@ -162,7 +158,7 @@ def init(key: jax.Array, params: Any, log_density: Callable, settings: HMCSettin
                          "(bdljax.run.chains does this)")
     params = tree.initial_params(key, params)
     if settings.float64:
-        params = cast_floats(params, jnp.float64)
+        params = tree.cast_floats(params, jnp.float64)
     chain = bj_hmc.init(params, log_density)
     flat, _ = jax.flatten_util.ravel_pytree(params)
     dim, dtype = flat.shape[0], flat.dtype

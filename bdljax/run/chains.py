@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bdljax.core import tree
 from bdljax.core.likelihoods import Likelihood
 from bdljax.core.transform import Transform
 from bdljax.evaluate import classification, regression
@@ -222,7 +223,7 @@ def _start(plan: Plan, init_keys, init_params, chain_method: str, trace_points, 
     draw = jax.eval_shape(jax.vmap(functools.partial(_current_draw, plan.transform)), states, init_keys)
     dtype = jax.tree.leaves(draw)[0].dtype
     sample_dtype = jnp.float32 if dtype == jnp.float64 else dtype
-    points = None if trace_points is None else _cast_floats(jnp.asarray(trace_points), sample_dtype)
+    points = None if trace_points is None else tree.cast_floats(jnp.asarray(trace_points), sample_dtype)
     running, x_pred, y_pred = None, None, None
     if eval_data is not None:
         x_pred, y_pred = jnp.asarray(eval_data[0]), jnp.asarray(eval_data[1])
@@ -305,7 +306,7 @@ def _chunk_fn(transform: Transform, length: int, group: int, keep_samples: bool,
             else:
                 states, infos = step_chains(states, draw_keys)
                 last_keys, log_density = draw_keys, infos.log_density
-            position = _cast_floats(current_draws(states, last_keys), sample_dtype)
+            position = tree.cast_floats(current_draws(states, last_keys), sample_dtype)
             emitted = {"log_density": log_density, **summaries(position)}
             if keep_samples:
                 emitted["position"] = position
@@ -325,12 +326,8 @@ def _chunk_fn(transform: Transform, length: int, group: int, keep_samples: bool,
     return jax.jit(chunk)
 
 
-def _cast_floats(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
-def _host(tree):
-    return jax.tree.map(np.asarray, tree)
+def _host(values):
+    return jax.tree.map(np.asarray, values)
 
 
 def _stack_infos(parts: List[Any]) -> Dict[str, np.ndarray]:
